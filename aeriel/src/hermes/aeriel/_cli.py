@@ -1,0 +1,70 @@
+"""The ``hermes`` command line.
+
+hermes-aeriel owns the console script. Every installed hermes subpackage adds its commands
+through the entry-point group ``hermes.cli``: an entry point that names a
+:class:`typer.Typer` becomes a command group (``hermes repo ...``), one that names a
+function becomes a command (``hermes export``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+__all__ = ["app", "main", "register"]
+
+app = typer.Typer(
+    name="hermes",
+    help="hermes: deep-learning inference-as-a-service on NVIDIA Triton for streaming timeseries.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_registered: set[str] = set()
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."
+    ),
+) -> None:
+    """hermes: export models, serve Triton, stream data through it."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def register(name: str, target: Any) -> None:
+    """Add a command group (a :class:`typer.Typer`) or a command (a function) named ``name``."""
+    if name in _registered:
+        return
+    _registered.add(name)
+    if isinstance(target, typer.Typer):
+        app.add_typer(target, name=name)
+    elif callable(target):
+        app.command(name=name)(target)
+    else:  # pragma: no cover - a broken plugin
+        raise TypeError(f"hermes.cli entry point {name!r} is neither a Typer app nor a function")
+
+
+def _load_plugins() -> None:
+    from hermes.aeriel import _commands  # noqa: F401  (registers aeriel's own commands)
+
+    for ep in importlib.metadata.entry_points(group="hermes.cli"):
+        try:
+            target: Callable[..., Any] | typer.Typer = ep.load()
+        except ImportError as exc:  # a subpackage whose optional dependency is missing
+            logging.getLogger("hermes.cli").debug("skipping command %s: %s", ep.name, exc)
+            continue
+        register(ep.name, target)
+
+
+def main() -> None:
+    """Entry point of the ``hermes`` console script."""
+    _load_plugins()
+    app()

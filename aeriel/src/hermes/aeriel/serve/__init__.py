@@ -1,0 +1,26 @@
+"""Start Triton Inference Servers: the local binary, Apptainer or Singularity.
+
+```python
+from hermes.aeriel import serve
+
+with serve("model-repo", models=["mlp"]) as server:
+    print(server.grpc_url)
+```
+"""
+
+from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
+from hermes.aeriel.serve._server import Server, free_ports, get_runtime, serve
+from hermes.aeriel.serve.local import LocalRuntime, find_triton_wheel, map_visible_devices
+
+__all__ = [
+    "LocalRuntime",
+    "ModelControl",
+    "Runtime",
+    "Server",
+    "ServerSpec",
+    "find_triton_wheel",
+    "free_ports",
+    "get_runtime",
+    "map_visible_devices",
+    "serve",
+]

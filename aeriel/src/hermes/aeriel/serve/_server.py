@@ -1,0 +1,586 @@
+"""A running Triton server process: start, readiness, log excerpts, stop by PID.
+
+```
+ caller thread                      watcher thread
+ ─────────────                      ──────────────
+ Server.start() ── Popen ──────────▶ proc.wait()  ── sets _exited, logs an
+   wait_ready(): polls /v2/health/ready and          unexpected exit
+   /v2/models/<m>/ready, waking early on _exited
+ Server.close(): SIGTERM (or runtime stop), SIGKILL after the grace period,
+   unlink /dev/shm/<own prefix>*, runtime cleanup
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from hermes.aeriel.exceptions import (
+    ModelLoadError,
+    ServerError,
+    ServerExitedError,
+    ServerStartTimeout,
+)
+from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
+
+__all__ = ["Server", "free_ports", "get_runtime", "serve"]
+
+logger = logging.getLogger("hermes.aeriel.serve")
+
+# Lines every CPU-only start prints; they are not the reason anything failed.
+_HARMLESS = re.compile(
+    r"CUDA|cuda|NVML|DCGM|CudaDriverHelper|pinned memory|GPU metrics|cuda driver|nvidia-smi"
+)
+_SHM_DIR = Path("/dev/shm")
+
+
+def free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free TCP ports on ``address`` (Triton refuses port 0).
+
+    All sockets are held open until every port is chosen, so the ports differ.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(
+                socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM
+            )
+            s.bind((address, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
+    """A :class:`Runtime` from its name (``local``, ``apptainer``, ``singularity``) or itself."""
+    if isinstance(runtime, Runtime):
+        return runtime
+    if runtime == "local":
+        from hermes.aeriel.serve.local import LocalRuntime
+
+        if image is not None:
+            raise ValueError(
+                "image= is for container runtimes; the local runtime runs the bundled binary"
+            )
+        return LocalRuntime()
+    if runtime in ("apptainer", "singularity"):
+        from hermes.aeriel.serve.apptainer import ApptainerRuntime
+
+        if image is None:
+            raise ValueError(f"runtime={runtime!r} needs image= (a .sif file or an image name)")
+        return ApptainerRuntime(image=image, executable=runtime)
+    raise ValueError(f"unknown runtime {runtime!r}; expected 'local', 'apptainer' or 'singularity'")
+
+
+def _log_excerpt(text: str, *, models: Iterable[str] = (), limit: int = 20) -> str:
+    """The lines of a Triton log that explain a failure: errors and anything naming a model."""
+    names = [m for m in models if m and m != "*"]
+    picked = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or _HARMLESS.search(stripped):
+            continue
+        is_error = stripped[:1] == "E" and stripped[1:5].isdigit()
+        mentions = any(f"'{n}'" in stripped or f'"{n}"' in stripped for n in names)
+        if (
+            is_error
+            or mentions
+            or "failed to load" in stripped
+            or stripped.startswith(("error:", "Error"))
+            or "Address already in use" in stripped
+            or "UNAVAILABLE" in stripped
+        ):
+            picked.append(stripped)
+    if not picked:
+        picked = [ln.strip() for ln in text.splitlines() if ln.strip()][-limit:]
+    return "\n".join(picked[-limit:])
+
+
+class Server:
+    """A Triton server process started by hermes, stopped by its PID.
+
+    Use :func:`serve` to make one. Attributes ``grpc_url`` (``host:port``), ``http_url``
+    (``http://host:port``), ``metrics_url`` (``http://host:port/metrics``) and
+    ``log_file`` tell where it is.
+    """
+
+    def __init__(
+        self, spec: ServerSpec, runtime: Runtime, *, grace_s: float = 10.0, owns_log: bool = False
+    ):
+        self.spec = spec
+        self.owns_log = owns_log
+        self._failed = False
+        self.runtime = runtime
+        self.grace_s = grace_s
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_handle: Any = None
+        self._exited = threading.Event()
+        self._stopping = False
+        self._closed = False
+        self._watcher: threading.Thread | None = None
+        self.started_at: float | None = None
+        self.ready_after_s: float | None = None
+
+    # ------------------------------------------------------------------ endpoints
+    @property
+    def host(self) -> str:
+        return f"[{self.spec.address}]" if ":" in self.spec.address else self.spec.address
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint (what tritonclient.grpc expects)."""
+        return f"{self.host}:{self.spec.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the HTTP/REST endpoint."""
+        return f"http://{self.host}:{self.spec.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://host:port/metrics`` of the Prometheus endpoint."""
+        return f"http://{self.host}:{self.spec.metrics_port}/metrics"
+
+    @property
+    def log_file(self) -> Path:
+        return self.spec.log_file
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def read_log(self) -> str:
+        try:
+            return self.spec.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<Server {self.runtime.name} {state} grpc={self.grpc_url} http={self.http_url}>"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Server:
+        """Launch the process (after the runtime's preflight checks); does not wait."""
+        if self._closed:
+            raise ServerError("this Server was closed; create a new one with serve()")
+        if self.process is not None:
+            raise ServerError("this Server is already started")
+        self.runtime.preflight(self.spec)
+        argv, env = self.runtime.command(self.spec)
+        self.spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._log_handle = open(self.spec.log_file, "ab", buffering=0)  # noqa: SIM115
+        logger.info(
+            "starting tritonserver (%s): repository %s, grpc %s, http %s, log %s",
+            self.runtime.name,
+            self.spec.repository,
+            self.grpc_url,
+            self.http_url,
+            self.spec.log_file,
+        )
+        logger.debug("argv: %s", argv)
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=self._log_handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._release()
+            raise ServerError(f"could not run {argv[0]}: {exc}") from exc
+        self.started_at = time.monotonic()
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"triton-watch-{self.process.pid}", daemon=True
+        )
+        self._watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        assert self.process is not None
+        code = self.process.wait()
+        self._exited.set()
+        if not self._stopping:
+            logger.error(
+                "tritonserver (pid %d) exited unexpectedly with status %s; log: %s",
+                self.process.pid,
+                code,
+                self.spec.log_file,
+            )
+
+    def exit_error(self) -> ServerExitedError | ModelLoadError:
+        """The error that describes why the process ended."""
+        self._failed = True  # keep the log: the error points at it
+        code = self.returncode
+        text = self.read_log()
+        models = self.spec.models or ()
+        excerpt = _log_excerpt(text, models=models)
+        failed = re.findall(
+            r"(?:failed to load|failed to poll model|Poll failed for model directory|unable to load model) '([^']+)'",
+            text,
+        )
+        if failed:
+            names = ", ".join(dict.fromkeys(failed))
+            return ModelLoadError(
+                f"model {names} failed to load, so tritonserver exited (status {code}); "
+                f"from {self.spec.log_file}:\n{excerpt}",
+                model=failed[0],
+                reason=excerpt,
+            )
+        how = (
+            f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        )
+        return ServerExitedError(
+            f"tritonserver ({self.runtime.name}, grpc {self.grpc_url}) exited ({how}); "
+            f"from {self.spec.log_file}:\n{excerpt}",
+            returncode=code,
+            log_excerpt=excerpt,
+        )
+
+    def check(self) -> None:
+        """Raise if the server process has ended (it should be running)."""
+        if self.process is None:
+            raise ServerError("the server was not started")
+        if self.process.poll() is not None:
+            raise self.exit_error()
+
+    def _get(self, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.http_url + path)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (OSError, urllib.error.URLError):
+            return 0, b""
+
+    def _post(self, path: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.http_url + path, data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (OSError, urllib.error.URLError):
+            return 0, b""
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Triton's repository index: every model with its version, state and reason."""
+        code, body = self._post("/v2/repository/index")
+        if code != 200:
+            return []
+        try:
+            return list(json.loads(body))
+        except ValueError:
+            return []
+
+    def wait_ready(self, timeout_s: float = 120.0, models: Sequence[str] | None = None) -> float:
+        """Block until the server and ``models`` (default: the ones it was asked to load) are ready.
+
+        Returns:
+            Seconds from launch to ready.
+
+        Raises:
+            ServerExitedError: the process ended first (quotes the log).
+            ModelLoadError: a model failed to load (quotes Triton's reason).
+            ServerStartTimeout: not ready within ``timeout_s``.
+        """
+        if self.process is None:
+            raise ServerError("the server was not started")
+        wanted = list(models if models is not None else (self.spec.models or ()))
+        deadline = time.monotonic() + timeout_s
+        interval = 0.02
+        server_ready = False
+        while True:
+            if self.process.poll() is not None:
+                raise self.exit_error()
+            if not server_ready:
+                code, _ = self._get("/v2/health/ready", timeout_s=1.0)
+                server_ready = code == 200
+            if server_ready:
+                pending = [m for m in wanted if self._get(f"/v2/models/{m}/ready", 1.0)[0] != 200]
+                if not pending:
+                    self.ready_after_s = time.monotonic() - (self.started_at or time.monotonic())
+                    logger.info(
+                        "tritonserver ready after %.2f s (%s)", self.ready_after_s, self.grpc_url
+                    )
+                    return self.ready_after_s
+                self._raise_unavailable(pending)
+            if time.monotonic() >= deadline:
+                what = "server" if not server_ready else f"model(s) {', '.join(wanted)}"
+                self._failed = True
+                raise ServerStartTimeout(
+                    f"tritonserver {what} not ready after {timeout_s:.0f} s (grpc {self.grpc_url}); "
+                    f"last log lines from {self.spec.log_file}:\n{_log_excerpt(self.read_log(), models=wanted)}"
+                )
+            self._exited.wait(interval)
+            interval = min(interval * 1.5, 0.25)
+
+    def _raise_unavailable(self, pending: Sequence[str]) -> None:
+        """Raise for a pending model that Triton reports UNAVAILABLE with a reason."""
+        for entry in self.repository_index():
+            if (
+                entry.get("name") in pending
+                and entry.get("state") == "UNAVAILABLE"
+                and entry.get("reason")
+            ):
+                reason = str(entry["reason"])
+                self._failed = True
+                raise ModelLoadError(
+                    f"model {entry['name']!r} failed to load: {reason}",
+                    model=str(entry["name"]),
+                    reason=reason,
+                )
+
+    def load_model(
+        self, name: str, *, config: Mapping[str, Any] | None = None, timeout_s: float = 120.0
+    ) -> None:
+        """Load (or reload) ``name`` in explicit mode and wait until it is ready.
+
+        Raises:
+            ModelLoadError: Triton refused it; the message quotes Triton's reason.
+        """
+        self.check()
+        body = json.dumps(
+            {"parameters": {"config": json.dumps(dict(config))}} if config else {}
+        ).encode()
+        req = urllib.request.Request(
+            f"{self.http_url}/v2/repository/models/{name}/load", data=body, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                detail = json.loads(detail)["error"]
+            log = _log_excerpt(self.read_log(), models=[name])
+            raise ModelLoadError(
+                f"model {name!r} failed to load: {detail}\nfrom {self.spec.log_file}:\n{log}",
+                model=name,
+                reason=str(detail),
+            ) from None
+        except (OSError, urllib.error.URLError) as exc:
+            self.check()
+            raise ServerError(f"could not reach {self.http_url} to load {name!r}: {exc}") from exc
+        self.wait_ready(timeout_s, models=[name])
+
+    def unload_model(self, name: str, *, timeout_s: float = 60.0) -> None:
+        """Unload ``name`` (explicit mode) and wait until it is no longer ready."""
+        self.check()
+        req = urllib.request.Request(
+            f"{self.http_url}/v2/repository/models/{name}/unload", data=b"{}", method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError as exc:
+            raise ServerError(
+                f"unloading {name!r} failed: {exc.read().decode(errors='replace')}"
+            ) from None
+        deadline = time.monotonic() + timeout_s
+        while self._get(f"/v2/models/{name}/ready", 1.0)[0] == 200:
+            if time.monotonic() > deadline:
+                raise ServerStartTimeout(
+                    f"model {name!r} still ready {timeout_s:.0f} s after unload"
+                )
+            self._exited.wait(0.02)
+
+    def stop(self) -> int | None:
+        """Stop the process by PID: SIGTERM (or the runtime's stop command), SIGKILL after the grace period."""
+        if self.process is None:
+            return None
+        self._stopping = True
+        if self.process.poll() is None:
+            stop_cmd = self.runtime.stop_command(self.spec)
+            if stop_cmd:
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(
+                        list(stop_cmd), capture_output=True, timeout=self.grace_s, check=False
+                    )
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(self.spec.exit_timeout_s + self.grace_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("tritonserver pid %d ignored SIGTERM; killing it", self.process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        # Stubs of a killed server may survive in its session: end them too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self._watcher is not None:
+            self._watcher.join(5)
+        return self.process.returncode
+
+    def _release(self) -> None:
+        for region in _SHM_DIR.glob(f"{self.spec.shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                region.unlink()
+        self.runtime.cleanup()
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        if self.owns_log and not self._failed:
+            with contextlib.suppress(OSError):
+                self.spec.log_file.unlink()
+
+    def close(self) -> None:
+        """Stop the server and remove what it left: its own shared-memory regions, temp files. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.stop()
+        finally:
+            self._release()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        died = self.process is not None and self.process.poll() is not None and not self._stopping
+        error = self.exit_error() if died else None
+        self.close()
+        if error is None:
+            return
+        if exc is None:
+            raise error
+        exc.add_note(f"hermes: the Triton server had exited while in use: {error}")
+
+
+def serve(
+    repository: str | os.PathLike[str],
+    *,
+    runtime: str | Runtime = "local",
+    image: str | None = None,
+    models: Sequence[str] | None = None,
+    model_control: str | ModelControl = ModelControl.EXPLICIT,
+    address: str = "127.0.0.1",
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    log_file: str | os.PathLike[str] | None = None,
+    server_args: Sequence[str] = (),
+    gpus: Sequence[int] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+    exit_timeout_s: int = 5,
+    wait: bool = True,
+) -> Server:
+    """Start a Triton Inference Server on a model repository; use as a context manager.
+
+    ```python
+    with serve("model-repo") as server:
+        client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+    ```
+
+    Args:
+        repository: model repository (a directory; ``gs://``/``s3://`` for container runtimes).
+        runtime: ``"local"`` (the ``tritonserver`` binary of the ``nvidia-pytriton`` wheel,
+            default), ``"apptainer"``, ``"singularity"``, or a :class:`Runtime`.
+        image: container image for the container runtimes.
+        models: models to load (explicit mode); default every model in the repository.
+        model_control: ``"explicit"`` (default), ``"poll"`` or ``"none"``.
+        address: address all endpoints bind (loopback by default).
+        http_port, grpc_port, metrics_port: ports; free ones are picked when omitted.
+        log_file: where the server log goes; a temporary file by default.
+        server_args: extra ``tritonserver`` arguments.
+        gpus: GPU indices (relative to this job's ``CUDA_VISIBLE_DEVICES``) the server may use.
+        env: extra environment variables for the server.
+        timeout_s: how long to wait for the server and the models to be ready.
+        exit_timeout_s: how long Triton waits for in-flight requests when stopped.
+        wait: wait for readiness before returning.
+
+    Returns:
+        The running :class:`Server`; closing it stops the process and removes its
+        shared-memory regions.
+
+    Raises:
+        ServerPreflightError: the server cannot start here (names the fix).
+        ModelLoadError: a model failed to load (quotes Triton's reason).
+        ServerExitedError: the process ended before it was ready.
+        ServerStartTimeout: not ready within ``timeout_s``.
+    """
+    rt = get_runtime(runtime, image=image)
+    repo = os.fspath(repository)
+    if "://" not in repo:
+        repo = str(Path(repo).resolve()) if Path(repo).exists() else repo
+    auto_ports = http_port is None and grpc_port is None and metrics_port is None
+    given = [http_port, grpc_port, metrics_port]
+    temp_log = log_file is None
+    log_path = (
+        Path(log_file)
+        if log_file is not None
+        else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+    )
+    attempts = 3 if auto_ports else 1
+    for attempt in range(attempts):
+        picked = free_ports(3, address if ":" not in address else "::1")
+        ports = [g if g is not None else p for g, p in zip(given, picked, strict=True)]
+        spec = ServerSpec(
+            repository=repo,
+            address=address,
+            http_port=ports[0],
+            grpc_port=ports[1],
+            metrics_port=ports[2],
+            model_control=ModelControl(model_control),
+            models=tuple(models) if models is not None else None,
+            log_file=log_path,
+            server_args=tuple(server_args),
+            exit_timeout_s=exit_timeout_s,
+            shm_prefix=f"hermes{os.getpid()}x{uuid.uuid4().hex[:8]}_",
+            gpus=tuple(gpus) if gpus is not None else None,
+            env=dict(env or {}),
+        )
+        server = Server(spec, rt, owns_log=temp_log)
+        try:
+            server.start()
+            if wait:
+                server.wait_ready(timeout_s)
+            return server
+        except ServerExitedError as exc:
+            server.close()
+            if attempt + 1 < attempts and "Address already in use" in exc.log_excerpt:
+                logger.warning("port collision starting tritonserver; retrying on new ports")
+                continue
+            raise
+        except BaseException:
+            server.close()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
