@@ -52,9 +52,7 @@ def test_python_model_answers_over_grpc_and_http(triton_repo, start_triton, writ
 
 def test_start_and_stop_leave_no_process_and_no_shm_region(triton_repo, write_add_sub, tmp_path):
     write_add_sub(triton_repo)
-    with serve(
-        triton_repo, models=["add_sub"], log_file=tmp_path / "log", exit_timeout_s=2
-    ) as server:
+    with serve(triton_repo, models=["add_sub"], log_file=tmp_path / "log", exit_timeout_s=2) as server:
         pid = server.pid
         regions = list(Path("/dev/shm").glob(f"{server.spec.shm_prefix}*"))
         assert regions, "the python backend should have created its shm region under our prefix"
@@ -88,9 +86,7 @@ def test_endpoints_bind_loopback_on_the_ports_asked_for(triton_repo, tmp_path):
     assert f"Started HTTPService at 127.0.0.1:{http}" in log
 
 
-def test_broken_config_raises_quoting_triton_and_naming_the_model(
-    triton_repo, tmp_path, write_add_sub
-):
+def test_broken_config_raises_quoting_triton_and_naming_the_model(triton_repo, tmp_path, write_add_sub):
     config = 'name: "broken"\nbackend: "python"\nmax_batch_size: -3\n'
     write_add_sub(triton_repo, name="broken", config=config)
     started = time.monotonic()
@@ -104,9 +100,7 @@ def test_broken_config_raises_quoting_triton_and_naming_the_model(
 
 
 def test_loading_a_broken_model_later_quotes_triton(triton_server, triton_repo, write_add_sub):
-    write_add_sub(
-        triton_repo, name="later", config='name: "later"\nbackend: "python"\nmax_batch_size: -1\n'
-    )
+    write_add_sub(triton_repo, name="later", config='name: "later"\nbackend: "python"\nmax_batch_size: -1\n')
     with pytest.raises(ModelLoadError, match="later.*must be non-negative"):
         triton_server.load_model("later")
     # the server keeps serving other models

@@ -30,9 +30,7 @@ _registered: set[str] = set()
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(
-        0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."
-    ),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
 ) -> None:
     """hermes: export models, serve Triton, stream data through it."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG

@@ -51,9 +51,7 @@ def demo() -> None:
         (repo / "add_one" / "1" / "model.py").write_text(_ADD_ONE_MODEL)
         x = np.arange(8, dtype=np.float32).reshape(2, 4)
         with serve(repo, models=["add_one"]) as server:
-            typer.echo(
-                f"tritonserver ready in {server.ready_after_s:.2f} s at grpc {server.grpc_url}"
-            )
+            typer.echo(f"tritonserver ready in {server.ready_after_s:.2f} s at grpc {server.grpc_url}")
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 inp = grpcclient.InferInput("x", list(x.shape), "FP32")
                 inp.set_data_from_numpy(x)

@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ["ModelControl", "Runtime", "ServerSpec"]
 
 
-class ModelControl(str, enum.Enum):
+class ModelControl(enum.StrEnum):
     """Triton's ``--model-control-mode``."""
 
     EXPLICIT = "explicit"
@@ -62,9 +62,7 @@ class ServerSpec:
         for field in ("http_port", "grpc_port", "metrics_port"):
             port = getattr(self, field)
             if not isinstance(port, int) or not 0 < port < 65536:
-                raise ValueError(
-                    f"{field} must be a port in 1..65535 (Triton refuses 0), got {port!r}"
-                )
+                raise ValueError(f"{field} must be a port in 1..65535 (Triton refuses 0), got {port!r}")
         ports = {self.http_port, self.grpc_port, self.metrics_port}
         if len(ports) != 3:
             raise ValueError(

@@ -59,9 +59,7 @@ def free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
     sockets = []
     try:
         for _ in range(count):
-            s = socket.socket(
-                socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM
-            )
+            s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
             s.bind((address, 0))
             sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
@@ -78,9 +76,7 @@ def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
         from hermes.aeriel.serve.local import LocalRuntime
 
         if image is not None:
-            raise ValueError(
-                "image= is for container runtimes; the local runtime runs the bundled binary"
-            )
+            raise ValueError("image= is for container runtimes; the local runtime runs the bundled binary")
         return LocalRuntime()
     if runtime in ("apptainer", "singularity"):
         from hermes.aeriel.serve.apptainer import ApptainerRuntime
@@ -123,9 +119,7 @@ class Server:
     ``log_file`` tell where it is.
     """
 
-    def __init__(
-        self, spec: ServerSpec, runtime: Runtime, *, grace_s: float = 10.0, owns_log: bool = False
-    ):
+    def __init__(self, spec: ServerSpec, runtime: Runtime, *, grace_s: float = 10.0, owns_log: bool = False):
         self.spec = spec
         self.owns_log = owns_log
         self._failed = False
@@ -255,9 +249,7 @@ class Server:
                 model=failed[0],
                 reason=excerpt,
             )
-        how = (
-            f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-        )
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         return ServerExitedError(
             f"tritonserver ({self.runtime.name}, grpc {self.grpc_url}) exited ({how}); "
             f"from {self.spec.log_file}:\n{excerpt}",
@@ -329,9 +321,7 @@ class Server:
                 pending = [m for m in wanted if self._get(f"/v2/models/{m}/ready", 1.0)[0] != 200]
                 if not pending:
                     self.ready_after_s = time.monotonic() - (self.started_at or time.monotonic())
-                    logger.info(
-                        "tritonserver ready after %.2f s (%s)", self.ready_after_s, self.grpc_url
-                    )
+                    logger.info("tritonserver ready after %.2f s (%s)", self.ready_after_s, self.grpc_url)
                     return self.ready_after_s
                 self._raise_unavailable(pending)
             if time.monotonic() >= deadline:
@@ -347,11 +337,7 @@ class Server:
     def _raise_unavailable(self, pending: Sequence[str]) -> None:
         """Raise for a pending model that Triton reports UNAVAILABLE with a reason."""
         for entry in self.repository_index():
-            if (
-                entry.get("name") in pending
-                and entry.get("state") == "UNAVAILABLE"
-                and entry.get("reason")
-            ):
+            if entry.get("name") in pending and entry.get("state") == "UNAVAILABLE" and entry.get("reason"):
                 reason = str(entry["reason"])
                 self._failed = True
                 raise ModelLoadError(
@@ -369,9 +355,7 @@ class Server:
             ModelLoadError: Triton refused it; the message quotes Triton's reason.
         """
         self.check()
-        body = json.dumps(
-            {"parameters": {"config": json.dumps(dict(config))}} if config else {}
-        ).encode()
+        body = json.dumps({"parameters": {"config": json.dumps(dict(config))}} if config else {}).encode()
         req = urllib.request.Request(
             f"{self.http_url}/v2/repository/models/{name}/load", data=body, method="POST"
         )
@@ -403,15 +387,11 @@ class Server:
             with urllib.request.urlopen(req, timeout=timeout_s):
                 pass
         except urllib.error.HTTPError as exc:
-            raise ServerError(
-                f"unloading {name!r} failed: {exc.read().decode(errors='replace')}"
-            ) from None
+            raise ServerError(f"unloading {name!r} failed: {exc.read().decode(errors='replace')}") from None
         deadline = time.monotonic() + timeout_s
         while self._get(f"/v2/models/{name}/ready", 1.0)[0] == 200:
             if time.monotonic() > deadline:
-                raise ServerStartTimeout(
-                    f"model {name!r} still ready {timeout_s:.0f} s after unload"
-                )
+                raise ServerStartTimeout(f"model {name!r} still ready {timeout_s:.0f} s after unload")
             self._exited.wait(0.02)
 
     def stop(self) -> int | None:
@@ -423,9 +403,7 @@ class Server:
             stop_cmd = self.runtime.stop_command(self.spec)
             if stop_cmd:
                 with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    subprocess.run(
-                        list(stop_cmd), capture_output=True, timeout=self.grace_s, check=False
-                    )
+                    subprocess.run(list(stop_cmd), capture_output=True, timeout=self.grace_s, check=False)
             if self.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.send_signal(signal.SIGTERM)

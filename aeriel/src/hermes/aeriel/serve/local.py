@@ -107,9 +107,7 @@ class LocalRuntime(Runtime):
 
     name = "local"
 
-    def __init__(
-        self, *, python: str | os.PathLike[str] | None = None, portable_backends: bool = True
-    ):
+    def __init__(self, *, python: str | os.PathLike[str] | None = None, portable_backends: bool = True):
         self.python = Path(python) if python is not None else Path(sys.executable)
         self.portable_backends = portable_backends
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -189,9 +187,7 @@ class LocalRuntime(Runtime):
         python.mkdir()
         # A real copy: with python-based backends beside it, Triton refuses a library that
         # "escapes" the backend directory through a symlink.
-        shutil.copy2(
-            self.wheel.python_backend / "libtriton_python.so", python / "libtriton_python.so"
-        )
+        shutil.copy2(self.wheel.python_backend / "libtriton_python.so", python / "libtriton_python.so")
         (python / "triton_python_backend_utils.py").symlink_to(
             self.wheel.python_backend / "triton_python_backend_utils.py"
         )
