@@ -1,0 +1,87 @@
+"""Errors raised by hermes.cloudbreak.
+
+Every error derives from :class:`CloudbreakError`; subclasses also inherit the builtin they
+refine, so ``except TimeoutError`` keeps working. Errors of google-api-core, grpc, kubernetes
+and asyncssh are translated at one boundary (``raise ... from exc``) and never escape untranslated.
+
+* CloudbreakError
+  + CloudConfigError (also ValueError): a spec field has a bad value; the message names it
+  + CloudApiError (also RuntimeError): a cloud or Kubernetes API call failed
+    - ResourceNotFound (also LookupError): 404, the named object does not exist
+    - ResourceExists: 409, the named object exists already
+    - CapacityError: GPU stockout or quota exceeded, after the retry policy gave up
+  + OperationFailed (also RuntimeError): a long-running operation ended with an error
+  + OperationTimeout (also TimeoutError): an operation or a rollout did not finish in time
+  + RemoteCommandError (also RuntimeError): SSH to a VM failed
+  + TeardownError (also RuntimeError): some resources could not be deleted; lists them
+"""
+
+from __future__ import annotations
+
+
+class CloudbreakError(Exception):
+    """Base class of every error raised by hermes.cloudbreak."""
+
+
+class CloudConfigError(CloudbreakError, ValueError):
+    """A spec or an argument has a bad value; the message names the field, the value and what is expected."""
+
+
+class CloudApiError(CloudbreakError, RuntimeError):
+    """A cloud (GKE, Compute) or Kubernetes API call failed.
+
+    Attributes:
+        code: the HTTP status code of the failure, when there was one.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class ResourceNotFound(CloudApiError, LookupError):
+    """The named resource does not exist (HTTP 404)."""
+
+
+class ResourceExists(CloudApiError):
+    """The named resource exists already (HTTP 409)."""
+
+
+class CapacityError(CloudApiError):
+    """The cloud had no capacity for the request: a GPU/zone stockout or an exhausted quota.
+
+    Raised once the retry policy has given up; nothing created by the failed attempts is left behind.
+
+    Attributes:
+        kind: ``"stockout"`` or ``"quota"``.
+        attempts: how many attempts were made.
+    """
+
+    def __init__(self, message: str, *, kind: str, attempts: int = 1, code: int | None = None):
+        super().__init__(message, code=code)
+        self.kind = kind
+        self.attempts = attempts
+
+
+class OperationFailed(CloudbreakError, RuntimeError):
+    """A long-running operation (GKE or Compute) finished with an error; the message quotes it."""
+
+
+class OperationTimeout(CloudbreakError, TimeoutError):
+    """An operation, a rollout or a load balancer did not finish before its deadline."""
+
+
+class RemoteCommandError(CloudbreakError, RuntimeError):
+    """Connecting to a VM over SSH, or running a command there, failed."""
+
+
+class TeardownError(CloudbreakError, RuntimeError):
+    """Some resources could not be deleted; ``leftovers`` names each one, so it can be removed by hand.
+
+    Attributes:
+        leftovers: a description of each resource still alive.
+    """
+
+    def __init__(self, message: str, *, leftovers: list[str]):
+        super().__init__(message)
+        self.leftovers = leftovers
