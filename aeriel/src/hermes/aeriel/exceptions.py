@@ -4,6 +4,7 @@ Every error derives from :class:`AerielError`; subclasses also inherit the built
 refine, so ``except TimeoutError`` keeps working.
 
 * AerielError
+  + EndpointError (also ValueError): an endpoint list or file is malformed
   + ServerError
     - ServerPreflightError (also RuntimeError): the server cannot start here; the message names the fix
     - ServerStartTimeout (also TimeoutError): not ready within the deadline
@@ -11,11 +12,16 @@ refine, so ``except TimeoutError`` keeps working.
     - ModelLoadError (also RuntimeError): a model did not load; quotes Triton's reason
   + ClientError
     - ConnectionFailed (also ConnectionError)
+      - ServerLost: a server of a cluster went away; its sequences' state is gone
     - InferenceTimeout (also TimeoutError)
     - InferenceFailed (also RuntimeError)
     - InputValidationError (also ValueError)
     - SequenceError (also RuntimeError)
     - ClientClosedError (also RuntimeError)
+    - SharedMemoryError (also RuntimeError): a shared-memory region could not be made or used
+  + BackendError: raised inside the portable Triton backends (``hermes.aeriel.backends``)
+    - BackendConfigError (also ValueError): a model configuration they cannot serve
+    - BackendRequestError (also RuntimeError): one request failed; sent back as its error response
 """
 
 from __future__ import annotations
@@ -86,3 +92,35 @@ class SequenceError(ClientError, RuntimeError):
 
 class ClientClosedError(ClientError, RuntimeError):
     """The client (or a resource of it) was used after it was closed."""
+
+
+class SharedMemoryError(ClientError, RuntimeError):
+    """A shared-memory region could not be created, registered, written or read."""
+
+
+class BackendError(AerielError):
+    """An error inside hermes' portable Triton backends (``onnxruntime``, ``pytorch``)."""
+
+
+class BackendConfigError(BackendError, ValueError):
+    """A model configuration the portable backends cannot serve (names the field and value)."""
+
+
+class BackendRequestError(BackendError, RuntimeError):
+    """One request failed (e.g. an unknown sequence); it becomes that request's error response."""
+
+
+class EndpointError(AerielError, ValueError):
+    """An endpoint (or a list or file of them) is malformed; the message names the entry and field."""
+
+
+class ServerLost(ConnectionFailed):
+    """A server of a cluster went away: its pending requests fail and its sequences' state is gone.
+
+    Attributes:
+        endpoint: the name of the endpoint that went away.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = ""):
+        super().__init__(message)
+        self.endpoint = endpoint

@@ -30,4 +30,6 @@ def require(module: str, purpose: str) -> ModuleType:
     except ImportError as exc:
         top = module.split(".")[0]
         hint = _HINTS.get(top, f"pip install {top}")
-        raise MissingDependencyError(f"{purpose} needs the package {top!r}, which is not installed: {hint}") from exc
+        raise MissingDependencyError(
+            f"{purpose} needs the package {top!r}, which is not installed: {hint}"
+        ) from exc

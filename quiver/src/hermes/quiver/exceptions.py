@@ -5,6 +5,8 @@ refine, so ``except ValueError`` keeps working.
 
 * QuiverError
   + ModelConfigError (also ValueError): a config field has a wrong value; names the field
+    - StreamingConfigError: a streaming model (snapshotter, online averager) cannot be built;
+      names the tensor and the rule it breaks
   + RepositoryError (also OSError): a repository or model folder cannot be read or written;
     names the file and the problem
     - ModelNotFoundError (also KeyError): no model of that name in the repository
@@ -33,6 +35,7 @@ __all__ = [
     "ModelNotFoundError",
     "QuiverError",
     "RepositoryError",
+    "StreamingConfigError",
     "VerificationError",
 ]
 
@@ -43,6 +46,10 @@ class QuiverError(Exception):
 
 class ModelConfigError(QuiverError, ValueError):
     """A model configuration field has a wrong value (the message names the field)."""
+
+
+class StreamingConfigError(ModelConfigError):
+    """A streaming model cannot be built from these tensors and numbers (names the tensor and rule)."""
 
 
 class RepositoryError(QuiverError, OSError):

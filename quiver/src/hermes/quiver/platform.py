@@ -9,7 +9,7 @@ from hermes.quiver.exceptions import ModelConfigError
 __all__ = ["Platform"]
 
 
-class Platform(str, enum.Enum):
+class Platform(enum.StrEnum):
     """Where a model runs in Triton.
 
     The value is what ``config.pbtxt`` says: the ``platform`` field, or for the python

@@ -1,7 +1,55 @@
-"""hermes.stillwater."""
+"""hermes.stillwater: multiprocessing pipelines with shared-memory transport.
+
+```python
+from hermes.stillwater import ArraySpec, Map, Sink, Source
+
+frames = Source(read_frames, args=("/data",), rate_hz=512.0, output=ArraySpec(shape=(2, 8192)))
+with frames >> Map(whiten, output=ArraySpec(shape=(2, 8192))) >> Sink(write) as pipeline:
+    pass  # leaving the block waits for the sink to finish; an error in any stage is re-raised here
+```
+"""
 
 from importlib.metadata import version as _version
 
+from hermes.stillwater.array_spec import ArraySpec
+from hermes.stillwater.channel import Channel, EndOfStream, Receiver, Sender
+from hermes.stillwater.exceptions import (
+    ChannelClosed,
+    PipelineDefinitionError,
+    PipelineError,
+    PipelineStateError,
+    PipelineTimeout,
+    StageDied,
+    StageFailed,
+    StillwaterError,
+)
+from hermes.stillwater.pipeline import Pipeline
+from hermes.stillwater.stage import Map, Sink, Source, Stage
+from hermes.stillwater.stats import StageStats
+from hermes.stillwater.throttle import Throttle
+
 __version__ = _version("hermes-stillwater")
 
-__all__ = ["__version__"]
+__all__ = [
+    "ArraySpec",
+    "Channel",
+    "ChannelClosed",
+    "EndOfStream",
+    "Map",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "PipelineError",
+    "PipelineStateError",
+    "PipelineTimeout",
+    "Receiver",
+    "Sender",
+    "Sink",
+    "Source",
+    "Stage",
+    "StageDied",
+    "StageFailed",
+    "StageStats",
+    "StillwaterError",
+    "Throttle",
+    "__version__",
+]

@@ -13,7 +13,7 @@ from hermes.quiver.exceptions import ModelConfigError
 __all__ = ["DataType"]
 
 
-class DataType(str, enum.Enum):
+class DataType(enum.StrEnum):
     """A Triton tensor data type; the value is the name without ``TYPE_`` (``"FP32"``)."""
 
     BOOL = "BOOL"

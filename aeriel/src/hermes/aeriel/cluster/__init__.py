@@ -1,0 +1,28 @@
+"""Many Triton servers as one: endpoints, consistent hashing, a pinned multi-server client, model swaps.
+
+```python
+from hermes.aeriel.cluster import ClusterClient, load_endpoints
+
+with ClusterClient(load_endpoints("endpoints.json"), "stream") as client:
+    seq = client.sequence(17)                 # pinned to one server by consistent hashing
+    y = seq.infer({"x": chunk}).result()
+    seq.end({"x": last}).result()
+    report = client.swap(2)                   # hot swap to version 2; live sequences finish on 1
+```
+"""
+
+from hermes.aeriel.cluster.client import ClusterClient, ClusterSequence
+from hermes.aeriel.cluster.endpoints import DEFAULT_PORTS, Endpoint, load_endpoints
+from hermes.aeriel.cluster.hash_ring import HashRing
+from hermes.aeriel.cluster.model_manager import ModelManager, SwapReport
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "ClusterClient",
+    "ClusterSequence",
+    "Endpoint",
+    "HashRing",
+    "ModelManager",
+    "SwapReport",
+    "load_endpoints",
+]

@@ -1,0 +1,366 @@
+"""The cluster client and model swaps against two and three real local Triton servers."""
+
+from __future__ import annotations
+
+import collections
+import compileall
+import contextlib
+import os
+import signal
+import textwrap
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hermes.aeriel import InputValidationError, ModelLoadError, SequenceError, ServerLost
+from hermes.aeriel.cluster import ClusterClient, Endpoint, ModelManager
+from hermes.aeriel.serve import serve
+from hermes.aeriel.testing import leftover_resources
+
+# A stateful model: y = SCALE * (running sum of x over the sequence), and which server answered.
+ACC_CONFIG = textwrap.dedent(
+    """\
+    name: "acc"
+    backend: "python"
+    max_batch_size: 8
+    input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    output [
+      { name: "y" data_type: TYPE_FP32 dims: [ 4 ] },
+      { name: "server" data_type: TYPE_FP32 dims: [ 1 ] }
+    ]
+    sequence_batching {
+      max_sequence_idle_microseconds: 60000000
+      oldest { max_candidate_sequences: 256 }
+    }
+    instance_group [ { kind: KIND_CPU count: 1 } ]
+    version_policy { specific { versions: [ 1 ] } }
+    """
+)
+ACC_MODEL = textwrap.dedent(
+    """\
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    SCALE = {scale}
+    SERVER = {server}
+
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            self.sums = {{}}
+
+        def execute(self, requests):
+            out = []
+            for r in requests:
+                cid, flags = r.correlation_id(), r.flags()
+                x = pb_utils.get_input_tensor_by_name(r, "x").as_numpy()
+                if flags & 1:
+                    self.sums[cid] = np.zeros_like(x)
+                if cid not in self.sums:
+                    out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"no state for {{cid}}")))
+                    continue
+                self.sums[cid] = self.sums[cid] + x
+                y = (SCALE * self.sums[cid]).astype(np.float32)
+                if flags & 2:
+                    del self.sums[cid]
+                where = np.full((x.shape[0], 1), SERVER, np.float32)
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", y), pb_utils.Tensor("server", where)]))
+            return out
+    """
+)
+# A stateless model: y = x + 1, and which server answered.
+WHERE_CONFIG = textwrap.dedent(
+    """\
+    name: "where"
+    backend: "python"
+    max_batch_size: 8
+    input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    output [
+      { name: "y" data_type: TYPE_FP32 dims: [ 4 ] },
+      { name: "server" data_type: TYPE_FP32 dims: [ 1 ] }
+    ]
+    instance_group [ { kind: KIND_CPU count: 1 } ]
+    """
+)
+WHERE_MODEL = textwrap.dedent(
+    """\
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    SERVER = {server}
+
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            out = []
+            for r in requests:
+                x = pb_utils.get_input_tensor_by_name(r, "x").as_numpy()
+                where = np.full((x.shape[0], 1), SERVER, np.float32)
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x + 1), pb_utils.Tensor("server", where)]))
+            return out
+    """
+)
+ONES = np.ones((1, 4), np.float32)
+
+
+def write_repo(root: Path, server: int, versions: tuple[int, ...] = (1,)) -> Path:
+    """A repository with ``acc`` (versions ``versions``, SCALE = version) and ``where``, for server ``server``."""
+    repo = root / f"repo-{server}"
+    (repo / "acc").mkdir(parents=True)
+    (repo / "acc" / "config.pbtxt").write_text(ACC_CONFIG)
+    for v in versions:
+        (repo / "acc" / str(v)).mkdir()
+        (repo / "acc" / str(v) / "model.py").write_text(ACC_MODEL.format(scale=v, server=server))
+    (repo / "where" / "1").mkdir(parents=True)
+    (repo / "where" / "config.pbtxt").write_text(WHERE_CONFIG)
+    (repo / "where" / "1" / "model.py").write_text(WHERE_MODEL.format(server=server))
+    # Compile now: the python backend would otherwise write __pycache__ into a version folder
+    # when it first loads it, and Triton would take that folder as changed and re-create the
+    # version (dropping its sequences) on the next load of the model.
+    compileall.compile_dir(str(repo), quiet=1)
+    return repo
+
+
+def start_servers(tmp_path: Path, start_triton, count: int, versions: tuple[int, ...] = (1,)) -> list:
+    return [start_triton(write_repo(tmp_path, i, versions), models=["acc", "where"]) for i in range(count)]
+
+
+@contextlib.contextmanager
+def server_group(root: Path, count: int, versions: tuple[int, ...] = (1,)):
+    """``count`` servers shared by several tests; stopped together, then checked for leftovers."""
+    servers = []
+    try:
+        for i in range(count):
+            repo = write_repo(root, i, versions)
+            servers.append(
+                serve(repo, models=["acc", "where"], log_file=root / f"server-{i}.log", exit_timeout_s=1)
+            )
+        yield servers
+    finally:
+        stoppers = [threading.Thread(target=s.close) for s in servers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        assert [item for s in servers for item in leftover_resources(s)] == []
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory):
+    """Three servers for the tests that do not change them."""
+    with server_group(tmp_path_factory.mktemp("trio"), 3) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def swap_pair(tmp_path_factory):
+    """Two servers with versions 1 and 2 of ``acc`` (version 1 loaded) for the swap tests."""
+    with server_group(tmp_path_factory.mktemp("swap"), 2, versions=(1, 2)) as servers:
+        yield servers
+
+
+def endpoints_of(servers: list) -> list[Endpoint]:
+    return [Endpoint.from_server(s, name=f"server-{i}") for i, s in enumerate(servers)]
+
+
+def test_sequences_are_pinned_by_hashing_and_spread_within_20_percent_over_three_servers(trio):
+    endpoints = endpoints_of(trio)
+    with ClusterClient(endpoints, "acc") as client:
+        owners = {i: client.owner(i) for i in range(1, 1001)}
+        spread = collections.Counter(owners.values())
+        assert set(spread) == {"server-0", "server-1", "server-2"}
+        assert all(abs(n - 1000 / 3) <= 0.2 * 1000 / 3 for n in spread.values()), spread
+
+        # 1,000 real sequences of two steps each (at most max_in_flight / 2 live at once,
+        # as the window bounds what is unanswered): the state stays on the owner
+        first: dict[int, Future] = {}
+        second: dict[int, Future] = {}
+        for i in range(1, 1001):
+            seq = client.sequence(i)
+            first[i] = seq.infer({"x": ONES * i})
+            second[i] = seq.end({"x": ONES})
+        for i in range(1, 1001):
+            out1, out2 = first[i].result(60), second[i].result(60)
+            owner = int(owners[i].removeprefix("server-"))
+            assert out1["server"][0, 0] == out2["server"][0, 0] == owner
+            np.testing.assert_array_equal(out2["y"], ONES * (i + 1))
+        assert dict(client.sequences_per_endpoint) == dict(spread)
+        assert client.live_sequences == []
+
+    # another client, given the servers in another order, pins every id to the same server
+    with ClusterClient(list(reversed(endpoints)), "acc") as again:
+        assert {i: again.owner(i) for i in range(1, 1001)} == owners
+
+
+def test_stateless_requests_spread_evenly_and_inputs_are_checked(trio):
+    with ClusterClient(endpoints_of(trio), "where") as client:
+        futures = [client.submit({"x": ONES * k}) for k in range(90)]
+        answers = [f.result(60) for f in futures]
+        for k, out in enumerate(answers):
+            np.testing.assert_array_equal(out["y"], ONES * k + 1)
+        assert collections.Counter(int(out["server"][0, 0]) for out in answers) == {0: 30, 1: 30, 2: 30}
+        assert dict(client.requests_per_endpoint) == {"server-0": 30, "server-1": 30, "server-2": 30}
+        # checked before anything is sent, by the single-server client
+        with pytest.raises(InputValidationError, match="unknown input 'y'"):
+            client.submit({"y": ONES})
+        with pytest.raises(InputValidationError, match=r"input 'x' has dtype float64, expected float32"):
+            client.submit({"x": np.ones((1, 4))})
+        assert sum(client.requests_per_endpoint.values()) == 90 + 2  # tried, refused before sending
+
+
+def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, start_triton):
+    servers = start_servers(tmp_path, start_triton, 2)
+    with (
+        ClusterClient(endpoints_of(servers), "acc") as client,
+        ClusterClient(endpoints_of(servers), "where") as where,
+    ):
+        seqs = {i: client.sequence(i) for i in range(1, 21)}
+        for seq in seqs.values():
+            np.testing.assert_array_equal(seq.infer({"x": ONES}).result(60)["y"], ONES)
+        victim = servers[1]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.process.wait(30)
+
+        on_victim = [i for i, s in seqs.items() if s.endpoint == "server-1"]
+        elsewhere = [i for i, s in seqs.items() if s.endpoint != "server-1"]
+        assert on_victim and elsewhere
+        # the first request to the dead server fails with ServerLost ...
+        with pytest.raises(ServerLost, match="server-1"):
+            seqs[on_victim[0]].infer({"x": ONES}).result(60)
+        # ... and every other sequence pinned there fails at once, without a request
+        for i in on_victim[1:]:
+            with pytest.raises(ServerLost, match=f"sequence {i} is lost"):
+                seqs[i].infer({"x": ONES})
+        # sequences on the live servers carry on with their state
+        for i in elsewhere:
+            np.testing.assert_array_equal(seqs[i].end({"x": ONES}).result(60)["y"], ONES * 2)
+        assert client.live_endpoints == ["server-0"]
+
+        # new sequences whose ids hashed to the dead server go to the next server on the ring
+        for i in on_victim:
+            seq = client.sequence(i)
+            assert seq.endpoint == "server-0"
+            out = seq.end({"x": ONES * 3}).result(60)
+            assert out["server"][0, 0] == int(seq.endpoint.removeprefix("server-"))
+            np.testing.assert_array_equal(out["y"], ONES * 3)
+
+        # stateless requests skip the dead server, even before they learn it is dead
+        answers = [where.submit({"x": ONES}).result(60) for _ in range(12)]
+        assert {int(a["server"][0, 0]) for a in answers} == {0}
+        assert where.live_endpoints == ["server-0"]
+
+
+def test_a_sequence_refuses_requests_after_its_end_and_duplicate_ids(trio):
+    with ClusterClient(endpoints_of(trio), "acc") as client:
+        seq = client.sequence("run-7")
+        with pytest.raises(SequenceError, match="run-7 is already live"):
+            client.sequence("run-7")
+        np.testing.assert_array_equal(seq.end({"x": ONES * 2}).result(60)["y"], ONES * 2)
+        with pytest.raises(SequenceError, match="already ended"):
+            seq.infer({"x": ONES})
+        again = client.sequence("run-7")  # the id is free again once the sequence ended
+        np.testing.assert_array_equal(again.end({"x": ONES}).result(60)["y"], ONES)
+
+
+class LiveStream(threading.Thread):
+    """Keeps ``width`` sequences of ``length`` steps running until stopped; records every output."""
+
+    def __init__(self, client: ClusterClient, width: int = 6, length: int = 8):
+        super().__init__(name="live-stream", daemon=True)
+        self.client, self.width, self.length = client, width, length
+        self.outputs: dict[int, list[np.ndarray]] = collections.defaultdict(list)
+        self.versions: dict[int, int] = {}
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.started_sequences = threading.Semaphore(0)
+        self.requests = 0
+
+    def run(self) -> None:
+        next_id = 1
+        active = []
+        try:
+            while not self.stop.is_set() or active:
+                while len(active) < self.width and not self.stop.is_set():
+                    seq = self.client.sequence(next_id)
+                    self.versions[next_id] = seq.model_version
+                    active.append(seq)
+                    next_id += 1
+                    self.started_sequences.release()
+                futures = []
+                for seq in active:
+                    last = len(self.outputs[seq.sequence_id]) == self.length - 1
+                    futures.append((seq, seq.infer({"x": ONES}, end=last)))
+                for seq, future in futures:
+                    self.outputs[seq.sequence_id].append(future.result(60)["y"])
+                    self.requests += 1
+                active = [s for s in active if len(self.outputs[s.sequence_id]) < self.length]
+        except BaseException as exc:
+            self.errors.append(exc)
+
+
+def test_hot_swap_under_a_live_stream_drops_nothing_and_never_mixes_versions(swap_pair):
+    endpoints = endpoints_of(swap_pair)
+    with ClusterClient(endpoints, "acc") as client:
+        assert client.model_version == 1
+        stream = LiveStream(client)
+        stream.start()
+        try:
+            for _ in range(12):  # two generations of sequences under way before the swap
+                assert stream.started_sequences.acquire(timeout=60)
+
+            # a version that does not exist: refused, nothing switched, the stream carries on
+            with pytest.raises(ModelLoadError, match="acc"):
+                client.swap(3)
+            assert client.model_version == 1
+            before = max(stream.versions)
+
+            report = client.swap(2, warmup={"x": ONES}, drain_timeout_s=60)
+            after = max(stream.versions)
+            while max(stream.versions) < after + 12:  # two generations started after the swap
+                assert stream.started_sequences.acquire(timeout=60)
+        finally:
+            stream.stop.set()
+            stream.join(120)
+        assert stream.errors == []
+        assert not stream.is_alive()
+
+    # every sequence saw one version from start to end: y = version * step
+    for sid, ys in stream.outputs.items():
+        version = stream.versions[sid]
+        assert len(ys) == stream.length
+        for step, y in enumerate(ys, start=1):
+            np.testing.assert_array_equal(y, ONES * version * step, err_msg=f"sequence {sid}")
+    assert {stream.versions[s] for s in range(1, before + 1)} == {1}
+    assert {stream.versions[s] for s in range(after + 1, max(stream.versions) + 1)} == {2}
+    # the switch happened once: every sequence started before it is on 1, every one after on 2
+    order = [stream.versions[s] for s in sorted(stream.versions)]
+    assert order == sorted(order)
+    assert report.old_versions == (1,) and report.new_version == 2 and report.abandoned == 0
+    assert report.total_s >= report.load_s + report.drain_s + report.retire_s > 0
+    with ModelManager(endpoints) as manager:
+        assert manager.ready_versions("acc") == {"server-0": [2], "server-1": [2]}
+    print(
+        f"\nswap 1 -> 2 on 2 servers under {stream.width} live sequences: total {report.total_s:.3f} s "
+        f"(load {report.load_s:.3f}, warm-up {report.warmup_s:.3f}, drain {report.drain_s:.3f}, "
+        f"retire {report.retire_s:.3f}); {stream.requests} requests, 0 failed"
+    )
+
+
+def test_a_sequence_outliving_the_drain_timeout_fails_clearly(swap_pair):
+    with ClusterClient(endpoints_of(swap_pair), "acc") as client:
+        old = client.model_version
+        new = 3 - old  # swap between versions 1 and 2, whichever is loaded now
+        slow = client.sequence(99)
+        np.testing.assert_array_equal(slow.infer({"x": ONES}).result(60)["y"], ONES * old)
+        report = client.swap(new, drain_timeout_s=0.2)
+        assert report.abandoned == 1
+        assert report.old_versions == (old,) and report.new_version == new
+        with pytest.raises(SequenceError, match=r"99 did not end within the 0\.2 s drain"):
+            slow.infer({"x": ONES})
+        fresh = client.sequence(100)
+        assert fresh.model_version == new
+        np.testing.assert_array_equal(fresh.end({"x": ONES}).result(60)["y"], ONES * new)
+        assert client.manager.ready_versions("acc") == {"server-0": [new], "server-1": [new]}

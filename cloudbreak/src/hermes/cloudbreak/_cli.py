@@ -1,0 +1,525 @@
+"""``hermes cloud``: GKE clusters, Triton deployments and VM swarms from the command line.
+
+Every command takes ``--dry-run``: it prints the exact API requests (JSON) and Kubernetes
+manifests (YAML) it would send, and sends nothing. The hidden options ``--gke-endpoint``,
+``--compute-endpoint`` and ``--anonymous`` point the commands at local emulators.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hermes.cloudbreak.exceptions import CloudbreakError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="cloud",
+    help="GKE clusters, Triton on Kubernetes and VM swarms, always torn down.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cluster_app = typer.Typer(help="GKE clusters with GPU node pools.", no_args_is_help=True)
+swarm_app = typer.Typer(help="Swarms of Compute Engine VMs.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(swarm_app, name="swarm")
+
+
+@dataclass
+class _Options:
+    gke_endpoint: str | None = None
+    compute_endpoint: str | None = None
+    anonymous: bool = False
+    credentials_file: Path | None = None
+
+
+_options = _Options()
+
+
+@app.callback()
+def _cloud(
+    credentials_file: Path | None = typer.Option(
+        None,
+        "--credentials-file",
+        envvar="GOOGLE_APPLICATION_CREDENTIALS",
+        help="Service-account JSON key (default: ADC).",
+    ),
+    gke_endpoint: str | None = typer.Option(
+        None,
+        hidden=True,
+        envvar="HERMES_CLOUDBREAK_GKE_ENDPOINT",
+        help="http://host:port of a GKE emulator (insecure gRPC).",
+    ),
+    compute_endpoint: str | None = typer.Option(
+        None,
+        hidden=True,
+        envvar="HERMES_CLOUDBREAK_COMPUTE_ENDPOINT",
+        help="http://host:port of a Compute emulator.",
+    ),
+    anonymous: bool = typer.Option(False, hidden=True, help="Anonymous credentials (emulators only)."),
+) -> None:
+    """GKE clusters, Triton on Kubernetes and VM swarms, always torn down."""
+    _options.gke_endpoint = gke_endpoint
+    _options.compute_endpoint = compute_endpoint
+    _options.anonymous = anonymous
+    _options.credentials_file = credentials_file
+
+
+def _print_requests(requests: list[tuple[str, Any]]) -> None:
+    out = [
+        {
+            "method": method,
+            "request": json.loads(
+                type(req).to_json(
+                    req, use_integers_for_enums=False, always_print_fields_with_no_presence=False
+                )
+            ),
+        }
+        for method, req in requests
+    ]
+    typer.echo(json.dumps({"requests": out}, indent=2))
+
+
+def _fail(exc: CloudbreakError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+def _credentials() -> Any:
+    if _options.anonymous:
+        from google.auth.credentials import AnonymousCredentials
+
+        return AnonymousCredentials()
+    from hermes.cloudbreak._credentials import load_credentials
+
+    return load_credentials(_options.credentials_file)[0]
+
+
+def _gke(project: str, location: str, timeout_s: float, poll_interval_s: float, retry: Any = None) -> Any:
+    from hermes.cloudbreak.gke import ClusterManager
+
+    client = None
+    if _options.gke_endpoint:
+        import grpc
+        from google.cloud import container_v1
+        from google.cloud.container_v1.services.cluster_manager.transports import ClusterManagerGrpcTransport
+
+        target = _options.gke_endpoint.removeprefix("http://")
+        channel = grpc.insecure_channel(target)
+        client = container_v1.ClusterManagerClient(transport=ClusterManagerGrpcTransport(channel=channel))
+        return ClusterManager(
+            project=project,
+            location=location,
+            client=client,
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+            retry=retry,
+        )
+    return ClusterManager(
+        project=project,
+        location=location,
+        credentials=_credentials(),
+        timeout_s=timeout_s,
+        poll_interval_s=poll_interval_s,
+        retry=retry,
+    )
+
+
+def _compute() -> Any:
+    from hermes.cloudbreak.compute import compute_clients
+
+    return compute_clients(credentials=_credentials(), api_endpoint=_options.compute_endpoint)[0]
+
+
+# ------------------------------------------------------------------------------ cluster
+@cluster_app.command("up")
+def cluster_up(
+    name: str = typer.Option(..., help="Cluster name."),
+    project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
+    location: str = typer.Option(..., help="Zone or region, e.g. us-central1-a."),
+    pool: str = typer.Option("gpus", help="Node pool name."),
+    machine_type: str = typer.Option("n1-standard-8", help="Machine type of the nodes."),
+    gpu_type: str | None = typer.Option(None, help="GPU type, e.g. nvidia-tesla-t4."),
+    gpus: int = typer.Option(0, help="GPUs per node."),
+    nodes: int = typer.Option(1, help="Nodes at creation."),
+    min_nodes: int | None = typer.Option(None, help="Autoscaling minimum."),
+    max_nodes: int | None = typer.Option(None, help="Autoscaling maximum."),
+    spot: bool = typer.Option(False, help="Spot VMs."),
+    timeout_s: float = typer.Option(1800.0, help="Deadline of the create operation, in seconds."),
+    retries: int = typer.Option(3, help="Attempts on a GPU stockout or quota error."),
+    retry_backoff_s: float = typer.Option(30.0, help="Wait before the second attempt (doubles), in seconds."),
+    retry_deadline_s: float = typer.Option(1800.0, help="No new attempt after this many seconds."),
+    poll_interval_s: float = typer.Option(10.0, hidden=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; send nothing."),
+) -> None:
+    """Create a GKE cluster and leave it running (it is deleted again if creation fails or is interrupted)."""
+    from hermes.cloudbreak.gke import ClusterSpec, NodePoolSpec, create_cluster_request
+
+    try:
+        spec = ClusterSpec(
+            name=name,
+            node_pools=(
+                NodePoolSpec(
+                    name=pool,
+                    machine_type=machine_type,
+                    accelerator_type=gpu_type,
+                    accelerator_count=gpus,
+                    node_count=nodes,
+                    min_node_count=min_nodes,
+                    max_node_count=max_nodes,
+                    spot=spot,
+                ),
+            ),
+        )
+        if dry_run:
+            _print_requests(
+                [
+                    (
+                        "google.container.v1.ClusterManager/CreateCluster",
+                        create_cluster_request(project, location, spec),
+                    )
+                ]
+            )
+            return
+        from hermes.cloudbreak._retry import RetryPolicy
+
+        retry = RetryPolicy(attempts=retries, backoff_s=retry_backoff_s, deadline_s=retry_deadline_s)
+        with _gke(project, location, timeout_s, poll_interval_s, retry).cluster(spec) as cluster:
+            cluster.keep()
+            info = cluster.info
+        typer.echo(json.dumps({"name": info.name, "endpoint": info.endpoint, "status": info.status.name}))
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+
+
+@cluster_app.command("down")
+def cluster_down(
+    name: str = typer.Option(..., help="Cluster name."),
+    project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
+    location: str = typer.Option(..., help="Zone or region."),
+    timeout_s: float = typer.Option(1800.0, help="Deadline of the delete operation, in seconds."),
+    poll_interval_s: float = typer.Option(10.0, hidden=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; send nothing."),
+) -> None:
+    """Delete a GKE cluster and wait until it is gone (a missing cluster is not an error)."""
+    from hermes.cloudbreak.gke import delete_cluster_request
+
+    if dry_run:
+        _print_requests(
+            [
+                (
+                    "google.container.v1.ClusterManager/DeleteCluster",
+                    delete_cluster_request(project, location, name),
+                )
+            ]
+        )
+        return
+    try:
+        deleted = _gke(project, location, timeout_s, poll_interval_s).delete_cluster(name, missing_ok=True)
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"deleted cluster {name}" if deleted else f"cluster {name} did not exist")
+
+
+@cluster_app.command("list")
+def cluster_list(
+    project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
+    location: str = typer.Option("-", help="Zone or region ('-' for all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; send nothing."),
+) -> None:
+    """List clusters as JSON lines: name, status, location, labels."""
+    from google.cloud import container_v1
+
+    if dry_run:
+        _print_requests(
+            [
+                (
+                    "google.container.v1.ClusterManager/ListClusters",
+                    container_v1.ListClustersRequest(parent=f"projects/{project}/locations/{location}"),
+                )
+            ]
+        )
+        return
+    try:
+        clusters = _gke(project, location, 60.0, 1.0).list_clusters()
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+    for c in clusters:
+        typer.echo(
+            json.dumps(
+                {
+                    "name": c.name,
+                    "status": c.status.name,
+                    "location": c.location,
+                    "labels": dict(c.resource_labels),
+                }
+            )
+        )
+
+
+# ------------------------------------------------------------------------------ deploy
+@app.command("deploy")
+def deploy(
+    name: str = typer.Option(..., help="Base name; servers are <name>-0, <name>-1, ..."),
+    repository: str = typer.Option(..., help="Model repository: gs://bucket/path or s3://bucket/path."),
+    servers: int = typer.Option(1, help="How many Triton servers (one endpoint each)."),
+    image: str = typer.Option("nvcr.io/nvidia/tritonserver:24.08-py3", help="Triton image."),
+    gpus: int = typer.Option(1, help="GPUs per server."),
+    gpu_type: str | None = typer.Option(None, help="Schedule on GKE nodes with this GPU type."),
+    server_arg: list[str] = typer.Option(
+        [], "--server-arg", help="Extra tritonserver argument (repeatable)."
+    ),
+    shm_size: str = typer.Option("1Gi", help="Size of /dev/shm."),
+    namespace: str = typer.Option("default", help="Kubernetes namespace."),
+    service_type: str = typer.Option("LoadBalancer", help="LoadBalancer, ClusterIP or NodePort."),
+    credentials_secret: str | None = typer.Option(None, help="Secret whose keys become env (S3 keys)."),
+    gpu_driver_installer: bool = typer.Option(
+        False, help="Also apply the NVIDIA driver installer DaemonSet."
+    ),
+    kubeconfig: Path | None = typer.Option(None, help="kubeconfig file (default: ~/.kube/config)."),
+    context: str | None = typer.Option(None, help="kubeconfig context."),
+    endpoints_file: Path | None = typer.Option(None, help='Write {"endpoints": [...]} here.'),
+    timeout_s: float = typer.Option(900.0, help="Deadline for every server to be ready, in seconds."),
+    poll_interval_s: float = typer.Option(5.0, hidden=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the manifests; send nothing."),
+) -> None:
+    """Deploy Triton servers (a Deployment and a Service each), wait until ready, print the endpoints.
+
+    The servers stay up when the command succeeds; on failure or interruption they are deleted.
+    """
+    import yaml
+
+    from hermes.cloudbreak.kubernetes import (
+        TritonDeployment,
+        TritonSpec,
+        apply_gpu_driver_installer,
+        gpu_driver_installer_manifest,
+    )
+
+    try:
+        spec = TritonSpec(
+            name=name,
+            model_repository=repository,
+            servers=servers,
+            image=image,
+            gpus=gpus,
+            accelerator_type=gpu_type,
+            server_args=tuple(server_arg),
+            shm_size=shm_size,
+            namespace=namespace,
+            service_type=service_type,
+            credentials_secret=credentials_secret,
+        )
+        if dry_run:
+            from hermes.cloudbreak.kubernetes import triton_manifests
+
+            manifests = (
+                [gpu_driver_installer_manifest()] if gpu_driver_installer else []
+            ) + triton_manifests(spec)
+            typer.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)
+            return
+        from kubernetes import config as kube_config
+
+        api = kube_config.new_client_from_config(
+            config_file=str(kubeconfig) if kubeconfig else None, context=context
+        )
+        with api:
+            if gpu_driver_installer:
+                apply_gpu_driver_installer(api, timeout_s=timeout_s, poll_interval_s=poll_interval_s)
+            with TritonDeployment(
+                api, spec, timeout_s=timeout_s, poll_interval_s=poll_interval_s, endpoints_file=endpoints_file
+            ) as deployment:
+                deployment.keep()
+        typer.echo(json.dumps({"endpoints": [e.to_dict() for e in deployment.endpoints]}, indent=2))
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+
+
+# ------------------------------------------------------------------------------ swarm
+def _vm_spec(
+    name: str,
+    machine_type: str,
+    gpu_type: str | None,
+    gpus: int,
+    image: str,
+    startup_script: Path | None,
+    label: list[str],
+    spot: bool,
+    ssh_user: str | None,
+    ssh_public_key: Path | None,
+) -> Any:
+    from hermes.cloudbreak.compute import VMSpec
+    from hermes.cloudbreak.exceptions import CloudConfigError
+
+    labels = {}
+    for item in label:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CloudConfigError(f"--label must be key=value, got {item!r}")
+        labels[key] = value
+    return VMSpec(
+        name=name,
+        machine_type=machine_type,
+        accelerator_type=gpu_type,
+        accelerator_count=gpus,
+        image=image,
+        startup_script=startup_script.read_text() if startup_script else None,
+        labels=labels,
+        spot=spot,
+        ssh_user=ssh_user,
+        ssh_public_key=ssh_public_key.read_text() if ssh_public_key else None,
+    )
+
+
+@swarm_app.command("up")
+def swarm_up(
+    name: str = typer.Option(..., help="Swarm name; VMs are <name>-0, <name>-1, ..."),
+    count: int = typer.Option(..., help="How many VMs."),
+    project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
+    zone: str = typer.Option(..., help="Zone, e.g. us-central1-a."),
+    machine_type: str = typer.Option("n1-standard-4", help="Machine type."),
+    gpu_type: str | None = typer.Option(None, help="GPU type."),
+    gpus: int = typer.Option(0, help="GPUs per VM."),
+    image: str = typer.Option("projects/debian-cloud/global/images/family/debian-12", help="Boot image."),
+    startup_script: Path | None = typer.Option(None, help="File run as root at boot."),
+    label: list[str] = typer.Option([], "--label", help="key=value GCP label (repeatable)."),
+    spot: bool = typer.Option(False, help="Spot VMs."),
+    ssh_user: str | None = typer.Option(None, help="User whose key is installed."),
+    ssh_public_key: Path | None = typer.Option(None, help="OpenSSH public key file for --ssh-user."),
+    timeout_s: float = typer.Option(900.0, help="Deadline for the VMs to run, in seconds."),
+    poll_interval_s: float = typer.Option(5.0, hidden=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the API requests; send nothing."),
+) -> None:
+    """Create N VMs and leave them running (they are deleted again if creation fails or is interrupted)."""
+    from hermes.cloudbreak.compute import Swarm, insert_requests
+
+    try:
+        spec = _vm_spec(
+            name, machine_type, gpu_type, gpus, image, startup_script, label, spot, ssh_user, ssh_public_key
+        )
+        if dry_run:
+            _print_requests(
+                [
+                    ("compute.instances.insert", r)
+                    for r in insert_requests(spec, count, project=project, zone=zone)
+                ]
+            )
+            return
+        with Swarm(
+            spec,
+            count,
+            project=project,
+            zone=zone,
+            clients=_compute(),
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+        ) as swarm:
+            swarm.keep()
+        typer.echo(json.dumps(swarm.addresses))
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+
+
+@swarm_app.command("run")
+def swarm_run(
+    command: str = typer.Argument(..., help="Shell command run on every VM."),
+    name: str = typer.Option(..., help="Swarm name."),
+    project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
+    zone: str = typer.Option(..., help="Zone."),
+    ssh_user: str | None = typer.Option(None, help="Remote user."),
+    ssh_key: list[Path] = typer.Option([], "--ssh-key", help="Private key file (repeatable)."),
+    ssh_port: int = typer.Option(22, help="SSH port."),
+    concurrency: int = typer.Option(16, help="Most VMs at once."),
+    timeout_s: float = typer.Option(600.0, help="Deadline per VM, in seconds."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; connect to nothing."),
+) -> None:
+    """Run a command on every VM of a swarm over SSH; print one JSON line per VM; exit 1 if any failed."""
+    from google.cloud import compute_v1
+
+    from hermes.cloudbreak.compute import SWARM_LABEL, list_swarm, run_on_hosts
+
+    if dry_run:
+        _print_requests(
+            [
+                (
+                    "compute.instances.list",
+                    compute_v1.ListInstancesRequest(
+                        project=project, zone=zone, filter=f"labels.{SWARM_LABEL} = {name}"
+                    ),
+                )
+            ]
+        )
+        typer.echo(json.dumps({"ssh": {"command": command, "user": ssh_user, "port": ssh_port}}))
+        return
+    try:
+        hosts = list_swarm(_compute(), project=project, zone=zone, name=name)
+        if not hosts:
+            typer.echo(f"error: swarm {name} has no running VMs in {project}/{zone}", err=True)
+            raise typer.Exit(1)
+        results = run_on_hosts(
+            hosts,
+            command,
+            port=ssh_port,
+            username=ssh_user,
+            client_keys=ssh_key or None,
+            timeout_s=timeout_s,
+            concurrency=concurrency,
+        )
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+    for r in results.values():
+        typer.echo(
+            json.dumps({"vm": r.host, "exit_status": r.exit_status, "stdout": r.stdout, "stderr": r.stderr})
+        )
+    if not all(r.ok for r in results.values()):
+        raise typer.Exit(1)
+
+
+@swarm_app.command("down")
+def swarm_down(
+    name: str = typer.Option(..., help="Swarm name."),
+    project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
+    zone: str = typer.Option(..., help="Zone."),
+    timeout_s: float = typer.Option(900.0, help="Deadline for the deletes, in seconds."),
+    poll_interval_s: float = typer.Option(5.0, hidden=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; send nothing."),
+) -> None:
+    """Delete every VM of a swarm (found by its hermes-swarm label)."""
+    from google.cloud import compute_v1
+
+    from hermes.cloudbreak.compute import SWARM_LABEL, delete_swarm
+
+    if dry_run:
+        _print_requests(
+            [
+                (
+                    "compute.instances.list",
+                    compute_v1.ListInstancesRequest(
+                        project=project, zone=zone, filter=f"labels.{SWARM_LABEL} = {name}"
+                    ),
+                )
+            ]
+        )
+        return
+    try:
+        deleted = delete_swarm(
+            _compute(),
+            project=project,
+            zone=zone,
+            name=name,
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+        )
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps({"deleted": deleted}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,170 @@
+"""Context managers for a GKE cluster and a node pool that delete what they created."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from google.cloud import container_v1
+
+from hermes.cloudbreak._managed import ManagedResource
+from hermes.cloudbreak.exceptions import CloudbreakError, CloudConfigError, ResourceExists
+from hermes.cloudbreak.gke._specs import ClusterSpec, NodePoolSpec
+
+if TYPE_CHECKING:
+    import kubernetes.client
+
+    from hermes.cloudbreak.gke._manager import ClusterManager
+
+__all__ = ["Cluster", "NodePool"]
+
+logger = logging.getLogger("hermes.cloudbreak.gke")
+
+
+class Cluster(ManagedResource):
+    """A GKE cluster created on ``__enter__`` and deleted on exit, on errors and on SIGINT/SIGTERM.
+
+    Made by :meth:`ClusterManager.cluster`. A cluster of the same name that existed before is
+    never deleted: entering raises :class:`ResourceExists`.
+
+    Attributes:
+        info: the ``google.container.v1.Cluster`` as GKE described it once running.
+    """
+
+    def __init__(
+        self,
+        manager: ClusterManager,
+        spec: ClusterSpec,
+        *,
+        keep: bool = False,
+        timeout_s: float | None = None,
+    ):
+        super().__init__(keep=keep)
+        self.manager = manager
+        self.spec = spec
+        self.timeout_s = timeout_s
+        self.info: container_v1.Cluster | None = None
+        self._requested = False
+        self._ca_file: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The cluster's name."""
+        return self.spec.name
+
+    def describe(self) -> str:
+        return f"GKE cluster {self.spec.name} in {self.manager.parent}"
+
+    def __enter__(self) -> Cluster:
+        super().__enter__()
+        return self
+
+    def _create(self) -> None:
+        self._requested = True  # from here on a cluster may exist, even if the call fails midway
+        try:
+            self.info = self.manager.create_cluster(self.spec, timeout_s=self.timeout_s)
+        except ResourceExists:
+            self._requested = False  # someone else's cluster: never delete it
+            raise
+
+    def _delete(self) -> list[str]:
+        if self._ca_file is not None:
+            Path(self._ca_file).unlink(missing_ok=True)
+            self._ca_file = None
+        if not self._requested:
+            return []
+        logger.info("deleting %s", self.describe())
+        try:
+            self.manager.delete_cluster(self.spec.name, missing_ok=True)
+        except CloudbreakError as exc:
+            return [f"{self.describe()} ({exc})"]
+        return []
+
+    def node_pool(
+        self, spec: NodePoolSpec, *, keep: bool = False, timeout_s: float | None = None
+    ) -> NodePool:
+        """A node pool added to this cluster on entry and deleted on exit."""
+        return NodePool(self.manager, self.spec.name, spec, keep=keep, timeout_s=timeout_s)
+
+    def kube_api_client(self) -> kubernetes.client.ApiClient:
+        """A ``kubernetes`` API client for this cluster, authenticated by the manager's Google credentials.
+
+        The bearer token is refreshed before it expires; neither it nor the credentials are logged.
+        """
+        import google.auth.transport.requests
+        import kubernetes.client
+
+        if self.info is None:
+            raise CloudbreakError(f"{self.describe()} is not running; enter the context first")
+        credentials = self.manager.credentials
+        if credentials is None:
+            raise CloudConfigError(
+                "kube_api_client needs the ClusterManager's Google credentials; none were given"
+            )
+        config = kubernetes.client.Configuration()
+        config.host = f"https://{self.info.endpoint}"
+        ca = self.info.master_auth.cluster_ca_certificate
+        if ca:
+            handle, self._ca_file = tempfile.mkstemp(prefix=f"hermes-{self.name}-ca-", suffix=".crt")
+            with os.fdopen(handle, "wb") as fh:
+                fh.write(base64.b64decode(ca))
+            config.ssl_ca_cert = self._ca_file
+
+        def refresh(cfg: Any) -> None:
+            if not credentials.valid:
+                credentials.refresh(google.auth.transport.requests.Request())
+            cfg.api_key = {"authorization": credentials.token}
+
+        config.api_key_prefix = {"authorization": "Bearer"}
+        config.refresh_api_key_hook = refresh  # type: ignore[assignment]
+        refresh(config)
+        return kubernetes.client.ApiClient(config)
+
+
+class NodePool(ManagedResource):
+    """A node pool added on ``__enter__`` and deleted on exit (unless kept); see :class:`Cluster`."""
+
+    def __init__(
+        self,
+        manager: ClusterManager,
+        cluster: str,
+        spec: NodePoolSpec,
+        *,
+        keep: bool = False,
+        timeout_s: float | None = None,
+    ):
+        super().__init__(keep=keep)
+        self.manager = manager
+        self.cluster = cluster
+        self.spec = spec
+        self.timeout_s = timeout_s
+        self.info: container_v1.NodePool | None = None
+        self._requested = False
+
+    def describe(self) -> str:
+        return f"node pool {self.spec.name} of GKE cluster {self.cluster}"
+
+    def __enter__(self) -> NodePool:
+        super().__enter__()
+        return self
+
+    def _create(self) -> None:
+        self._requested = True
+        try:
+            self.info = self.manager.create_node_pool(self.cluster, self.spec, timeout_s=self.timeout_s)
+        except ResourceExists:
+            self._requested = False
+            raise
+
+    def _delete(self) -> list[str]:
+        if not self._requested:
+            return []
+        try:
+            self.manager.delete_node_pool(self.cluster, self.spec.name, missing_ok=True)
+        except CloudbreakError as exc:
+            return [f"{self.describe()} ({exc})"]
+        return []

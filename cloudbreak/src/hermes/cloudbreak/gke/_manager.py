@@ -1,0 +1,331 @@
+"""GKE clusters and node pools through google-cloud-container, with bounded waits and retries.
+
+The client is injectable: pass ``client=`` (any ``ClusterManagerClient``, e.g. one on an
+insecure channel to a local fake); otherwise one is built on the default gRPC transport
+with Application Default Credentials or a service-account key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.auth.credentials import Credentials
+from google.cloud import container_v1
+
+from hermes.cloudbreak._credentials import load_credentials
+from hermes.cloudbreak._errors import capacity_kind, translate_google_error
+from hermes.cloudbreak._retry import RetryPolicy
+from hermes.cloudbreak._wait import poll_until
+from hermes.cloudbreak.exceptions import (
+    CapacityError,
+    CloudConfigError,
+    OperationFailed,
+    ResourceNotFound,
+)
+from hermes.cloudbreak.gke._specs import (
+    ClusterSpec,
+    NodePoolSpec,
+    create_cluster_request,
+    delete_cluster_request,
+)
+
+if TYPE_CHECKING:
+    from hermes.cloudbreak.gke._cluster import Cluster, NodePool
+
+__all__ = ["ClusterManager", "OperationProgress"]
+
+logger = logging.getLogger("hermes.cloudbreak.gke")
+
+T = TypeVar("T")
+OperationProgress = Callable[[container_v1.Operation], None]
+_DONE = container_v1.Operation.Status.DONE
+
+
+class ClusterManager:
+    """Create, get, list and delete GKE clusters and node pools in one project and location.
+
+    Args:
+        project: the GCP project id; ``None`` takes the one the credentials name.
+        location: a zone (``us-central1-a``) or a region (``us-central1``).
+        client: a ready ``ClusterManagerClient``; ``None`` builds one (gRPC) from the credentials.
+        credentials: Google credentials; ``None`` loads ``credentials_file`` or ADC.
+        credentials_file: a service-account JSON key (used when ``credentials`` is ``None``).
+        retry: how GPU stockouts and quota errors are retried.
+        timeout_s: the default deadline of each long-running operation, in seconds.
+        poll_interval_s: the wait between two operation polls, in seconds.
+        progress: called with each polled operation (status, detail, progress); ``None`` logs it.
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        location: str,
+        client: container_v1.ClusterManagerClient | None = None,
+        credentials: Credentials | None = None,
+        credentials_file: str | Path | None = None,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 1800.0,
+        poll_interval_s: float = 10.0,
+        progress: OperationProgress | None = None,
+    ):
+        if (client is None or (project is None and credentials is None)) and credentials is None:
+            credentials, default_project = load_credentials(credentials_file)
+            project = project or default_project
+        if not project:
+            raise CloudConfigError("ClusterManager.project is not set and the credentials name no project")
+        if not location:
+            raise CloudConfigError("ClusterManager.location must be a zone or region, e.g. 'us-central1-a'")
+        if timeout_s <= 0 or poll_interval_s <= 0:
+            raise CloudConfigError(
+                f"ClusterManager.timeout_s and poll_interval_s must be > 0, got {timeout_s} and {poll_interval_s}"
+            )
+        self.project = project
+        self.location = location
+        self.credentials = credentials
+        self.client = client or container_v1.ClusterManagerClient(credentials=credentials)
+        self.retry = retry or RetryPolicy()
+        self.timeout_s = timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.progress = progress
+        self.stop = threading.Event()
+
+    def __repr__(self) -> str:  # never shows the credentials
+        return f"ClusterManager(project={self.project!r}, location={self.location!r})"
+
+    # ----------------------------------------------------------------- names and requests
+    @property
+    def parent(self) -> str:
+        """``projects/<project>/locations/<location>``."""
+        return f"projects/{self.project}/locations/{self.location}"
+
+    def cluster_path(self, cluster: str) -> str:
+        """The full resource name of a cluster."""
+        return f"{self.parent}/clusters/{cluster}"
+
+    def node_pool_path(self, cluster: str, pool: str) -> str:
+        """The full resource name of a node pool."""
+        return f"{self.cluster_path(cluster)}/nodePools/{pool}"
+
+    def create_cluster_request(self, spec: ClusterSpec) -> container_v1.CreateClusterRequest:
+        """The exact request :meth:`create_cluster` sends for ``spec``."""
+        return create_cluster_request(self.project, self.location, spec)
+
+    def create_node_pool_request(
+        self, cluster: str, spec: NodePoolSpec
+    ) -> container_v1.CreateNodePoolRequest:
+        """The exact request :meth:`create_node_pool` sends for ``spec``."""
+        return container_v1.CreateNodePoolRequest(
+            parent=self.cluster_path(cluster), node_pool=spec.to_proto()
+        )
+
+    # ----------------------------------------------------------------- plumbing
+    def _call(self, what: str, method: Callable[..., T], request: Any) -> T:
+        try:
+            return method(request=request)
+        except gexc.GoogleAPICallError as exc:
+            raise translate_google_error(exc, what) from exc
+
+    def wait_operation(
+        self, operation: container_v1.Operation, *, what: str, timeout_s: float | None = None
+    ) -> container_v1.Operation:
+        """Poll a long-running operation until it is done.
+
+        Args:
+            operation: the operation a create or delete call returned.
+            what: names the request in logs and errors.
+            timeout_s: the deadline in seconds; ``None`` takes the manager's ``timeout_s``.
+
+        Raises:
+            CapacityError: the operation failed for a stockout or an exhausted quota.
+            OperationFailed: it failed for another reason (the message quotes GKE's).
+            OperationTimeout: it was not done before the deadline (it keeps running in GKE).
+        """
+        name = f"{self.parent}/operations/{operation.name}"
+        start = time.monotonic()
+        state: dict[str, Any] = {"op": operation, "seen": None}
+
+        def check() -> container_v1.Operation | None:
+            op = self._call(
+                f"{what}: get operation",
+                self.client.get_operation,
+                container_v1.GetOperationRequest(name=name),
+            )
+            state["op"] = op
+            seen = (op.status, op.detail, op.status_message)
+            if self.progress is not None:
+                self.progress(op)
+            elif seen != state["seen"]:
+                logger.info(
+                    "%s: %s %s (%.0f s)", what, op.status.name, op.detail or "", time.monotonic() - start
+                )
+            state["seen"] = seen
+            return op if op.status == _DONE else None
+
+        op = poll_until(
+            check,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+            interval_s=self.poll_interval_s,
+            what=f"{what} (operation {operation.name})",
+            describe=lambda: state["op"].status.name,
+            stop=self.stop,
+        )
+        message = op.error.message or op.status_message
+        if op.error.code or op.status_message:
+            kind = capacity_kind(message)
+            if kind is not None:
+                raise CapacityError(f"{what}: {message}", kind=kind)
+            raise OperationFailed(f"{what} failed: {message}")
+        return op
+
+    # ----------------------------------------------------------------- clusters
+    def create_cluster(self, spec: ClusterSpec, *, timeout_s: float | None = None) -> container_v1.Cluster:
+        """Create a cluster and wait until it runs, retrying stockouts and quota errors by ``retry``.
+
+        A cluster whose creation failed for lack of capacity is deleted before the next attempt.
+
+        Raises:
+            ResourceExists: a cluster of that name exists already (it is left alone).
+            CapacityError: no capacity after the retry policy gave up; nothing is left behind.
+            OperationFailed, OperationTimeout: see :meth:`wait_operation`.
+        """
+        what = f"create cluster {spec.name}"
+
+        def attempt() -> container_v1.Cluster:
+            op = self._call(what, self.client.create_cluster, self.create_cluster_request(spec))
+            try:
+                self.wait_operation(op, what=what, timeout_s=timeout_s)
+            except CapacityError:
+                self.delete_cluster(spec.name, missing_ok=True)
+                raise
+            return self.get_cluster(spec.name)
+
+        return self.retry.call(attempt, what=what, stop=self.stop)
+
+    def get_cluster(self, name: str) -> container_v1.Cluster:
+        """The cluster ``name``; raises :class:`ResourceNotFound` when there is none."""
+        return self._call(
+            f"get cluster {name}",
+            self.client.get_cluster,
+            container_v1.GetClusterRequest(name=self.cluster_path(name)),
+        )
+
+    def list_clusters(self) -> list[container_v1.Cluster]:
+        """Every cluster in the project and location."""
+        response = self._call(
+            "list clusters", self.client.list_clusters, container_v1.ListClustersRequest(parent=self.parent)
+        )
+        return list(response.clusters)
+
+    def delete_cluster(self, name: str, *, missing_ok: bool = False, timeout_s: float | None = None) -> bool:
+        """Delete a cluster and wait until it is gone.
+
+        While another operation runs on the cluster (GKE answers FAILED_PRECONDITION), the delete is
+        sent again every ``poll_interval_s`` until the deadline.
+
+        Returns:
+            ``True`` when deleted, ``False`` when it did not exist and ``missing_ok``.
+        """
+        what = f"delete cluster {name}"
+        request = delete_cluster_request(self.project, self.location, name)
+        return self._delete(
+            what, self.client.delete_cluster, request, missing_ok=missing_ok, timeout_s=timeout_s
+        )
+
+    def _delete(
+        self,
+        what: str,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        missing_ok: bool,
+        timeout_s: float | None,
+    ) -> bool:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+
+        def send() -> container_v1.Operation | None:
+            try:
+                return method(request=request)
+            except gexc.FailedPrecondition as exc:  # another operation is running on it
+                logger.info("%s: %s; retrying", what, exc.message)
+                return None
+            except gexc.GoogleAPICallError as exc:
+                raise translate_google_error(exc, what) from exc
+
+        try:
+            op = poll_until(send, timeout_s=timeout, interval_s=self.poll_interval_s, what=what)
+        except ResourceNotFound:
+            if missing_ok:
+                return False
+            raise
+        self.wait_operation(op, what=what, timeout_s=max(deadline - time.monotonic(), 0.0))
+        return True
+
+    def cluster(self, spec: ClusterSpec, *, keep: bool = False, timeout_s: float | None = None) -> Cluster:
+        """A context manager that creates the cluster on entry and deletes it on exit.
+
+        Deleted on normal exit, on an exception, on SIGINT and on SIGTERM, unless ``keep=True``.
+        """
+        from hermes.cloudbreak.gke._cluster import Cluster
+
+        return Cluster(self, spec, keep=keep, timeout_s=timeout_s)
+
+    # ----------------------------------------------------------------- node pools
+    def create_node_pool(
+        self, cluster: str, spec: NodePoolSpec, *, timeout_s: float | None = None
+    ) -> container_v1.NodePool:
+        """Add a node pool to a running cluster and wait until it is ready (retries as :meth:`create_cluster`)."""
+        what = f"create node pool {spec.name} in {cluster}"
+
+        def attempt() -> container_v1.NodePool:
+            op = self._call(what, self.client.create_node_pool, self.create_node_pool_request(cluster, spec))
+            try:
+                self.wait_operation(op, what=what, timeout_s=timeout_s)
+            except CapacityError:
+                self.delete_node_pool(cluster, spec.name, missing_ok=True)
+                raise
+            return self.get_node_pool(cluster, spec.name)
+
+        return self.retry.call(attempt, what=what, stop=self.stop)
+
+    def get_node_pool(self, cluster: str, name: str) -> container_v1.NodePool:
+        """The node pool ``name`` of ``cluster``; raises :class:`ResourceNotFound` when there is none."""
+        return self._call(
+            f"get node pool {name} in {cluster}",
+            self.client.get_node_pool,
+            container_v1.GetNodePoolRequest(name=self.node_pool_path(cluster, name)),
+        )
+
+    def list_node_pools(self, cluster: str) -> list[container_v1.NodePool]:
+        """Every node pool of ``cluster``."""
+        response = self._call(
+            f"list node pools of {cluster}",
+            self.client.list_node_pools,
+            container_v1.ListNodePoolsRequest(parent=self.cluster_path(cluster)),
+        )
+        return list(response.node_pools)
+
+    def delete_node_pool(
+        self, cluster: str, name: str, *, missing_ok: bool = False, timeout_s: float | None = None
+    ) -> bool:
+        """Delete a node pool and wait until it is gone (see :meth:`delete_cluster`)."""
+        what = f"delete node pool {name} in {cluster}"
+        request = container_v1.DeleteNodePoolRequest(name=self.node_pool_path(cluster, name))
+        return self._delete(
+            what, self.client.delete_node_pool, request, missing_ok=missing_ok, timeout_s=timeout_s
+        )
+
+    def node_pool(
+        self, cluster: str, spec: NodePoolSpec, *, keep: bool = False, timeout_s: float | None = None
+    ) -> NodePool:
+        """A context manager that adds the pool on entry and deletes it on exit (unless ``keep``)."""
+        from hermes.cloudbreak.gke._cluster import NodePool
+
+        return NodePool(self, cluster, spec, keep=keep, timeout_s=timeout_s)

@@ -1,0 +1,31 @@
+"""Triton servers on Kubernetes (the official ``kubernetes`` client)."""
+
+from hermes.cloudbreak.kubernetes._apply import apply_manifest, delete_manifest, read_manifest
+from hermes.cloudbreak.kubernetes._deploy import (
+    TritonDeployment,
+    apply_gpu_driver_installer,
+    deployment_ready,
+    service_address,
+)
+from hermes.cloudbreak.kubernetes._endpoints import Endpoint, read_endpoints, write_endpoints
+from hermes.cloudbreak.kubernetes._manifests import (
+    TritonSpec,
+    gpu_driver_installer_manifest,
+    triton_manifests,
+)
+
+__all__ = [
+    "Endpoint",
+    "TritonDeployment",
+    "TritonSpec",
+    "apply_gpu_driver_installer",
+    "apply_manifest",
+    "delete_manifest",
+    "deployment_ready",
+    "gpu_driver_installer_manifest",
+    "read_endpoints",
+    "read_manifest",
+    "service_address",
+    "triton_manifests",
+    "write_endpoints",
+]

@@ -1,0 +1,222 @@
+"""A loopback REST fake of Compute Engine's instances and zone operations.
+
+Request bodies are parsed with google-cloud-compute's own types (unknown fields rejected);
+errors use Google's JSON error shape. Operations advance one step per request received.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from google.cloud import compute_v1 as c
+
+_BASE = r"^/compute/v1/projects/(?P<p>[^/]+)/zones/(?P<z>[^/]+)"
+ROUTES = [
+    ("POST", re.compile(_BASE + r"/instances$"), "insert"),
+    ("GET", re.compile(_BASE + r"/instances$"), "list"),
+    ("GET", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "get"),
+    ("DELETE", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "delete"),
+    ("POST", re.compile(_BASE + r"/operations/(?P<op>[^/]+)/wait$"), "wait"),
+    ("GET", re.compile(_BASE + r"/operations/(?P<op>[^/]+)$"), "get_operation"),
+]
+
+
+class HttpError(Exception):
+    def __init__(self, code: int, status: str, message: str):
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+
+
+@dataclass
+class FakeCompute:
+    """State and behaviour knobs; ``requests`` records (method, path, body)."""
+
+    polls_per_operation: int = 1
+    stockouts: int = 0  # that many inserts end with ZONE_RESOURCE_POOL_EXHAUSTED in their operation
+    quota_errors: int = 0  # that many inserts are refused with 403 QUOTA_EXCEEDED
+    page_size: int = 2
+    address: str = "127.0.0.1"
+    instances: dict[str, c.Instance] = field(default_factory=dict)
+    ops: dict[str, list[Any]] = field(default_factory=dict)  # name -> [Operation, steps_left, on_done]
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Any = field(default_factory=lambda: itertools.count(1000))
+    port: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def tick(self) -> None:
+        for entry in self.ops.values():
+            op = entry[0]
+            if op.status != c.Operation.Status.DONE:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    op.status = c.Operation.Status.DONE
+                    entry[2](op)
+
+    def _op(self, zone: str, kind: str, target: str, on_done: Any) -> c.Operation:
+        number = next(self._ids)
+        op = c.Operation(
+            name=f"operation-{number}",
+            id=number,
+            operation_type=kind,
+            zone=zone,
+            status=c.Operation.Status.RUNNING,
+            target_link=target,
+        )
+        self.ops[op.name] = [op, self.polls_per_operation, on_done]
+        return op
+
+    # ------------------------------------------------------------- handlers
+    def insert(self, p: str, z: str, body: bytes, query: dict) -> Any:
+        vm = c.Instance.from_json(body, ignore_unknown_fields=False)
+        if self.quota_errors:
+            self.quota_errors -= 1
+            raise HttpError(
+                403,
+                "PERMISSION_DENIED",
+                "Quota 'NVIDIA_T4_GPUS' exceeded.  Limit: 0.0 in region us-central1. QUOTA_EXCEEDED",
+            )
+        if vm.name in self.instances:
+            raise HttpError(
+                409,
+                "ALREADY_EXISTS",
+                f"The resource 'projects/{p}/zones/{z}/instances/{vm.name}' already exists",
+            )
+        vm.status = "PROVISIONING"
+        vm.id = next(self._ids)
+        for interface in vm.network_interfaces:
+            interface.network_i_p = "10.128.0.2"
+            for access in interface.access_configs:
+                access.nat_i_p = self.address
+        self.instances[vm.name] = vm
+        stockout = self.stockouts > 0
+        if stockout:
+            self.stockouts -= 1
+
+        def done(op: c.Operation) -> None:
+            if stockout:
+                op.error = c.Error(
+                    errors=[
+                        c.Errors(
+                            code="ZONE_RESOURCE_POOL_EXHAUSTED",
+                            message=(
+                                f"The zone 'projects/{p}/zones/{z}' does not have enough resources available to fulfill "
+                                "the request. Try a different zone, or try again later."
+                            ),
+                        )
+                    ]
+                )
+                op.http_error_status_code = 503
+                self.instances.pop(vm.name, None)
+            else:
+                vm.status = "RUNNING"
+
+        return self._op(z, "insert", vm.name, done)
+
+    def list(self, p: str, z: str, body: bytes, query: dict) -> Any:
+        names = sorted(self.instances)
+        start = int(query.get("pageToken", ["0"])[0])
+        page = names[start : start + self.page_size]
+        out = c.InstanceList(items=[self.instances[n] for n in page])
+        if start + self.page_size < len(names):
+            out.next_page_token = str(start + self.page_size)
+        return out
+
+    def get(self, p: str, z: str, name: str, body: bytes, query: dict) -> Any:
+        if name not in self.instances:
+            raise HttpError(
+                404, "NOT_FOUND", f"The resource 'projects/{p}/zones/{z}/instances/{name}' was not found"
+            )
+        return self.instances[name]
+
+    def delete(self, p: str, z: str, name: str, body: bytes, query: dict) -> Any:
+        vm = self.get(p, z, name, body, query)
+        vm.status = "STOPPING"
+        return self._op(z, "delete", name, lambda op: self.instances.pop(name, None))
+
+    def wait(self, p: str, z: str, op: str, body: bytes, query: dict) -> Any:
+        return self.get_operation(p, z, op, body, query)
+
+    def get_operation(self, p: str, z: str, op: str, body: bytes, query: dict) -> Any:
+        if op not in self.ops:
+            raise HttpError(
+                404, "NOT_FOUND", f"The resource 'projects/{p}/zones/{z}/operations/{op}' was not found"
+            )
+        return self.ops[op][0]
+
+    def methods(self) -> list[str]:
+        return [
+            f"{m} {path.split('/zones/')[1].split('/', 2)[1] if '/zones/' in path else path}"
+            for m, path, _ in self.requests
+        ]
+
+
+def start_fake_compute(fake: FakeCompute) -> ThreadingHTTPServer:
+    """Serve ``fake`` on 127.0.0.1 (a free port, stored in ``fake.port``) in a thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _handle(self, method: str) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            for verb, pattern, name in ROUTES:
+                match = pattern.match(url.path)
+                if verb == method and match:
+                    action = name
+                    break
+            else:
+                return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": url.path}})
+            with fake.lock:
+                fake.requests.append((method, url.path, json.loads(body) if body else None))
+                fake.tick()
+                try:
+                    result = getattr(fake, action)(*match.groups(), body, parse_qs(url.query))
+                except HttpError as exc:
+                    return self._send(
+                        exc.code,
+                        {
+                            "error": {
+                                "code": exc.code,
+                                "status": exc.status,
+                                "message": exc.message,
+                                "errors": [{"message": exc.message}],
+                            }
+                        },
+                    )
+                self._send(200, json.loads(type(result).to_json(result)))
+            return None
+
+        def _send(self, code: int, payload: Any) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def do_DELETE(self) -> None:
+            self._handle("DELETE")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-compute", daemon=True).start()
+    return server

@@ -1,0 +1,242 @@
+"""A loopback gRPC fake of GKE's ``google.container.v1.ClusterManager``.
+
+Built from google-cloud-container's own request/response types, so the product code's real
+gRPC transport, routing headers and status→exception mapping are exercised. It is stateful
+(clusters, node pools, operations) and can be told to fail: a GPU stockout inside the create
+operation, a quota error on the request, FAILED_PRECONDITION while an operation runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.cloud import container_v1 as c
+from google.cloud.container_v1.services.cluster_manager.transports import ClusterManagerGrpcTransport
+from google.rpc import code_pb2, status_pb2
+
+SERVICE = "google.container.v1.ClusterManager"
+
+
+@dataclass
+class _Op:
+    op: c.Operation
+    polls_left: int
+    on_done: Any
+    target: str
+
+
+@dataclass
+class FakeGKE:
+    """State and behaviour knobs of the fake; ``requests`` records (method, request, metadata)."""
+
+    polls_per_operation: int = 1  # RPCs (of any kind) until an operation is done
+    stockouts: int = 0  # that many create operations end with GCE_STOCKOUT
+    quota_errors: int = 0  # that many create requests are refused with RESOURCE_EXHAUSTED
+    clusters: dict[str, c.Cluster] = field(default_factory=dict)
+    requests: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
+    ops: dict[str, _Op] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    port: int = 0
+
+    # ------------------------------------------------------------- helpers
+    def _new_op(self, kind: c.Operation.Type, target: str, on_done: Any) -> c.Operation:
+        name = f"operation-{next(self._ids)}"
+        op = c.Operation(
+            name=name, operation_type=kind, status=c.Operation.Status.RUNNING, target_link=target
+        )
+        self.ops[name] = _Op(op=op, polls_left=self.polls_per_operation, on_done=on_done, target=target)
+        return op
+
+    def _busy(self, target: str) -> bool:
+        return any(
+            o.target.startswith(target) and o.op.status != c.Operation.Status.DONE for o in self.ops.values()
+        )
+
+    @staticmethod
+    def _split(name: str) -> list[str]:
+        return name.split("/")
+
+    # ------------------------------------------------------------- RPCs
+    def create_cluster(self, req: c.CreateClusterRequest, ctx: grpc.ServicerContext) -> c.Operation:
+        if self.quota_errors:
+            self.quota_errors -= 1
+            ctx.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                'Insufficient regional quota to satisfy request: resource "NVIDIA_T4_GPUS": '
+                "request requires '4.0' and is short '4.0'. QUOTA_EXCEEDED",
+            )
+        full = f"{req.parent}/clusters/{req.cluster.name}"
+        if full in self.clusters:
+            ctx.abort(grpc.StatusCode.ALREADY_EXISTS, f"Already exists: {full}.")
+        cluster = c.Cluster(req.cluster)
+        cluster.status = c.Cluster.Status.PROVISIONING
+        cluster.endpoint = "127.0.0.1"
+        cluster.master_auth = c.MasterAuth(cluster_ca_certificate="Y2VydA==")
+        self.clusters[full] = cluster
+        stockout = self.stockouts > 0
+        if stockout:
+            self.stockouts -= 1
+
+        def done(op: c.Operation) -> None:
+            if stockout:
+                cluster.status = c.Cluster.Status.ERROR
+                op.error = status_pb2.Status(
+                    code=code_pb2.RESOURCE_EXHAUSTED,
+                    message=(
+                        "Try a different location, or try again later: Google Compute Engine does not have enough "
+                        "resources available to fulfill request: us-central1-a. GCE_STOCKOUT"
+                    ),
+                )
+                op.status_message = op.error.message
+            else:
+                cluster.status = c.Cluster.Status.RUNNING
+                for pool in cluster.node_pools:
+                    pool.status = c.NodePool.Status.RUNNING
+
+        return self._new_op(c.Operation.Type.CREATE_CLUSTER, full, done)
+
+    def get_operation(self, req: c.GetOperationRequest, ctx: grpc.ServicerContext) -> c.Operation:
+        name = self._split(req.name)[-1]
+        if name not in self.ops:
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"Operation {req.name} not found.")
+        return self.ops[name].op
+
+    def tick(self) -> None:
+        """Time passes: every running operation moves one step (one step per RPC received)."""
+        for entry in list(self.ops.values()):
+            if entry.op.status != c.Operation.Status.DONE:
+                entry.polls_left -= 1
+                if entry.polls_left <= 0:
+                    entry.op.status = c.Operation.Status.DONE
+                    entry.on_done(entry.op)
+
+    def get_cluster(self, req: c.GetClusterRequest, ctx: grpc.ServicerContext) -> c.Cluster:
+        if req.name not in self.clusters:
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"Not found: {req.name}.")
+        return self.clusters[req.name]
+
+    def list_clusters(self, req: c.ListClustersRequest, ctx: grpc.ServicerContext) -> c.ListClustersResponse:
+        return c.ListClustersResponse(
+            clusters=[v for k, v in self.clusters.items() if k.startswith(req.parent + "/")]
+        )
+
+    def delete_cluster(self, req: c.DeleteClusterRequest, ctx: grpc.ServicerContext) -> c.Operation:
+        if req.name not in self.clusters:
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"Not found: {req.name}.")
+        if self._busy(req.name):
+            ctx.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Cluster {req.name} is currently being created. Please wait and try again once it is done.",
+            )
+        self.clusters[req.name].status = c.Cluster.Status.STOPPING
+        return self._new_op(
+            c.Operation.Type.DELETE_CLUSTER, req.name, lambda op: self.clusters.pop(req.name, None)
+        )
+
+    def _cluster_of(self, name: str, ctx: grpc.ServicerContext) -> c.Cluster:
+        cluster_name = "/".join(self._split(name)[:6])
+        if cluster_name not in self.clusters:
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"Not found: {cluster_name}.")
+        return self.clusters[cluster_name]
+
+    def create_node_pool(self, req: c.CreateNodePoolRequest, ctx: grpc.ServicerContext) -> c.Operation:
+        cluster = self._cluster_of(req.parent, ctx)
+        if any(p.name == req.node_pool.name for p in cluster.node_pools):
+            ctx.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"Already exists: {req.parent}/nodePools/{req.node_pool.name}.",
+            )
+        pool = c.NodePool(req.node_pool)
+        pool.status = c.NodePool.Status.PROVISIONING
+        cluster.node_pools.append(pool)
+
+        def done(op: c.Operation) -> None:
+            for p in cluster.node_pools:
+                if p.name == pool.name:
+                    p.status = c.NodePool.Status.RUNNING
+
+        return self._new_op(c.Operation.Type.CREATE_NODE_POOL, f"{req.parent}/nodePools/{pool.name}", done)
+
+    def get_node_pool(self, req: c.GetNodePoolRequest, ctx: grpc.ServicerContext) -> c.NodePool:
+        cluster = self._cluster_of(req.name, ctx)
+        for pool in cluster.node_pools:
+            if pool.name == self._split(req.name)[-1]:
+                return pool
+        ctx.abort(grpc.StatusCode.NOT_FOUND, f"Not found: {req.name}.")
+        raise AssertionError  # unreachable
+
+    def list_node_pools(
+        self, req: c.ListNodePoolsRequest, ctx: grpc.ServicerContext
+    ) -> c.ListNodePoolsResponse:
+        return c.ListNodePoolsResponse(node_pools=list(self._cluster_of(req.parent, ctx).node_pools))
+
+    def delete_node_pool(self, req: c.DeleteNodePoolRequest, ctx: grpc.ServicerContext) -> c.Operation:
+        cluster = self._cluster_of(req.name, ctx)
+        name = self._split(req.name)[-1]
+        if not any(p.name == name for p in cluster.node_pools):
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"Not found: {req.name}.")
+
+        def done(op: c.Operation) -> None:
+            keep = [p for p in cluster.node_pools if p.name != name]
+            del cluster.node_pools[:]
+            cluster.node_pools.extend(keep)
+
+        return self._new_op(c.Operation.Type.DELETE_NODE_POOL, req.name, done)
+
+    # ------------------------------------------------------------- server
+    def handlers(self) -> grpc.GenericRpcHandler:
+        table = {
+            "CreateCluster": (self.create_cluster, c.CreateClusterRequest, c.Operation),
+            "GetOperation": (self.get_operation, c.GetOperationRequest, c.Operation),
+            "GetCluster": (self.get_cluster, c.GetClusterRequest, c.Cluster),
+            "ListClusters": (self.list_clusters, c.ListClustersRequest, c.ListClustersResponse),
+            "DeleteCluster": (self.delete_cluster, c.DeleteClusterRequest, c.Operation),
+            "CreateNodePool": (self.create_node_pool, c.CreateNodePoolRequest, c.Operation),
+            "GetNodePool": (self.get_node_pool, c.GetNodePoolRequest, c.NodePool),
+            "ListNodePools": (self.list_node_pools, c.ListNodePoolsRequest, c.ListNodePoolsResponse),
+            "DeleteNodePool": (self.delete_node_pool, c.DeleteNodePoolRequest, c.Operation),
+        }
+
+        def wrap(rpc: str, fn: Any) -> Any:
+            def handle(request: Any, ctx: grpc.ServicerContext) -> Any:
+                with self.lock:
+                    self.requests.append((rpc, request, dict(ctx.invocation_metadata())))
+                    self.tick()
+                    return fn(request, ctx)
+
+            return handle
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                rpc: grpc.unary_unary_rpc_method_handler(
+                    wrap(rpc, fn), request_deserializer=rq.deserialize, response_serializer=rs.serialize
+                )
+                for rpc, (fn, rq, rs) in table.items()
+            },
+        )
+
+    def methods(self) -> list[str]:
+        """The RPC names received, in order."""
+        return [m for m, _, _ in self.requests]
+
+
+def start_fake_gke(fake: FakeGKE) -> grpc.Server:
+    """Serve ``fake`` on 127.0.0.1 (a free port, stored in ``fake.port``)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((fake.handlers(),))
+    fake.port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server
+
+
+def client_for(fake: FakeGKE) -> tuple[c.ClusterManagerClient, grpc.Channel]:
+    """A real ClusterManagerClient on an insecure channel to the fake."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{fake.port}")
+    return c.ClusterManagerClient(transport=ClusterManagerGrpcTransport(channel=channel)), channel

@@ -1,0 +1,128 @@
+"""kmock's KubernetesEmulator in its own event-loop thread, and a fake controller.
+
+kmock stores objects and answers the Kubernetes REST API, but runs no controllers: the
+:class:`FakeController` plays them by patching ``/status`` (Deployments ready, load balancers
+given an IP, DaemonSets scheduled) through the real ``kubernetes`` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import kmock
+from kubernetes import client
+
+
+@contextmanager
+def kube_emulator() -> Iterator[tuple[Any, str]]:
+    """Run a KubernetesEmulator on 127.0.0.1; yields ``(emulator, url)``; stopped on exit."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        box["stop"] = asyncio.Event()
+        async with kmock.KubernetesEmulator() as emu, kmock.Server(emu) as srv:
+            for resource in ("apps/v1/deployments", "apps/v1/daemonsets", "v1/services"):
+                emu.resources[resource] = {}
+            box.update(emu=emu, url=str(srv.url).rstrip("/"))
+            ready.set()
+            await box["stop"].wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="kmock", daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10), "kmock did not start"
+        yield box["emu"], box["url"]
+    finally:
+        loop.call_soon_threadsafe(box["stop"].set)
+        thread.join(10)
+        loop.close()
+
+
+def api_client_for(url: str) -> client.ApiClient:
+    """A real kubernetes ApiClient on the emulator."""
+    config = client.Configuration()
+    config.host = url
+    return client.ApiClient(config)
+
+
+class FakeController(threading.Thread):
+    """Marks Deployments ready, gives LoadBalancer Services an ingress IP, schedules DaemonSets.
+
+    Args:
+        url: the emulator's URL.
+        namespace: where to look for Deployments and Services.
+        lb_ip: the ingress address load balancers get (each Service its own: ``lb_ip`` with
+            the last number increased per Service, unless ``same_ip``).
+        enabled: clear it to stop marking things ready (a rollout that never finishes).
+    """
+
+    def __init__(
+        self, url: str, *, namespace: str = "default", lb_ip: str = "10.0.0.10", interval_s: float = 0.02
+    ):
+        super().__init__(name="fake-controller", daemon=True)
+        self.api = api_client_for(url)
+        self.namespace = namespace
+        self.lb_ip = lb_ip
+        self.interval_s = interval_s
+        self.enabled = threading.Event()
+        self.enabled.set()
+        self.stopped = threading.Event()
+        self.ips: dict[str, str] = {}
+
+    def run(self) -> None:
+        apps, core = client.AppsV1Api(self.api), client.CoreV1Api(self.api)
+        while not self.stopped.wait(self.interval_s):
+            if not self.enabled.is_set():
+                continue
+            for dep in apps.list_namespaced_deployment(self.namespace).items:
+                if (dep.status and dep.status.ready_replicas) != dep.spec.replicas:
+                    n = dep.spec.replicas
+                    apps.patch_namespaced_deployment_status(
+                        dep.metadata.name,
+                        self.namespace,
+                        {
+                            "status": {
+                                "observedGeneration": 1,
+                                "replicas": n,
+                                "updatedReplicas": n,
+                                "readyReplicas": n,
+                                "availableReplicas": n,
+                            }
+                        },
+                    )
+            for svc in core.list_namespaced_service(self.namespace).items:
+                if svc.spec.type == "LoadBalancer" and not (
+                    svc.status and svc.status.load_balancer and svc.status.load_balancer.ingress
+                ):
+                    prefix, last = self.lb_ip.rsplit(".", 1)
+                    ip = self.ips.setdefault(svc.metadata.name, f"{prefix}.{int(last) + len(self.ips)}")
+                    core.patch_namespaced_service_status(
+                        svc.metadata.name,
+                        self.namespace,
+                        {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
+                    )
+            for ds in apps.list_namespaced_daemon_set("kube-system").items:
+                if not (ds.status and ds.status.number_ready):
+                    apps.patch_namespaced_daemon_set_status(
+                        ds.metadata.name,
+                        "kube-system",
+                        {
+                            "status": {
+                                "desiredNumberScheduled": 2,
+                                "currentNumberScheduled": 2,
+                                "numberReady": 2,
+                                "numberMisscheduled": 0,
+                            }
+                        },
+                    )
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.join(10)
+        self.api.close()

@@ -1,0 +1,256 @@
+"""``hermes cloud`` against the fakes, and its --dry-run output."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+from cloudbreak_fakes.compute import FakeCompute
+from cloudbreak_fakes.gke import FakeGKE
+from google.cloud import container_v1
+from typer.testing import CliRunner
+
+from hermes.cloudbreak._cli import app
+from hermes.cloudbreak.gke import ClusterSpec, NodePoolSpec, create_cluster_request
+
+runner = CliRunner()
+WHERE = ["--project", "p1", "--location", "us-central1-a"]
+
+
+def gke_cli(fake: FakeGKE, *args: str) -> object:
+    return runner.invoke(
+        app, ["--gke-endpoint", f"http://127.0.0.1:{fake.port}", *args], catch_exceptions=False
+    )
+
+
+def test_cluster_up_list_down(fake_gke: FakeGKE) -> None:
+    up = gke_cli(
+        fake_gke,
+        "cluster",
+        "up",
+        "--name",
+        "c1",
+        *WHERE,
+        "--gpu-type",
+        "nvidia-tesla-t4",
+        "--gpus",
+        "1",
+        "--min-nodes",
+        "0",
+        "--max-nodes",
+        "3",
+        "--poll-interval-s",
+        "0.01",
+    )
+    assert up.exit_code == 0, up.output
+    assert json.loads(up.stdout) == {"name": "c1", "endpoint": "127.0.0.1", "status": "RUNNING"}
+    listed = gke_cli(fake_gke, "cluster", "list", *WHERE)
+    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["c1"]
+    down = gke_cli(fake_gke, "cluster", "down", "--name", "c1", *WHERE, "--poll-interval-s", "0.01")
+    assert down.stdout.strip() == "deleted cluster c1"
+    again = gke_cli(fake_gke, "cluster", "down", "--name", "c1", *WHERE)
+    assert again.stdout.strip() == "cluster c1 did not exist"
+
+
+def test_cluster_up_reports_a_stockout_and_leaves_nothing(fake_gke: FakeGKE) -> None:
+    fake_gke.stockouts = 10
+    result = gke_cli(
+        fake_gke,
+        "cluster",
+        "up",
+        "--name",
+        "c1",
+        *WHERE,
+        "--poll-interval-s",
+        "0.01",
+        "--retries",
+        "2",
+        "--retry-backoff-s",
+        "0",
+    )
+    assert result.exit_code == 1
+    assert "error: create cluster c1: gave up after 2 attempt(s)" in result.stderr
+    assert "GCE_STOCKOUT" in result.stderr
+    assert fake_gke.clusters == {}
+
+
+def test_cluster_up_dry_run_prints_the_exact_request_and_sends_nothing(fake_gke: FakeGKE) -> None:
+    result = gke_cli(
+        fake_gke,
+        "cluster",
+        "up",
+        "--name",
+        "c1",
+        *WHERE,
+        "--gpu-type",
+        "nvidia-l4",
+        "--gpus",
+        "2",
+        "--spot",
+        "--dry-run",
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout)["requests"]
+    assert entry["method"] == "google.container.v1.ClusterManager/CreateCluster"
+    sent = container_v1.CreateClusterRequest.from_json(json.dumps(entry["request"]))
+    pool = NodePoolSpec(name="gpus", accelerator_type="nvidia-l4", accelerator_count=2, spot=True)
+    assert sent == create_cluster_request("p1", "us-central1-a", ClusterSpec(name="c1", node_pools=(pool,)))
+    assert fake_gke.requests == []
+
+
+def test_deploy_against_a_kubeconfig_writes_endpoints(
+    kube: tuple, controller: object, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": kube[1]}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+            }
+        )
+    )
+    path = tmp_path / "endpoints.json"
+    result = runner.invoke(
+        app,
+        [
+            "deploy",
+            "--name",
+            "tr",
+            "--repository",
+            "gs://b/r",
+            "--servers",
+            "2",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--endpoints-file",
+            str(path),
+            "--poll-interval-s",
+            "0.02",
+            "--timeout-s",
+            "20",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(path.read_text())
+    assert [e["name"] for e in json.loads(path.read_text())["endpoints"]] == ["tr-0", "tr-1"]
+
+
+def test_deploy_dry_run_prints_valid_manifests() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "deploy",
+            "--name",
+            "tr",
+            "--repository",
+            "s3://b/r",
+            "--servers",
+            "2",
+            "--server-arg",
+            "--log-verbose=1",
+            "--gpu-driver-installer",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("DaemonSet", "nvidia-driver-installer"),
+        ("Deployment", "tr-0"),
+        ("Service", "tr-0"),
+        ("Deployment", "tr-1"),
+        ("Service", "tr-1"),
+    ]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    assert docs[1]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "--model-repository=s3://b/r",
+        "--log-verbose=1",
+    ]
+
+
+def test_swarm_up_run_down(fake_compute: FakeCompute, ssh: dict) -> None:
+    base = ["--compute-endpoint", fake_compute.endpoint, "--anonymous", "swarm"]
+    where = ["--name", "w", "--project", "p1", "--zone", "us-central1-a"]
+    up = runner.invoke(
+        app, [*base, "up", *where, "--count", "2", "--poll-interval-s", "0.01"], catch_exceptions=False
+    )
+    assert up.exit_code == 0, up.output
+    assert json.loads(up.stdout) == {"w-0": "127.0.0.1", "w-1": "127.0.0.1"}
+    ran = runner.invoke(
+        app,
+        [
+            *base,
+            "run",
+            *where,
+            "--ssh-port",
+            str(ssh["port"]),
+            "--ssh-user",
+            "me",
+            "--ssh-key",
+            str(ssh["client_key"]),
+            "echo $((6*7))",
+        ],
+        catch_exceptions=False,
+    )
+    assert ran.exit_code == 0, ran.output
+    assert [json.loads(line) for line in ran.stdout.splitlines()] == [
+        {"vm": "w-0", "exit_status": 0, "stdout": "42\n", "stderr": ""},
+        {"vm": "w-1", "exit_status": 0, "stdout": "42\n", "stderr": ""},
+    ]
+    down = runner.invoke(app, [*base, "down", *where, "--poll-interval-s", "0.01"], catch_exceptions=False)
+    assert json.loads(down.stdout) == {"deleted": ["w-0", "w-1"]}
+    assert fake_compute.instances == {}
+
+
+def test_swarm_up_dry_run_prints_one_insert_per_vm(fake_compute: FakeCompute, tmp_path: Path) -> None:
+    script = tmp_path / "boot.sh"
+    script.write_text("#!/bin/sh\npip install hermes-stillwater\n")
+    result = runner.invoke(
+        app,
+        [
+            "--compute-endpoint",
+            fake_compute.endpoint,
+            "swarm",
+            "up",
+            "--name",
+            "w",
+            "--count",
+            "3",
+            "--project",
+            "p1",
+            "--zone",
+            "us-central1-a",
+            "--gpu-type",
+            "nvidia-tesla-t4",
+            "--gpus",
+            "1",
+            "--startup-script",
+            str(script),
+            "--label",
+            "job=o3",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    requests = json.loads(result.stdout)["requests"]
+    assert [r["request"]["instanceResource"]["name"] for r in requests] == ["w-0", "w-1", "w-2"]
+    vm = requests[0]["request"]["instanceResource"]
+    assert vm["metadata"]["items"] == [{"key": "startup-script", "value": script.read_text()}]
+    assert vm["labels"] == {"job": "o3", "hermes-swarm": "w", "managed-by": "hermes-cloudbreak"}
+    assert fake_compute.requests == []
+
+
+def test_the_hermes_cli_entry_point_names_this_app() -> None:
+    (entry,) = [ep for ep in importlib.metadata.entry_points(group="hermes.cli") if ep.name == "cloud"]
+    assert entry.value == "hermes.cloudbreak._cli:app"
+    assert entry.load() is app

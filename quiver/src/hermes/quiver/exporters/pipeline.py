@@ -1,0 +1,366 @@
+"""Drive an exporter: resolve tensors, export to scratch, verify, move into the repository.
+
+```
+module + examples ──resolve──▶ ExportSpec + config (a copy)
+        │                              │
+        ▼                              ▼
+   eager outputs            exporter.export ──▶ scratch dir (local tmp)
+        │                              │
+        └──────── compare ◀── exporter.runner (batch 1, max batch)
+                     │ pass
+                     ▼
+ storage: <model>/.hermes-tmp-<id>/ ──config.pbtxt──▶ move to <model>/<version>/
+```
+A failure anywhere leaves the repository (and the model's config) as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hermes.quiver._types import Shape
+from hermes.quiver.config import DataType, ModelConfig
+from hermes.quiver.exceptions import (
+    ExportError,
+    ModelConfigError,
+    QuiverError,
+    RepositoryError,
+    VerificationError,
+)
+from hermes.quiver.exporters._torch_utils import flatten_outputs, forward_parameter_names, to_numpy, torch
+from hermes.quiver.exporters.base import Exporter, ExportSpec
+from hermes.quiver.verification import DEFAULT_ATOL, DEFAULT_RTOL, VerificationReport, compare_outputs
+
+if TYPE_CHECKING:
+    from hermes.quiver.model import Model
+
+__all__ = ["ExportResult", "export_module"]
+
+logger = logging.getLogger("hermes.quiver.export")
+
+_VARIABLE_DIM_SIZE = 8  # size used for non-batch variable dims when inputs are generated from shapes
+TMP_PREFIX = ".hermes-tmp-"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportResult:
+    """What ``export_version`` wrote.
+
+    Attributes:
+        model: the model name.
+        version: the version written.
+        path: the version folder (a path or URL).
+        report: the verification report (``None`` when ``verify=False``).
+    """
+
+    model: str
+    version: int
+    path: str
+    report: VerificationReport | None
+
+    def __str__(self) -> str:
+        text = f"exported {self.model} version {self.version} to {self.path}"
+        return f"{text}\n{self.report}" if self.report is not None else text
+
+
+def _as_tensor(value: Any, what: str) -> Any:
+    t = torch()
+    if isinstance(value, t.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        return t.from_numpy(np.ascontiguousarray(value))
+    raise ExportError(f"{what}: expected a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def _random_input(shape: Sequence[int], dtype: DataType) -> Any:
+    t = torch()
+    generator = t.Generator().manual_seed(0)
+    if dtype in (DataType.FP16, DataType.BF16, DataType.FP32, DataType.FP64):
+        return t.randn(*shape, generator=generator).to(dtype.torch)
+    if dtype is DataType.BOOL:
+        return t.randint(0, 2, tuple(shape), generator=generator).bool()
+    if dtype is DataType.BYTES:
+        raise ExportError("BYTES inputs cannot be generated; pass example_inputs")
+    return t.randint(0, 10, tuple(shape), generator=generator).to(dtype.torch)
+
+
+def _resolve_inputs(
+    module: Any,
+    config: ModelConfig,
+    input_shapes: Mapping[str, Shape] | Sequence[Shape] | None,
+    example_inputs: Any,
+    batch: int,
+) -> tuple[list[str], list[Any]]:
+    """Input names (in forward order) and example tensors."""
+    declared = config.inputs
+    forward_names = forward_parameter_names(module)
+    if example_inputs is not None and input_shapes is not None:
+        raise ExportError("give example_inputs or input_shapes, not both")
+
+    def default_names(count: int) -> list[str]:
+        if declared:
+            if len(declared) != count:
+                raise ModelConfigError(
+                    f"input: the config declares {len(declared)} inputs {[d.name for d in declared]} "
+                    f"but {count} were given"
+                )
+            return [d.name for d in declared]
+        if len(forward_names) >= count:
+            return forward_names[:count]
+        return [f"input_{i}" for i in range(count)]
+
+    names: list[str]
+    tensors: list[Any]
+    if example_inputs is not None:
+        if isinstance(example_inputs, Mapping):
+            names = [str(k) for k in example_inputs]
+            tensors = [_as_tensor(v, f"example_inputs[{k!r}]") for k, v in example_inputs.items()]
+        else:
+            items = (
+                [example_inputs] if not isinstance(example_inputs, (tuple, list)) else list(example_inputs)
+            )
+            names = default_names(len(items))
+            tensors = [_as_tensor(v, f"example_inputs[{i}]") for i, v in enumerate(items)]
+    else:
+        if input_shapes is None:
+            if not declared:
+                raise ExportError(
+                    f"{config.name}: the config declares no inputs; pass example_inputs (preferred) or input_shapes"
+                )
+            batched = config.max_batch_size > 0
+            input_shapes = {
+                d.name: ((None,) if batched else ()) + tuple(None if x < 0 else x for x in d.dims)
+                for d in declared
+            }
+        if isinstance(input_shapes, Mapping):
+            names = [str(k) for k in input_shapes]
+            shapes = list(input_shapes.values())
+        else:
+            shapes = list(input_shapes)
+            if shapes and all(isinstance(s, int) or s is None for s in shapes):
+                shapes = [tuple(shapes)]  # a single shape given flat
+            names = default_names(len(shapes))
+        dtypes = {d.name: d.dtype for d in declared}
+        tensors = []
+        for name, shape in zip(names, shapes, strict=True):
+            concrete = [
+                batch
+                if (i == 0 and d is None and config.max_batch_size > 0)
+                else (d if d not in (None, -1) else _VARIABLE_DIM_SIZE)
+                for i, d in enumerate(shape)
+            ]
+            tensors.append(_random_input(concrete, dtypes.get(name, DataType.FP32)))
+    if declared and sorted(names) != sorted(d.name for d in declared):
+        raise ModelConfigError(
+            f"input: the config declares {[d.name for d in declared]} but the inputs given are named {names}"
+        )
+    # call the module with its arguments in forward's order when the names are its parameters
+    if set(names) <= set(forward_names):
+        order = [n for n in forward_names if n in names]
+        tensors = [tensors[names.index(n)] for n in order]
+        names = order
+    return names, tensors
+
+
+def _at_batch(tensors: Sequence[Any], batch: int) -> list[Any]:
+    """The examples at ``batch`` rows, repeating the given rows cyclically."""
+    t = torch()
+    out = []
+    for x in tensors:
+        index = t.arange(batch) % x.shape[0]
+        out.append(x[index].contiguous())
+    return out
+
+
+def _check_declared(
+    config: ModelConfig, kind: str, name: str, dims: tuple[int, ...], dtype: DataType
+) -> bool:
+    """Compare a tensor with its declaration; returns False if not declared."""
+    specs = {s.name: s for s in (config.inputs if kind == "input" else config.outputs)}
+    if name not in specs:
+        return False
+    spec = specs[name]
+    if spec.dtype is not dtype:
+        raise ModelConfigError(
+            f"{kind}[{name}].data_type: the config says {spec.dtype.value}, the module uses {dtype.value}"
+        )
+    if len(spec.dims) != len(dims) or any(a != -1 and a != b for a, b in zip(spec.dims, dims, strict=False)):
+        raise ModelConfigError(
+            f"{kind}[{name}].dims: the config says {list(spec.dims)}, the module gives {list(dims)}"
+        )
+    return True
+
+
+def export_module(
+    model: Model,
+    module: Any,
+    exporter: Exporter,
+    *,
+    version: int | None = None,
+    input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
+    example_inputs: Any = None,
+    output_names: Sequence[str] | None = None,
+    verify: bool = True,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> ExportResult:
+    """Export ``module`` as a new version of ``model``; see :meth:`hermes.quiver.Model.export_version`."""
+    t = torch()
+    if not isinstance(module, t.nn.Module):
+        raise ExportError(f"{model.name}: expected a torch.nn.Module, got {type(module).__name__}")
+    module.eval()
+    config = model.config.copy()
+    mbs = config.max_batch_size
+    batched = mbs > 0
+    export_batch = max(2, mbs) if mbs > 1 else 1
+
+    names, examples = _resolve_inputs(module, config, input_shapes, example_inputs, export_batch)
+    for name, x in zip(names, examples, strict=True):
+        if batched and x.ndim == 0:
+            raise ExportError(
+                f"input {name}: a batched model (max_batch_size={mbs}) needs a batch axis, got a scalar"
+            )
+    export_inputs = _at_batch(examples, export_batch) if batched else list(examples)
+
+    with t.inference_mode():
+        eager_raw = module(*export_inputs)
+    eager, dict_names = flatten_outputs(eager_raw)
+    declared_outputs = [o.name for o in config.outputs]
+    if output_names is not None:
+        out_names = list(output_names)
+    elif declared_outputs:
+        out_names = declared_outputs
+    elif dict_names is not None:
+        out_names = dict_names
+    else:
+        out_names = [exporter.default_output_name(i) for i in range(len(eager))]
+    if len(out_names) != len(eager):
+        raise ExportError(f"{model.name}: {len(out_names)} output names {out_names} for {len(eager)} outputs")
+    if len(set(out_names)) != len(out_names) or len(set(names)) != len(names):
+        raise ExportError(f"{model.name}: tensor names must be unique, got {names} -> {out_names}")
+
+    in_dtypes = [DataType.of(x.dtype) for x in examples]
+    for name, x, dtype in zip(names, examples, in_dtypes, strict=True):
+        dims = tuple(x.shape[1:] if batched else x.shape)
+        if not _check_declared(config, "input", name, dims, dtype):
+            config.add_input(name, dims, dtype)
+    for name, y in zip(out_names, eager, strict=True):
+        if batched and (y.ndim == 0 or y.shape[0] != export_batch):
+            raise ExportError(
+                f"output {name}: shape {tuple(y.shape)} has no batch axis of size {export_batch} for a batched "
+                f"model (max_batch_size={mbs}); set max_batch_size=0 or return a batch"
+            )
+        dims = tuple(y.shape[1:] if batched else y.shape)
+        if not _check_declared(config, "output", name, dims, DataType.of(y.dtype)):
+            config.add_output(name, dims, DataType.of(y.dtype))
+
+    spec = ExportSpec(
+        model_name=model.name,
+        input_names=tuple(names),
+        input_dtypes=tuple(in_dtypes),
+        output_names=tuple(out_names),
+        max_batch_size=mbs,
+    )
+    exporter.prepare_config(config, spec)
+    if version is None:
+        version = max(model.versions, default=0) + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"version: expected an integer >= 1, got {version!r}")
+    if version in model.versions:
+        raise RepositoryError(
+            f"{model.storage.display(model.name, str(version))}: version {version} exists; remove it first"
+        )
+
+    with tempfile.TemporaryDirectory(prefix="hermes-export-") as scratch:
+        directory = Path(scratch)
+        try:
+            exporter.export(module, tuple(export_inputs), spec, directory)
+        except QuiverError:
+            raise
+        except Exception as exc:
+            raise ExportError(
+                f"{model.name}: {exporter.platform.value} export failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        report = None
+        if verify:
+            report = _verify(model.name, module, exporter, directory, spec, examples, atol=atol, rtol=rtol)
+        _commit(model, config, directory, version)
+    result = ExportResult(
+        model=model.name, version=version, path=model.storage.display(model.name, str(version)), report=report
+    )
+    logger.info("%s", result)
+    return result
+
+
+def _verify(
+    name: str,
+    module: Any,
+    exporter: Exporter,
+    directory: Path,
+    spec: ExportSpec,
+    examples: Sequence[Any],
+    *,
+    atol: float,
+    rtol: float,
+) -> VerificationReport:
+    t = torch()
+    try:
+        run = exporter.runner(directory, spec)
+    except QuiverError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"{name}: the exported {exporter.platform.value} artifact does not load: {exc}"
+        ) from exc
+    batches: list[int | None] = sorted({1, spec.max_batch_size}) if spec.batched else [None]
+    comparisons = []
+    for batch in batches:
+        inputs = _at_batch(examples, batch) if batch is not None else list(examples)
+        with t.inference_mode():
+            eager, _ = flatten_outputs(module(*inputs))
+        expected = {n: to_numpy(y) for n, y in zip(spec.output_names, eager, strict=True)}
+        try:
+            actual = run({n: to_numpy(x) for n, x in zip(spec.input_names, inputs, strict=True)})
+        except Exception as exc:
+            raise ExportError(
+                f"{name}: running the exported {exporter.platform.value} artifact at batch size {batch} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        comparisons += compare_outputs(expected, actual, batch_size=batch, atol=atol, rtol=rtol)
+    report = VerificationReport(
+        model=name, platform=exporter.platform.value, atol=atol, rtol=rtol, comparisons=tuple(comparisons)
+    )
+    if not report.passed:
+        logger.error("%s", report)
+        raise VerificationError(
+            f"{name}: the export does not compute what the module computes; nothing was written\n{report}",
+            report=report,
+        )
+    logger.info("%s", report)
+    return report
+
+
+def _commit(model: Model, config: ModelConfig, directory: Path, version: int) -> None:
+    """Write the version under a temporary name, then the config, then move it into place."""
+    storage = model.storage
+    tmp = f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    old_text = model.config.to_text()
+    try:
+        storage.put_dir(directory, model.name, tmp)
+        model.config.proto.CopyFrom(config.proto)
+        model.config.write()
+        storage.move((model.name, tmp), (model.name, str(version)))
+    except BaseException:
+        storage.remove(model.name, tmp)
+        if model.config.to_text() != old_text:
+            model.config.proto.CopyFrom(config.from_text(old_text).proto)
+            model.config.write()
+        raise

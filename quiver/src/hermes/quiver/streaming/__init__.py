@@ -1,0 +1,80 @@
+"""Streaming models: server-side state for timeseries.
+
+* :class:`Snapshotter` (streaming input): keeps the newest ``K`` samples per channel and
+  turns each update ``(1, C, s·B)`` into ``B`` windows per downstream tensor.
+* :class:`OnlineAverager` (streaming output): averages overlapping per-window predictions
+  into one continuous output ``(1, [C,] s·B)``, :attr:`OnlineAveragerModel.delay` samples late.
+* :func:`add_streaming_inputs` / :func:`add_streaming_output`: build and wire both into an
+  ensemble, with Triton implicit state.
+* :func:`offline_stream`, :func:`sliding_windows`, :func:`online_average`: numpy references.
+
+The torch modules are imported on first use, so this package imports without torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hermes.quiver.exceptions import StreamingConfigError
+from hermes.quiver.streaming.ensemble import (
+    StreamingInputGroup,
+    StreamingOutput,
+    add_streaming_inputs,
+    add_streaming_output,
+)
+from hermes.quiver.streaming.models import (
+    OnlineAveragerModel,
+    SnapshotterModel,
+    write_online_averager,
+    write_snapshotter,
+)
+from hermes.quiver.streaming.reference import offline_stream, online_average, sliding_windows
+from hermes.quiver.streaming.specs import (
+    OnlineAveragerSpec,
+    SequenceOptions,
+    SnapshotterSpec,
+    StreamingPlatform,
+    StreamingTensor,
+)
+
+if TYPE_CHECKING:
+    from hermes.quiver.streaming.online_averager import OnlineAverager
+    from hermes.quiver.streaming.snapshotter import Snapshotter
+
+__all__ = [
+    "OnlineAverager",
+    "OnlineAveragerModel",
+    "OnlineAveragerSpec",
+    "SequenceOptions",
+    "Snapshotter",
+    "SnapshotterModel",
+    "SnapshotterSpec",
+    "StreamingConfigError",
+    "StreamingInputGroup",
+    "StreamingOutput",
+    "StreamingPlatform",
+    "StreamingTensor",
+    "add_streaming_inputs",
+    "add_streaming_output",
+    "offline_stream",
+    "online_average",
+    "sliding_windows",
+    "write_online_averager",
+    "write_snapshotter",
+]
+
+_LAZY = {
+    "Snapshotter": "hermes.quiver.streaming.snapshotter",
+    "OnlineAverager": "hermes.quiver.streaming.online_averager",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        from hermes.quiver._deps import require
+
+        require("torch", f"hermes.quiver.streaming.{name}")
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hermes.quiver.streaming' has no attribute {name!r}")

@@ -1,0 +1,390 @@
+"""Build streaming models into an ensemble: :func:`add_streaming_inputs`, :func:`add_streaming_output`.
+
+```
+ensemble input <key> (1, C, s·B) ─▶ snapshotter ─▶ (B, C_i, K) ─▶ network ─▶ (B, [C,] K)
+                                    (state: C×K)                              │
+ensemble output <key> (1, [C,] s·B) ◀── online averager (state: [C,] (N−1)·s) ◀┘
+```
+
+Everything is validated before anything is written, so bad input fails when the ensemble
+is built, not when it is served. Each helper records what it built in the ensemble's
+``parameters`` (``hermes.streaming_input.<key>`` / ``hermes.streaming_output.<key>``, JSON),
+so clients can discover the strides, batch sizes and start-up lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy.typing as npt
+
+from hermes.quiver.exceptions import StreamingConfigError
+from hermes.quiver.streaming.models import (
+    OnlineAveragerModel,
+    SnapshotterModel,
+    write_online_averager,
+    write_snapshotter,
+)
+from hermes.quiver.streaming.specs import (
+    OnlineAveragerSpec,
+    SequenceOptions,
+    SnapshotterSpec,
+    StreamingPlatform,
+    StreamingTensor,
+)
+
+if TYPE_CHECKING:
+    from hermes.quiver.ensemble import EnsembleModel
+    from hermes.quiver.model import ExposedTensor, Model
+
+__all__ = ["StreamingInputGroup", "StreamingOutput", "add_streaming_inputs", "add_streaming_output"]
+
+logger = logging.getLogger("hermes.quiver.streaming")
+
+
+@dataclass(frozen=True)
+class StreamingInputGroup:
+    """What :func:`add_streaming_inputs` built.
+
+    Attributes:
+        model: the snapshotter model in the repository.
+        input: the ensemble input that takes the updates ``(1, C, s·B)``.
+        snapshotter: shapes, names and start-up numbers of the snapshotter.
+    """
+
+    model: Model
+    input: ExposedTensor
+    snapshotter: SnapshotterModel
+
+    @property
+    def update_shape(self) -> tuple[int, int, int]:
+        """``(1, C, s·B)``: the shape of each update."""
+        return self.snapshotter.spec.update_shape
+
+    @property
+    def zero_state_updates(self) -> int:
+        """Updates at a sequence start whose windows still hold the zero initial state."""
+        return self.snapshotter.zero_state_updates
+
+
+@dataclass(frozen=True)
+class StreamingOutput:
+    """What :func:`add_streaming_output` built.
+
+    Attributes:
+        model: the online averager model in the repository.
+        output: the ensemble output that returns ``(1, [C,] s·B)`` per update.
+        averager: shapes, names, delay and start-up numbers of the averager.
+    """
+
+    model: Model
+    output: ExposedTensor
+    averager: OnlineAveragerModel
+
+    @property
+    def delay(self) -> int:
+        """Samples by which the output trails the newest input sample: ``(N − 1)·s``."""
+        return self.averager.delay
+
+    @property
+    def zero_state_updates(self) -> int:
+        """Updates at a sequence start whose output covers times before the stream start."""
+        return self.averager.zero_state_updates
+
+
+def _sequence_options(kwargs: dict[str, Any]) -> SequenceOptions:
+    if "streams_per_gpu" in kwargs:  # the predecessor's name
+        if "instances" in kwargs:
+            raise StreamingConfigError("pass instances or streams_per_gpu, not both")
+        kwargs["instances"] = kwargs.pop("streams_per_gpu")
+    fields = ("idle_timeout_s", "instances", "sequences_per_instance", "max_queue_delay_us", "instance_kind")
+    options = {k: kwargs.pop(k) for k in fields if k in kwargs}
+    if kwargs:
+        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}; streaming options are {sorted(fields)}")
+    return SequenceOptions(**options)
+
+
+def _quiver_platform(platform: StreamingPlatform) -> Any:
+    from hermes.quiver.platform import Platform
+
+    return Platform(platform.value)
+
+
+def _check_model_name(ensemble: EnsembleModel, name: str | None, default: str) -> tuple[str, bool]:
+    """The model name to add, and whether the repository may pick a free suffix."""
+    if name is None:
+        return default, True
+    if name in ensemble.repository:
+        raise StreamingConfigError(
+            f"model name {name!r} collides with a model in the repository {ensemble.repository.root}: "
+            "streaming models need a new name"
+        )
+    return name, False
+
+
+def _check_key(ensemble: EnsembleModel, key: str, what: str) -> None:
+    if key in ensemble._keys():
+        raise StreamingConfigError(
+            f"{what} {key!r} collides with a tensor of ensemble {ensemble.name!r}: ensemble tensor names "
+            "must be unique"
+        )
+
+
+def _install(
+    ensemble: EnsembleModel, name: str, force: bool, platform: StreamingPlatform, write: Any
+) -> tuple[Model, Any]:
+    """Add model ``name`` to the repository and fill it with what ``write(directory)`` exports."""
+    repository = ensemble.repository
+    model = repository.add(name, platform=_quiver_platform(platform), force=force)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hermes-streaming-") as scratch:
+            directory = Path(scratch) / model.name
+            written = write(directory)
+            for entry in sorted(directory.iterdir()):
+                if entry.is_dir():
+                    model.storage.put_dir(entry, model.name, entry.name)
+        model.config.proto.CopyFrom(written.config)
+        model.config.write()
+    except BaseException:
+        repository.remove(model)
+        raise
+    return model, written
+
+
+def add_streaming_inputs(
+    ensemble: EnsembleModel,
+    inputs: ExposedTensor | Sequence[ExposedTensor],
+    stride: int,
+    batch_size: int | None = 1,
+    name: str | None = None,
+    *,
+    update_size: int | None = None,
+    key: str | None = None,
+    output_keys: Sequence[str] | None = None,
+    platform: StreamingPlatform | str | Any = StreamingPlatform.ONNX,
+    initial_state: npt.ArrayLike | None = None,
+    **sequence_options: Any,
+) -> StreamingInputGroup:
+    """Feed ``inputs`` from a new snapshotter whose update is an ensemble input.
+
+    Args:
+        ensemble: the ensemble to extend.
+        inputs: downstream tensors ``(B, C_i, K)`` or ``(B, K)`` sharing ``K``; their
+            channels are stacked in this order in the update.
+        stride: ``s``, samples between consecutive windows (``s < K``).
+        batch_size: ``B``, windows per update (default 1).
+        name: the snapshotter model's name; default ``"snapshotter"`` (``snapshotter_N`` if taken).
+        update_size: alternatively, samples per update (``s·B``); must be a multiple of ``stride``.
+        key: the ensemble input name (default ``"<model name>_update"``).
+        output_keys: ensemble names of the windows, one per input (default ``"<model>.<input>"``).
+        platform: ``"onnx"`` (default) or ``"torchscript"``.
+        initial_state: ``(C, K)`` samples preceding every sequence; zeros if None.
+        **sequence_options: :class:`SequenceOptions` fields: ``idle_timeout_s`` (default 60),
+            ``instances`` (alias ``streams_per_gpu``), ``sequences_per_instance``,
+            ``max_queue_delay_us``, ``instance_kind``.
+
+    Returns:
+        The snapshotter model, the ensemble input and the start-up numbers.
+
+    Raises:
+        StreamingConfigError: stride ≥ K, K differing across tensors, an update size that is
+            not a multiple of the stride, an unsupported rank, a batch axis that is not ``B``,
+            or a colliding name (each names the tensor and the rule). Nothing is written.
+    """
+    tensors = [inputs] if not isinstance(inputs, Sequence) else list(inputs)
+    if not tensors:
+        raise StreamingConfigError("add_streaming_inputs needs at least one input tensor, got none")
+    sequence = _sequence_options(dict(sequence_options))
+    platform = StreamingPlatform.parse(platform)
+    if update_size is not None:
+        _check_positive(update_size, "update_size")
+        _check_positive(stride, "stride")
+        if update_size % stride:
+            names = ", ".join(f"{t.model.name}.{t.name}" for t in tensors)
+            raise StreamingConfigError(
+                f"update size {update_size} for streaming tensors {names} is not a multiple of the stride "
+                f"{stride}: each update must carry whole strides"
+            )
+        derived = update_size // stride
+        if batch_size not in (None, 1, derived):
+            raise StreamingConfigError(
+                f"batch_size {batch_size} disagrees with update_size {update_size} / stride {stride} = {derived}"
+            )
+        batch_size = derived
+    batch = 1 if batch_size is None else batch_size
+    _check_positive(batch, "batch_size")
+
+    model_name, force = _check_model_name(ensemble, name, "snapshotter")
+    seen: set[tuple[str, str]] = set()
+    kernel: int | None = None
+    described = []
+    for tensor in tensors:
+        label = f"{tensor.model.name}.{tensor.name}"
+        if (tensor.model.name, tensor.name) in seen:
+            raise StreamingConfigError(f"streaming tensor {label} is given twice: each tensor takes one stream")
+        seen.add((tensor.model.name, tensor.name))
+        shape = tuple(tensor.shape)
+        described.append(StreamingTensor.from_shape(label, shape, kernel))
+        kernel = int(shape[-1])  # type: ignore[arg-type]
+        if shape and shape[0] is not None and shape[0] != batch:
+            raise StreamingConfigError(
+                f"streaming tensor {label} has batch axis {shape[0]} but the snapshotter emits batch_size={batch} "
+                "windows per update: they must agree"
+            )
+        if shape and shape[0] is None:
+            limit = tensor.model.config.max_batch_size
+            if limit and batch > limit:
+                raise StreamingConfigError(
+                    f"batch_size {batch} exceeds max_batch_size {limit} of {tensor.model.name} (input {tensor.name})"
+                )
+        if sequence.batched and tensor.model.config.max_batch_size == 0:
+            raise StreamingConfigError(
+                f"sequences_per_instance {sequence.sequences_per_instance} batches sequences along a leading axis, "
+                f"but {label} has no batch axis for it (shape {list(shape)}); use sequences_per_instance=1 or a "
+                "downstream model that takes (sequences, B, C, K)"
+            )
+    keys = list(output_keys) if output_keys is not None else [t.name for t in described]
+    if len(keys) != len(tensors):
+        raise StreamingConfigError(f"output_keys has {len(keys)} names for {len(tensors)} streaming tensors")
+    assert kernel is not None
+    update_key = key or f"{model_name}_update"
+    spec = SnapshotterSpec(
+        tensors=tuple(StreamingTensor(name=k, channels=t.channels) for k, t in zip(keys, described, strict=True)),
+        kernel_size=kernel,
+        stride=stride,
+        batch_size=batch,
+        update_name=update_key,
+    )
+    _check_key(ensemble, update_key, "streaming update name")
+    for k in keys:
+        _check_key(ensemble, k, "streaming window name")
+
+    def write(directory: Path) -> SnapshotterModel:
+        return write_snapshotter(directory, spec, platform=platform, sequence=sequence, initial_state=initial_state)
+
+    model, snapshotter = _install(ensemble, model_name, force, platform, write)
+    try:
+        exposed = ensemble.add_input(model.inputs[snapshotter.update_input], key=update_key)
+        for tensor, out_key in zip(tensors, keys, strict=True):
+            ensemble.pipe(model.outputs[snapshotter.outputs[out_key]], tensor, key=out_key)
+    except Exception:
+        _unwire(ensemble, model.name)
+        ensemble.repository.remove(model)
+        raise
+    ensemble.config.set_parameter(
+        f"hermes.streaming_input.{update_key}",
+        json.dumps({
+            "model": model.name, "kernel_size": kernel, "stride": stride, "batch_size": batch,
+            "channels": [t.channels for t in described], "tensors": [t.name for t in described],
+            "zero_state_updates": snapshotter.zero_state_updates,
+        }),  # fmt: skip
+    )
+    ensemble.config.write()
+    logger.info("streaming input %s: %s feeds %s", update_key, model.name, [t.name for t in described])
+    return StreamingInputGroup(model=model, input=exposed, snapshotter=snapshotter)
+
+
+def add_streaming_output(
+    ensemble: EnsembleModel,
+    output: ExposedTensor,
+    stride: int,
+    num_updates: int,
+    name: str | None = None,
+    *,
+    batch_size: int | None = None,
+    key: str | None = None,
+    platform: StreamingPlatform | str | Any = StreamingPlatform.ONNX,
+    initial_state: npt.ArrayLike | None = None,
+    **sequence_options: Any,
+) -> StreamingOutput:
+    """Average ``output`` online into a continuous ensemble output.
+
+    Args:
+        ensemble: the ensemble to extend.
+        output: per-window predictions ``(B, K)`` or ``(B, C, K)``, one per window of stride ``s``.
+        stride: ``s``, samples between the windows' ends.
+        num_updates: ``N``, predictions averaged into each sample (``N·s ≤ K``); the output
+            trails the input by ``(N − 1)·s`` samples.
+        name: the averager model's name; default ``"aggregator"`` (``aggregator_N`` if taken).
+        batch_size: ``B``, needed when the batch axis of ``output`` is variable.
+        key: the ensemble output name (default ``"<name>_stream"``).
+        platform: ``"onnx"`` (default) or ``"torchscript"``.
+        initial_state: ``([C,] (N − 1)·s)`` pending sums to start from; zeros if None.
+        **sequence_options: as for :func:`add_streaming_inputs`.
+
+    Returns:
+        The averager model, the ensemble output and its delay.
+
+    Raises:
+        StreamingConfigError: an unsupported rank, ``N·s > K``, a variable axis, or a
+            colliding name. Nothing is written.
+    """
+    sequence = _sequence_options(dict(sequence_options))
+    platform = StreamingPlatform.parse(platform)
+    label = f"{output.model.name}.{output.name}"
+    model_name, force = _check_model_name(ensemble, name, "aggregator")
+    out_key = key or f"{model_name}_stream"
+    spec = OnlineAveragerSpec.from_shape(
+        tuple(output.shape), stride=stride, num_updates=num_updates, batch_size=batch_size,
+        input_name=_safe(output.name), output_name=_safe(out_key),
+    )  # fmt: skip
+    if sequence.batched and output.model.config.max_batch_size == 0:
+        raise StreamingConfigError(
+            f"sequences_per_instance {sequence.sequences_per_instance} needs {label} to carry a leading "
+            "sequence axis; use sequences_per_instance=1"
+        )
+    _check_key(ensemble, out_key, "streaming output name")
+
+    def write(directory: Path) -> OnlineAveragerModel:
+        return write_online_averager(directory, spec, platform=platform, sequence=sequence, initial_state=initial_state)
+
+    model, averager = _install(ensemble, model_name, force, platform, write)
+    try:
+        ensemble.pipe(output, model.inputs[averager.input])
+        exposed = ensemble.add_output(model.outputs[averager.output], key=out_key)
+    except Exception:
+        _unwire(ensemble, model.name)
+        ensemble.repository.remove(model)
+        raise
+    ensemble.config.set_parameter(
+        f"hermes.streaming_output.{out_key}",
+        json.dumps({
+            "model": model.name, "stride": stride, "batch_size": spec.batch_size, "num_updates": num_updates,
+            "delay": averager.delay, "zero_state_updates": averager.zero_state_updates,
+        }),  # fmt: skip
+    )
+    ensemble.config.write()
+    logger.info("streaming output %s: %s averages %s over %d updates", out_key, model.name, label, num_updates)
+    return StreamingOutput(model=model, output=exposed, averager=averager)
+
+
+def _safe(name: str) -> str:
+    """A tensor name the spec accepts (ensemble keys may hold characters ONNX names avoid)."""
+    return "".join(c if c.isalnum() or c in "_.-/" else "_" for c in name) or "tensor"
+
+
+def _check_positive(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StreamingConfigError(f"{what} must be a positive integer, got {value!r}")
+
+
+def _unwire(ensemble: EnsembleModel, model_name: str) -> None:
+    """Drop the steps of ``model_name`` (after a failed wiring) and the ensemble tensors only they used."""
+    steps = ensemble.config.proto.ensemble_scheduling.step
+    removed = [s for s in steps if s.model_name == model_name]
+    keys = {k for s in removed for k in list(s.input_map.values()) + list(s.output_map.values())}
+    for step in removed:
+        steps.remove(step)
+    still = {k for s in steps for k in list(s.input_map.values()) + list(s.output_map.values())}
+    for field in (ensemble.config.proto.input, ensemble.config.proto.output):
+        for tensor in [t for t in field if t.name in keys - still]:
+            field.remove(tensor)
+    for step in steps:
+        for k in [k for k, v in step.input_map.items() if v in keys]:
+            del step.input_map[k]

@@ -1,0 +1,156 @@
+"""Compare an exported artifact's outputs with the eager module's.
+
+A comparison passes where every element satisfies ``|exported - eager| <= atol + rtol * |eager|``
+(numpy's ``allclose`` rule); the report gives, per batch size and output, the largest absolute
+and relative difference so a failure says how far off the export is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "OutputComparison", "VerificationReport", "compare_outputs"]
+
+DEFAULT_ATOL = 1e-4
+"""Default absolute tolerance of verified exports."""
+DEFAULT_RTOL = 1e-3
+"""Default relative tolerance of verified exports."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutputComparison:
+    """One output at one batch size.
+
+    Attributes:
+        batch_size: the batch size compared (``None`` for a model without a batch axis).
+        output: the output name.
+        max_abs: largest ``|exported - eager|``.
+        max_rel: largest ``|exported - eager| / |eager|`` (elements where eager is 0 use 1e-12).
+        passed: within tolerance (and shapes equal).
+        note: why it failed beyond the numbers (shape or missing output), else "".
+    """
+
+    batch_size: int | None
+    output: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VerificationReport:
+    """The comparison of one export, returned by ``export_version`` and logged.
+
+    Attributes:
+        model: model name.
+        platform: what was exported.
+        atol / rtol: the tolerances used.
+        comparisons: one per batch size and output.
+    """
+
+    model: str
+    platform: str
+    atol: float
+    rtol: float
+    comparisons: tuple[OutputComparison, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Every output at every batch size is within tolerance."""
+        return all(c.passed for c in self.comparisons)
+
+    @property
+    def max_abs(self) -> float:
+        """The largest absolute difference over all outputs."""
+        return max((c.max_abs for c in self.comparisons), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        """The largest relative difference over all outputs."""
+        return max((c.max_rel for c in self.comparisons), default=0.0)
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self) | {"passed": self.passed}
+
+    def __str__(self) -> str:
+        head = (
+            f"verification of {self.model} ({self.platform}): {'PASSED' if self.passed else 'FAILED'} "
+            f"(atol={self.atol:g}, rtol={self.rtol:g})"
+        )
+        rows = [f"  {'batch':>5}  {'output':<20} {'max abs diff':>13} {'max rel diff':>13}  result"]
+        for c in self.comparisons:
+            batch = "-" if c.batch_size is None else str(c.batch_size)
+            result = "ok" if c.passed else "FAIL" + (f" ({c.note})" if c.note else "")
+            rows.append(f"  {batch:>5}  {c.output:<20} {c.max_abs:>13.3e} {c.max_rel:>13.3e}  {result}")
+        return "\n".join([head, *rows])
+
+
+def compare_outputs(
+    expected: Mapping[str, np.ndarray],
+    actual: Mapping[str, np.ndarray],
+    *,
+    batch_size: int | None,
+    atol: float,
+    rtol: float,
+) -> list[OutputComparison]:
+    """Compare each expected output with the actual one of the same name."""
+    results = []
+    for name, want in expected.items():
+        if name not in actual:
+            results.append(
+                OutputComparison(
+                    batch_size=batch_size,
+                    output=name,
+                    max_abs=float("inf"),
+                    max_rel=float("inf"),
+                    passed=False,
+                    note=f"missing; the export returned {sorted(actual)}",
+                )
+            )
+            continue
+        got = np.asarray(actual[name])
+        want = np.asarray(want)
+        if got.shape != want.shape:
+            results.append(
+                OutputComparison(
+                    batch_size=batch_size,
+                    output=name,
+                    max_abs=float("inf"),
+                    max_rel=float("inf"),
+                    passed=False,
+                    note=f"shape {got.shape} != eager {want.shape}",
+                )
+            )
+            continue
+        if want.dtype.kind in "OSU":
+            same = bool(np.array_equal(got, want))
+            results.append(
+                OutputComparison(
+                    batch_size=batch_size,
+                    output=name,
+                    max_abs=0.0 if same else float("inf"),
+                    max_rel=0.0 if same else float("inf"),
+                    passed=same,
+                )
+            )
+            continue
+        g = got.astype(np.float64)
+        w = want.astype(np.float64)
+        diff = np.abs(g - w)
+        both_nan = np.isnan(g) & np.isnan(w)
+        diff = np.where(both_nan, 0.0, diff)
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        rel = diff / np.maximum(np.abs(w), 1e-12)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        max_rel = float(rel.max()) if rel.size else 0.0
+        passed = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(w))))
+        results.append(
+            OutputComparison(
+                batch_size=batch_size, output=name, max_abs=max_abs, max_rel=max_rel, passed=passed
+            )
+        )
+    return results

@@ -1,0 +1,50 @@
+"""Fixtures for hermes.stillwater tests: a leak check around every test."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from collections.abc import Iterator
+from multiprocessing import forkserver, resource_tracker
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hermes.stillwater.channel import SHM_PREFIX
+
+# Stage functions must be importable by name inside spawned stage processes.
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+
+def _children() -> set[int]:
+    # multiprocessing's resource tracker (and forkserver, once used) serve the whole session.
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return {p.pid for p in psutil.Process().children(recursive=True)} - {tracker, server}
+
+
+def _segments() -> set[str]:
+    return {path.name for path in Path("/dev/shm").iterdir() if path.name.startswith(SHM_PREFIX)}
+
+
+def _threads() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+@pytest.fixture(autouse=True)
+def leak_check() -> Iterator[None]:
+    """Fail the test if it leaves a child process, a stillwater /dev/shm segment or a thread."""
+    children, segments, threads = _children(), _segments(), _threads()
+    yield
+    gc.collect()
+    left = {
+        "child processes": sorted(_children() - children),
+        "/dev/shm segments": sorted(_segments() - segments),
+        "threads": sorted(t.name for t in _threads() - threads),
+    }
+    left = {k: v for k, v in left.items() if v}
+    assert not left, f"the test leaked {left}"

@@ -1,0 +1,136 @@
+"""Stage functions and classes for the tests; importable by name inside spawned stage processes."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("stillwater_test.stage")
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def frames(n: int, shape: tuple[int, ...] = (4, 256)) -> Iterator[np.ndarray]:
+    for i in range(n):
+        yield np.full(shape, i, dtype=np.float32) + np.arange(shape[-1], dtype=np.float32)
+
+
+def negate(x: np.ndarray) -> np.ndarray:
+    return -x
+
+
+def describe_array(x: np.ndarray) -> tuple[bool, float, tuple[int, ...], str]:
+    return bool(x.flags.writeable), float(x[..., 0].sum()), x.shape, str(x.dtype)
+
+
+def repeat_n_times(x: int) -> Iterator[int]:
+    for _ in range(x % 3):
+        yield x
+
+
+def count_forever() -> Iterator[int]:
+    yield from itertools.count()
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"item {x} is not welcome")
+    return x
+
+
+def kill_self_on_three(x: int) -> int:
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def log_items(x: int) -> int:
+    logger.info("stage saw item %d in pid %d", x, os.getpid())
+    logger.debug("this debug record must not reach the parent")
+    return x
+
+
+def slow_identity(x: int, delay_s: float = 0.01) -> int:
+    time.sleep(delay_s)
+    return x
+
+
+class Accumulator:
+    """A Map class: setup in the child, emits running sums, flushes the total, tears down."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+        self.total = 0
+        self.pid: int | None = None
+
+    def setup(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self, x: int) -> tuple[int, int]:
+        self.total += x
+        assert self.pid is not None
+        return self.total, self.pid
+
+    def flush(self) -> list[tuple[str, int]]:
+        return [("total", self.total)]
+
+    def teardown(self) -> None:
+        self.marker.write_text(f"{self.pid} {self.total}")
+
+
+class LineWriter:
+    """A Sink class writing one line per item to a file it opens in setup."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def setup(self) -> None:
+        self.fh = open(self.path, "w")  # noqa: SIM115
+
+    def __call__(self, x: object) -> None:
+        self.fh.write(f"{x}\n")
+
+    def teardown(self) -> None:
+        self.fh.close()
+
+
+class FailingSink:
+    def __call__(self, x: int) -> None:
+        if x == 9:
+            raise KeyError(f"sink cannot store {x}")
+
+
+class TeardownMarker:
+    """A Map class whose teardown leaves a file, to show stopping runs teardown."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def teardown(self) -> None:
+        Path(self.marker).write_text("torn down")
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"code {code}: {detail}")
+        self.code = code
+
+
+def raise_custom(x: int) -> int:
+    raise NeedsTwoArgs(7, f"item {x}")
