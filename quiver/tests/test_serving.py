@@ -99,7 +99,7 @@ def test_python_backend_export_serves_and_batches_concurrent_requests(
             c.async_infer(
                 "affine_py", [tensor], callback=lambda result, error, i=i: answers.put((i, result, error))
             )
-        results = dict((i, (r, e)) for i, r, e in (answers.get(timeout=60) for _ in rows))
+        results = {i: (r, e) for i, r, e in (answers.get(timeout=60) for _ in rows)}
     assert sorted(results) == [0, 1, 2, 3]
     for i, row in enumerate(rows):
         result, error = results[i]

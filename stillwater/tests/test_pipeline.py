@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -184,3 +185,16 @@ def test_pipeline_without_a_source_is_refused_at_start() -> None:
 def test_forkserver_start_method_runs_too() -> None:
     pipeline = Pipeline([Source(range(4)), Map(st.square)], start_method="forkserver")
     assert pipeline.run() == [0, 1, 4, 9]
+
+
+def test_progress_display_draws_final_counts_of_every_stage() -> None:
+    rich_console = pytest.importorskip("rich.console")
+    buffer = io.StringIO()
+    console = rich_console.Console(file=buffer, width=120, force_terminal=False)
+    pipeline = Pipeline([Source(range(40), name="numbers"), Map(st.square, name="squares")], progress=console)
+    assert pipeline.run() == [i * i for i in range(40)]
+    final = buffer.getvalue().split("pipeline (")[-1]
+    assert "numbers" in final and "squares" in final
+    rows = {line.split("│")[1].strip(): line for line in final.splitlines() if line.count("│") >= 5}
+    assert rows["numbers"].split("│")[3].strip() == "40"
+    assert rows["squares"].split("│")[2].strip() == "40"

@@ -86,16 +86,16 @@ class Built:
         ts = repo.add("stream_ts", platform=Platform.ENSEMBLE)
         self.ts_strain = ts.add_streaming_inputs(
             net.inputs["INPUT__0"], stride=STRIDE, update_size=STRIDE * BATCH, name="strain_snapshotter",
-            key="strain", output_keys=["strain_windows"], platform="torchscript",
+            key="strain", output_keys=["strain_windows"], platform="torchscript", instances=2,
             initial_state=self.history,
         )  # fmt: skip
         self.ts_aux = ts.add_streaming_inputs(
             net.inputs["INPUT__1"], stride=STRIDE, batch_size=BATCH, name="aux_snapshotter", key="aux",
-            output_keys=["aux_windows"], platform="torchscript",
+            output_keys=["aux_windows"], platform="torchscript", instances=2,
         )  # fmt: skip
         self.ts_output = ts.add_streaming_output(
             net.outputs["OUTPUT__0"], stride=STRIDE, num_updates=NUM_UPDATES, name="ts_averager", key="cleaned",
-            platform=Platform.TORCHSCRIPT,
+            platform=Platform.TORCHSCRIPT, instances=2,
         )  # fmt: skip
         ts.export_version()
 
@@ -137,7 +137,7 @@ def test_streaming_ensemble_matches_offline_reference_for_two_interleaved_sequen
             22: np.random.randn(4, size * UPDATES).astype(np.float32)}  # fmt: skip
     assert built.onnx_inputs.update_shape == (1, 4, size)
     got = stream_sequences(
-        url, "stream_onnx", built.onnx_output.output.name,
+        url, "stream_onnx", built.onnx_output.output.name,  # 2 sequences <= 2 slots per stateful model
         {sid: [{built.onnx_inputs.input.name: u} for u in _updates(x, size)] for sid, x in data.items()},
     )  # fmt: skip
     for sid, x in data.items():

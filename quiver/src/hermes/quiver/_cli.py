@@ -37,7 +37,7 @@ _PLATFORM_ALIASES = {
 
 def _tensors(tensors: Any) -> str:
     return "\n".join(
-        f"{t.name} {list(('-1' if d is None else d) for d in t.shape)} {t.dtype.value}".replace("'", "")
+        f"{t.name} [{', '.join('-1' if d is None else str(d) for d in t.shape)}] {t.dtype.value}"
         for t in tensors.values()
     )
 

@@ -23,7 +23,9 @@ from hermes.stillwater.exceptions import (
     StageFailed,
     StillwaterError,
 )
+from hermes.stillwater.inference import InferenceRequest, InferenceStage
 from hermes.stillwater.pipeline import Pipeline
+from hermes.stillwater.progress import PipelineProgress
 from hermes.stillwater.stage import Map, Sink, Source, Stage
 from hermes.stillwater.stats import StageStats
 from hermes.stillwater.throttle import Throttle
@@ -35,10 +37,13 @@ __all__ = [
     "Channel",
     "ChannelClosed",
     "EndOfStream",
+    "InferenceRequest",
+    "InferenceStage",
     "Map",
     "Pipeline",
     "PipelineDefinitionError",
     "PipelineError",
+    "PipelineProgress",
     "PipelineStateError",
     "PipelineTimeout",
     "Receiver",

@@ -386,9 +386,10 @@ class ClusterClient:
                     return
                 name = live[next(self._round_robin) % len(live)]
                 client = self._clients[name]
-                self.requests_per_endpoint[name] += 1
             try:
                 inner = client.infer(inputs, timeout_s=timeout_s)
+                with self._lock:
+                    self.requests_per_endpoint[name] += 1
                 break
             except ConnectionFailed as exc:
                 self._lose(name, exc, None)

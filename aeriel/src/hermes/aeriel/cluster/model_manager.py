@@ -21,6 +21,7 @@ compile them before serving); ONNX/TorchScript folders are not affected.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -97,7 +98,7 @@ class ModelManager:
         self.timeout_s = float(timeout_s)
         self._clients: dict[str, Any] = {}
         self._closed = False
-        self._wake = threading.Event()  # never set: a wait that close() could interrupt
+        self._wake = threading.Event()  # set by close(): ends the waits of a load
 
     # ------------------------------------------------------------------ helpers
     def _client(self, endpoint: Endpoint) -> Any:
@@ -127,24 +128,17 @@ class ModelManager:
                 f"{what} on {endpoint.name}: {exc.message()}", reason=str(exc.message())
             ) from exc
 
+    def _ready_on(self, ep: Endpoint, model: str) -> list[int]:
+        index = self._call(ep, "reading the repository index", "get_model_repository_index", as_json=True)
+        return sorted(
+            int(m["version"])
+            for m in index.get("models", [])
+            if m.get("name") == model and m.get("state") == "READY" and str(m.get("version", "")).isdigit()
+        )
+
     def ready_versions(self, model: str) -> dict[str, list[int]]:
         """``{endpoint name: ready versions of model}`` from each server's repository index."""
-        out: dict[str, list[int]] = {}
-        for ep in self.endpoints:
-            index = self._call(
-                ep,
-                "reading the repository index",
-                "get_model_repository_index",
-                as_json=True,
-            )
-            out[ep.name] = sorted(
-                int(m["version"])
-                for m in index.get("models", [])
-                if m.get("name") == model
-                and m.get("state") == "READY"
-                and str(m.get("version", "")).isdigit()
-            )
-        return out
+        return {ep.name: self._ready_on(ep, model) for ep in self.endpoints}
 
     def config(self, model: str, endpoint: Endpoint | None = None) -> dict[str, Any]:
         """The model's configuration as the server holds it (JSON form)."""
@@ -235,46 +229,72 @@ class ModelManager:
         if wanted is not None and (not wanted or any(v < 1 for v in wanted)):
             raise ValueError(f"versions must be positive integers, got {versions!r}")
         limit = self.timeout_s if timeout_s is None else timeout_s
+        self._on_every_server(lambda ep: self._load_one(ep, model, wanted, config, limit))
+
+    def _on_every_server(self, task: Callable[[Endpoint], None]) -> None:
+        """Run ``task`` for every endpoint at once (one thread each); raise the first error."""
         for ep in self.endpoints:
-            deadline = time.monotonic() + limit
-            cfg = dict(config) if config is not None else None
-            before: list[int] = []
-            if wanted is not None:
-                before = self.ready_versions(model)[ep.name]
-                if cfg is None:
-                    if not before:
-                        self._call(ep, f"loading {model!r}", "load_model", model, client_timeout=limit)
-                    cfg = self.config(model, ep)
-                cfg["version_policy"] = {"specific": {"versions": wanted}}
-            body = json.dumps(cfg) if cfg is not None else None
-            started = time.monotonic()
-            self._call(
-                ep,
-                f"loading {model!r}" + (f" versions {wanted}" if wanted else ""),
-                "load_model",
-                model,
-                config=body,
-                client_timeout=limit,
-            )
-            gone = [v for v in before if wanted is not None and v not in wanted]
-            self._wait_versions(ep, model, wanted or [], gone, deadline)
-            logger.info(
-                "loaded %s%s on %s in %.2f s",
-                model,
-                f" versions {wanted}" if wanted else "",
-                ep.name,
-                time.monotonic() - started,
-            )
+            self._client(ep)  # create the clients before the threads share the dict
+        if len(self.endpoints) == 1:
+            task(self.endpoints[0])
+            return
+        with concurrent.futures.ThreadPoolExecutor(
+            len(self.endpoints), thread_name_prefix="hermes-models"
+        ) as pool:
+            futures = [pool.submit(task, ep) for ep in self.endpoints]
+        for future in futures:
+            future.result()
+
+    def _load_one(
+        self,
+        ep: Endpoint,
+        model: str,
+        wanted: list[int] | None,
+        config: Mapping[str, Any] | None,
+        limit: float,
+    ) -> None:
+        deadline = time.monotonic() + limit
+        cfg = dict(config) if config is not None else None
+        before: list[int] = []
+        if wanted is not None:
+            before = self._ready_on(ep, model)
+            if cfg is None:
+                if not before:
+                    self._call(ep, f"loading {model!r}", "load_model", model, client_timeout=limit)
+                cfg = self.config(model, ep)
+            cfg["version_policy"] = {"specific": {"versions": wanted}}
+        body = json.dumps(cfg) if cfg is not None else None
+        started = time.monotonic()
+        self._call(
+            ep,
+            f"loading {model!r}" + (f" versions {wanted}" if wanted else ""),
+            "load_model",
+            model,
+            config=body,
+            client_timeout=limit,
+        )
+        gone = [v for v in before if wanted is not None and v not in wanted]
+        self._wait_versions(ep, model, wanted or [], gone, deadline)
+        logger.info(
+            "loaded %s%s on %s in %.2f s",
+            model,
+            f" versions {wanted}" if wanted else "",
+            ep.name,
+            time.monotonic() - started,
+        )
 
     def unload(self, model: str, *, timeout_s: float | None = None) -> None:
         """Unload every version of ``model`` on every server, waiting until none is ready."""
         limit = self.timeout_s if timeout_s is None else timeout_s
-        for ep in self.endpoints:
+
+        def unload_one(ep: Endpoint) -> None:
             deadline = time.monotonic() + limit
-            versions = self.ready_versions(model)[ep.name]
+            versions = self._ready_on(ep, model)
             self._call(ep, f"unloading {model!r}", "unload_model", model)
             # unload_model returns before the unload finishes: wait for it
             self._wait_versions(ep, model, [], versions, deadline)
+
+        self._on_every_server(unload_one)
 
     def warm(
         self, model: str, version: int, inputs: Mapping[str, np.ndarray], *, timeout_s: float = 60.0
@@ -383,6 +403,7 @@ class ModelManager:
         if self._closed:
             return
         self._closed = True
+        self._wake.set()  # a load waiting in another thread stops at its next check
         for client in self._clients.values():
             try:
                 client.close()

@@ -140,6 +140,7 @@ def _resolve_inputs(
                 d.name: ((None,) if batched else ()) + tuple(None if x < 0 else x for x in d.dims)
                 for d in declared
             }
+        shapes: list[Any]
         if isinstance(input_shapes, Mapping):
             names = [str(k) for k in input_shapes]
             shapes = list(input_shapes.values())
@@ -320,7 +321,9 @@ def _verify(
         raise ExportError(
             f"{name}: the exported {exporter.platform.value} artifact does not load: {exc}"
         ) from exc
-    batches: list[int | None] = sorted({1, spec.max_batch_size}) if spec.batched else [None]
+    batches: list[int | None] = [None]
+    if spec.batched:
+        batches = [1, spec.max_batch_size] if spec.max_batch_size > 1 else [1]
     comparisons = []
     for batch in batches:
         inputs = _at_batch(examples, batch) if batch is not None else list(examples)
