@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hermes.aeriel import InputValidationError, ModelLoadError, SequenceError, ServerLost
+from hermes.aeriel import ClientClosedError, InputValidationError, ModelLoadError, SequenceError, ServerLost
 from hermes.aeriel.cluster import ClusterClient, Endpoint, ModelManager
 from hermes.aeriel.serve import serve
 from hermes.aeriel.testing import leftover_resources
@@ -252,6 +252,21 @@ def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, s
         assert {int(a["server"][0, 0]) for a in answers} == {0}
         assert where.live_endpoints == ["server-0"]
 
+        # the server comes back on the same ports: probe() reconnects, its ids return to it
+        spec = victim.spec
+        start_triton(
+            Path(spec.repository),
+            models=["acc", "where"],
+            http_port=spec.http_port,
+            grpc_port=spec.grpc_port,
+            metrics_port=spec.metrics_port,
+        )
+        assert client.probe() == ["server-0", "server-1"]
+        back = client.sequence(on_victim[0])  # an id the ring gives to server-1
+        assert back.endpoint == "server-1"
+        out = back.end({"x": ONES}).result(60)
+        assert out["server"][0, 0] == 1
+
 
 def test_a_sequence_refuses_requests_after_its_end_and_duplicate_ids(trio):
     with ClusterClient(endpoints_of(trio), "acc") as client:
@@ -364,3 +379,25 @@ def test_a_sequence_outliving_the_drain_timeout_fails_clearly(swap_pair):
         assert fresh.model_version == new
         np.testing.assert_array_equal(fresh.end({"x": ONES}).result(60)["y"], ONES * new)
         assert client.manager.ready_versions("acc") == {"server-0": [new], "server-1": [new]}
+
+
+def test_model_manager_loads_and_unloads_versions_on_every_server(swap_pair):
+    with ModelManager(endpoints_of(swap_pair)) as manager:
+        manager.unload("where")
+        assert manager.ready_versions("where") == {"server-0": [], "server-1": []}
+        manager.load("where")
+        assert manager.ready_versions("where") == {"server-0": [1], "server-1": [1]}
+        current = manager.ready_versions("acc")["server-0"]
+        manager.load("acc", versions=[1, 2])
+        assert manager.ready_versions("acc") == {"server-0": [1, 2], "server-1": [1, 2]}
+        manager.load("acc", versions=current)
+        assert manager.ready_versions("acc") == {"server-0": current, "server-1": current}
+        assert manager.config("acc")["version_policy"] == {
+            "specific": {"versions": [str(v) for v in current]}
+        }
+        with pytest.raises(ValueError, match=r"versions must be positive integers, got \[0\]"):
+            manager.load("acc", versions=[0])
+        with pytest.raises(ModelLoadError, match="'ghost'"):
+            manager.load("ghost")
+    with pytest.raises(ClientClosedError, match="closed"):
+        manager.ready_versions("acc")

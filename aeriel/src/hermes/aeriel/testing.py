@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from hermes.aeriel.serve import Server, serve
+from hermes.aeriel.serve._server import _session_members
 
 __all__ = ["leftover_resources", "start_triton", "triton_repo", "triton_server"]
 
@@ -54,16 +55,7 @@ def leftover_resources(server: Server) -> list[str]:
     if server.pid is not None and _process_exists(server.pid):
         leftovers.append(f"tritonserver process {server.pid}")
     if server.pid is not None:
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                stat = (proc / "stat").read_text().split(")")[-1].split()
-            except OSError:
-                continue
-            # fields after the command: state ppid pgrp session ...
-            if stat[0] != "Z" and int(stat[3]) == server.pid:
-                leftovers.append(f"process {proc.name} in the server's session")
+        leftovers += [f"process {pid} in the server's session" for pid in _session_members(server.pid)]
     leftovers += [f"/dev/shm/{p.name}" for p in Path("/dev/shm").glob(f"{server.spec.shm_prefix}*")]
     return leftovers
 

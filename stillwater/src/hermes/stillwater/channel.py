@@ -22,6 +22,10 @@
   and alone unlinks it. Stages started by the owner through :mod:`multiprocessing` share its
   resource tracker, so attaching in them does not unlink anything when they exit.
 * **End of stream**: ``b"E"``; a vanished producer reads as :class:`ChannelClosed`.
+* **Framing**: ``uint32 length + tag + payload`` written and read straight on the pipe's
+  file descriptor (one ``write``, usually one ``read``: the hot path of a hop); the
+  :class:`multiprocessing.connection.Connection` objects only carry the descriptors into
+  the stage processes and own them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import logging
 import os
 import pickle
 import secrets
+import struct
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.shared_memory import SharedMemory
@@ -52,6 +57,11 @@ _ARRAY = b"A"
 _PICKLE = b"P"
 _END = b"E"
 _ALIGN = 64
+_READ_SIZE = 65536
+# Frames on the pipe: a little-endian uint32 length, then the tag byte and its payload.
+_HEADER = struct.Struct("<I")
+_ARRAY_FRAME = _HEADER.pack(1) + _ARRAY
+_END_FRAME = _HEADER.pack(1) + _END
 
 
 class EndOfStream(Exception):
@@ -121,18 +131,27 @@ class Sender:
                 assert self._ring.slots is not None
                 np.copyto(self._ring.slots[self._index % self.capacity], item, casting="no")  # type: ignore[arg-type]
                 self._index += 1
-                self._conn.send_bytes(_ARRAY)
+                self._write(_ARRAY_FRAME)
             else:
-                self._conn.send_bytes(_PICKLE + pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+                payload = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                self._write(_HEADER.pack(len(payload) + 1) + _PICKLE + payload)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed("the receiving stage went away") from exc
+
+    def _write(self, frame: bytes) -> None:
+        # One writer per channel, so frames never interleave; a blocking pipe write may
+        # still return early (large frames), hence the loop.
+        fd = self._conn.fileno()
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(fd, view) :]
 
     def send_end(self) -> None:
         """Tell the receiver the stream is over (no credit needed)."""
         if self._closed:
             return
         try:
-            self._conn.send_bytes(_END)
+            self._write(_END_FRAME)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed("the receiving stage went away") from exc
 
@@ -168,6 +187,8 @@ class Receiver:
         self._index = 0
         self._held = False
         self._closed = False
+        self._buf = bytearray()
+        self._pos = 0
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -192,10 +213,7 @@ class Receiver:
         if self._closed:
             raise PipelineStateError("this channel end is closed")
         self.release()
-        try:
-            data = self._conn.recv_bytes()
-        except (EOFError, OSError) as exc:
-            raise ChannelClosed("the sending stage went away before the end of its stream") from exc
+        data = self._read_frame()
         tag = data[:1]
         if tag == _ARRAY:
             if self._ring is None:
@@ -220,6 +238,37 @@ class Receiver:
         if tag == _END:
             raise EndOfStream
         raise ChannelClosed(f"corrupt channel message tag {tag!r}")
+
+    def buffered(self) -> bool:
+        """Whether a whole message is already read from the pipe (so ``recv`` will not block)."""
+        avail = len(self._buf) - self._pos
+        return avail >= 4 and avail >= 4 + _HEADER.unpack_from(self._buf, self._pos)[0]
+
+    def _read_frame(self) -> bytes | bytearray:
+        buf = self._buf
+        while True:
+            avail = len(buf) - self._pos
+            need = 4
+            if avail >= 4:
+                need = 4 + _HEADER.unpack_from(buf, self._pos)[0]
+                if avail >= need:
+                    start = self._pos + 4
+                    frame = buf[start : self._pos + need]
+                    self._pos += need
+                    if self._pos == len(buf):
+                        buf.clear()
+                        self._pos = 0
+                    return frame
+            if self._pos:
+                del buf[: self._pos]
+                self._pos = 0
+            try:
+                chunk = os.read(self._conn.fileno(), max(_READ_SIZE, need - avail))
+            except OSError as exc:
+                raise ChannelClosed(f"the channel's pipe failed: {exc}") from exc
+            if not chunk:
+                raise ChannelClosed("the sending stage went away before the end of its stream")
+            buf += chunk
 
     def release(self) -> None:
         """Free the slot of the view returned by the last :meth:`recv` (no-op otherwise)."""

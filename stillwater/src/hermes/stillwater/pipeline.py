@@ -316,10 +316,11 @@ class Pipeline:
     def _iterate(self, output: Channel) -> Iterator[Any]:
         receiver = output.receiver
         while True:
-            ready = self._poll(None)
-            self._raise_failure()
-            if not ready:
-                continue
+            if not receiver.buffered():
+                ready = self._poll(None)
+                self._raise_failure()
+                if not ready:
+                    continue
             try:
                 item = receiver.recv()
             except EndOfStream:

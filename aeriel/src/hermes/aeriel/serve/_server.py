@@ -68,6 +68,21 @@ def free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def _session_members(session: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is ``session``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == session:
+            members.append(int(entry.name))
+    return members
+
+
 def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
     """A :class:`Runtime` from its name (``local``, ``apptainer``, ``singularity``) or itself."""
     if isinstance(runtime, Runtime):
@@ -310,12 +325,15 @@ class Server:
         wanted = list(models if models is not None else (self.spec.models or ()))
         deadline = time.monotonic() + timeout_s
         interval = 0.02
+        # At start the server must report ready. For a model loaded later, liveness is enough:
+        # Triton reports "not ready" for good once any model failed to load.
+        health = "/v2/health/ready" if models is None else "/v2/health/live"
         server_ready = False
         while True:
             if self.process.poll() is not None:
                 raise self.exit_error()
             if not server_ready:
-                code, _ = self._get("/v2/health/ready", timeout_s=1.0)
+                code, _ = self._get(health, timeout_s=1.0)
                 server_ready = code == 200
             if server_ready:
                 pending = [m for m in wanted if self._get(f"/v2/models/{m}/ready", 1.0)[0] != 200]
@@ -414,9 +432,12 @@ class Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        # Stubs of a killed server may survive in its session: end them too.
+        # Stubs of a killed server may survive in its session: end them and wait until they are gone.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + self.grace_s
+        while _session_members(self.process.pid) and time.monotonic() < deadline:
+            self._exited.wait(0.02)
         if self._watcher is not None:
             self._watcher.join(5)
         return self.process.returncode
