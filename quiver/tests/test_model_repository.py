@@ -146,3 +146,22 @@ def test_local_root_that_is_a_file_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(RepositoryError, match="exists and is not a directory"):
         ModelRepository(tmp_path / "file")
+
+
+def test_warmup_and_initial_state_files_are_written_beside_the_config(repo: ModelRepository) -> None:
+    import numpy as np
+
+    model = repo.add("stateful", platform=Platform.PYTHON)
+    where = model.write_warmup_file("x.bin", np.arange(4, dtype=np.float32))
+    model.write_initial_state_file("state.bin", np.zeros((2, 3), dtype=np.float16))
+    assert where.endswith("stateful/warmup/x.bin")
+    assert np.frombuffer(repo.storage.read_bytes("stateful", "warmup", "x.bin"), np.float32).tolist() == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert len(repo.storage.read_bytes("stateful", "initial_state", "state.bin")) == 12
+    assert ModelRepository(repo.root).models["stateful"].versions == []
+    with pytest.raises(RepositoryError, match=r"warmup file name '\.\./x': expected a plain file name"):
+        model.write_warmup_file("../x", np.zeros(1))

@@ -84,7 +84,13 @@ def test_python_backend_export_serves_and_batches_concurrent_requests(
         module_kwargs={"features": 4, "outputs": 3},
         code_paths=[nets.__file__],
     )
+    # warm-up samples generated from the config, one from a data file: Triton runs them at load
+    model.write_warmup_file("x.bin", np.ones(4, dtype=np.float32))  # one sample
+    model.config.add_warmup("zeros", batch_size=2)
+    model.config.add_warmup("file", batch_size=2, data={"x": "x.bin"})
+    model.config.write()
     server.load_model("affine_py")
+    assert "model_warmup" in (triton_repo / "affine_py" / "config.pbtxt").read_text()
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     got = infer(server, "affine_py", {"x": x}, ["output_0"])["output_0"]
     np.testing.assert_allclose(got, eager(net, x)[0], rtol=1e-5, atol=1e-6)
@@ -93,6 +99,7 @@ def test_python_backend_export_serves_and_batches_concurrent_requests(
     rows = [np.random.default_rng(i).standard_normal((1 + i % 2, 4)).astype(np.float32) for i in range(4)]
     answers: queue.Queue = queue.Queue()
     with client(server) as c:
+        before = c.get_inference_statistics("affine_py").model_stats[0]
         for i, row in enumerate(rows):
             tensor = grpcclient.InferInput("x", list(row.shape), np_to_triton_dtype(row.dtype))
             tensor.set_data_from_numpy(row)
@@ -100,6 +107,10 @@ def test_python_backend_export_serves_and_batches_concurrent_requests(
                 "affine_py", [tensor], callback=lambda result, error, i=i: answers.put((i, result, error))
             )
         results = {i: (r, e) for i, r, e in (answers.get(timeout=60) for _ in rows)}
+        after = c.get_inference_statistics("affine_py").model_stats[0]
+    # 6 samples in 4 requests; fewer executions than requests means requests shared one torch call
+    assert after.inference_count - before.inference_count == 6
+    assert after.execution_count - before.execution_count < 4
     assert sorted(results) == [0, 1, 2, 3]
     for i, row in enumerate(rows):
         result, error = results[i]

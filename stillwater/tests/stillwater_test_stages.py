@@ -134,3 +134,36 @@ class NeedsTwoArgs(Exception):
 
 def raise_custom(x: int) -> int:
     raise NeedsTwoArgs(7, f"item {x}")
+
+
+class Countdown:
+    """A Source class: iterates in the child after setup; teardown leaves a marker."""
+
+    def __init__(self, start: int, marker: str) -> None:
+        self.start = start
+        self.marker = marker
+        self.ready = False
+
+    def setup(self) -> None:
+        self.ready = True
+
+    def __iter__(self) -> Iterator[tuple[int, bool]]:
+        for n in range(self.start, 0, -1):
+            yield n, self.ready
+
+    def teardown(self) -> None:
+        Path(self.marker).write_text(f"done in {os.getpid()}")
+
+
+def describe_item(item: tuple[int, bool]) -> str:
+    return f"{item[0]} {item[1]}"
+
+
+def tagged(tag: str, n: int) -> Iterator[tuple[str, int]]:
+    for i in range(n):
+        yield tag, i
+
+
+def tagged_frames(tag: int, n: int) -> Iterator[np.ndarray]:
+    for i in range(n):
+        yield np.full((2, 64), 1000 * tag + i, dtype=np.float64)

@@ -122,6 +122,7 @@ def test_breaking_out_early_stops_an_endless_source() -> None:
 _PARENT_SCRIPT = textwrap.dedent(
     """
     import json, sys
+    from multiprocessing import resource_tracker
     sys.path.insert(0, {tests!r})
     import stillwater_test_stages as st
     from hermes.stillwater import ArraySpec, Map, Source
@@ -132,7 +133,9 @@ _PARENT_SCRIPT = textwrap.dedent(
         with pipeline:
             for n, _ in enumerate(pipeline):
                 if n == 2:
-                    print(json.dumps({{"pids": pipeline.pids, "shm": pipeline.shm_names}}), flush=True)
+                    tracker = resource_tracker._resource_tracker._pid
+                    report = {{"pids": pipeline.pids, "shm": pipeline.shm_names, "tracker": tracker}}
+                    print(json.dumps(report), flush=True)
     """
 )
 
@@ -160,3 +163,33 @@ def test_signal_to_the_parent_process_shuts_the_pipeline_down_cleanly(
     assert len(info["shm"]) == 3 and _no_segments(info["shm"])
     assert "leaked shared_memory" not in stderr
     assert "Traceback" not in stderr or signum == signal.SIGINT
+
+
+def test_stages_stop_by_themselves_when_the_parent_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT_SCRIPT.format(tests=str(Path(__file__).parent)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        stages = [psutil.Process(pid) for pid in info["pids"]]
+        proc.kill()  # no cleanup in the parent at all
+        proc.communicate(timeout=60)
+        # Each stage's lifeline reads EOF, it stops itself; the shared resource tracker then
+        # unlinks the segments its dead owner left.
+        _, alive = psutil.wait_procs(stages, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert alive == []
+    assert proc.returncode == -signal.SIGKILL
+    try:
+        tracker = [psutil.Process(info["tracker"])]
+    except psutil.NoSuchProcess:  # already done
+        tracker = []
+    _, tracker_alive = psutil.wait_procs(tracker, timeout=60)
+    assert tracker_alive == []
+    assert _no_segments(info["shm"])

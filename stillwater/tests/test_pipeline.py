@@ -19,6 +19,7 @@ from hermes.stillwater import (
     PipelineStateError,
     Sink,
     Source,
+    merge,
 )
 
 
@@ -198,3 +199,47 @@ def test_progress_display_draws_final_counts_of_every_stage() -> None:
     rows = {line.split("│")[1].strip(): line for line in final.splitlines() if line.count("│") >= 5}
     assert rows["numbers"].split("│")[3].strip() == "40"
     assert rows["squares"].split("│")[2].strip() == "40"
+
+
+def test_source_class_runs_setup_and_teardown_in_the_child(tmp_path: Path) -> None:
+    marker = tmp_path / "source.txt"
+    out = (Source(st.Countdown, args=(3, str(marker))) >> Map(st.describe_item)).run()
+    assert out == ["3 True", "2 True", "1 True"]
+    text = marker.read_text()
+    assert text.startswith("done in ") and text != f"done in {os.getpid()}"
+
+
+def test_a_stage_that_cannot_be_pickled_is_refused_with_a_hint() -> None:
+    pipeline = Source(range(3)) >> Map(lambda x: x + 1)
+    with pytest.raises(PipelineDefinitionError, match="must be importable \\(defined at module level\\)"):
+        pipeline.start()
+
+
+def test_merged_sources_keep_each_source_order_and_end_after_the_last() -> None:
+    pipeline = merge(Source(st.tagged, args=("a", 200)), Source(st.tagged, args=("b", 150))) >> Map(
+        st.describe_item
+    )
+    out = pipeline.run()
+    assert len(out) == 350
+    assert [s for s in out if s.startswith("a")] == [f"a {i}" for i in range(200)]
+    assert [s for s in out if s.startswith("b")] == [f"b {i}" for i in range(150)]
+
+
+def test_merged_sources_share_one_shared_memory_ring_without_mixing_slots() -> None:
+    spec = ArraySpec(shape=(2, 64), dtype="float64")
+    sources = [Source(st.tagged_frames, args=(tag, 100), output=spec, capacity=3) for tag in (1, 2, 3)]
+    with merge(*sources) >> Map(st.describe_array, copy=False) as pipeline:
+        assert len(pipeline.shm_names) == 2  # one ring for the three sources, plus the counters
+        out = list(pipeline)
+        stats = pipeline.stats()
+    firsts = [int(o[1] / 2) for o in out]  # describe_array sums column 0 over 2 rows
+    for tag in (1, 2, 3):
+        assert [v - 1000 * tag for v in firsts if v // 1000 == tag] == list(range(100))
+    assert [s.items_out for s in stats] == [100, 100, 100, 300]
+
+
+def test_merge_refuses_sources_with_different_array_specs_and_a_source_after_a_stage() -> None:
+    with pytest.raises(PipelineDefinitionError, match="merged sources must share one output ArraySpec"):
+        merge(Source(range(2), output=ArraySpec(shape=(2,))), Source(range(2)))
+    with pytest.raises(PipelineDefinitionError, match="use merge"):
+        Source(range(2)) >> Source(range(3))

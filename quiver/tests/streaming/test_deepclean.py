@@ -1,6 +1,6 @@
 """A DeepClean-shaped streaming ensemble (21 channels, K = 4096, stride 8, B = 8) on the real server.
 
-The network is tiny (a 1×1 convolution across the witness channels) so the check is about
+The network is tiny (a 1*1 convolution across the witness channels) so the check is about
 the streaming models: ONNX snapshotter and online averager with implicit state. The mean
 server-side time per update (Triton's statistics API) is recorded as a test property.
 """
@@ -47,8 +47,12 @@ def test_deepclean_shaped_ensemble_streams_the_offline_reference(
     net.config.add_instance_group(kind="cpu", count=1)
     net.export_version(cleaner, example_inputs=[torch.randn(BATCH, CHANNELS, K)])
     ensemble = repo.add("deepclean-stream", platform=Platform.ENSEMBLE)
-    group = ensemble.add_streaming_inputs(net.inputs["INPUT__0"], stride=STRIDE, batch_size=BATCH, key="witness")
-    output = ensemble.add_streaming_output(net.outputs["OUTPUT__0"], stride=STRIDE, num_updates=NUM_UPDATES, key="noise")
+    group = ensemble.add_streaming_inputs(
+        net.inputs["INPUT__0"], stride=STRIDE, batch_size=BATCH, key="witness"
+    )
+    output = ensemble.add_streaming_output(
+        net.outputs["OUTPUT__0"], stride=STRIDE, num_updates=NUM_UPDATES, key="noise"
+    )
     ensemble.export_version()
     assert group.update_shape == (1, CHANNELS, STRIDE * BATCH)
     assert (output.delay, output.zero_state_updates) == ((NUM_UPDATES - 1) * STRIDE, 8)

@@ -11,7 +11,9 @@ from hermes.quiver import EnsembleModel, Model, ModelRepository, Platform
 from hermes.quiver.streaming import StreamingConfigError, add_streaming_inputs, add_streaming_output
 
 
-def declared(repo: ModelRepository, name: str, inputs: dict[str, list[int]], outputs: dict[str, list[int]]) -> Model:
+def declared(
+    repo: ModelRepository, name: str, inputs: dict[str, list[int]], outputs: dict[str, list[int]]
+) -> Model:
     """A model with declared tensors only (wiring needs no weights)."""
     model = repo.add(name, platform=Platform.ONNX)
     for key, dims in inputs.items():
@@ -30,7 +32,10 @@ def repo(tmp_path: Path) -> ModelRepository:
 @pytest.fixture
 def net(repo: ModelRepository) -> Model:
     return declared(
-        repo, "net", {"strain": [8, 2, 64], "aux": [8, 64], "short": [8, 32], "flat": [64]}, {"noise": [8, 64]}
+        repo,
+        "net",
+        {"strain": [8, 2, 64], "aux": [8, 64], "short": [8, 32], "flat": [64]},
+        {"noise": [8, 64]},
     )
 
 
@@ -41,80 +46,139 @@ def ensemble(repo: ModelRepository) -> EnsembleModel:
     return model
 
 
-def test_streaming_inputs_wire_a_snapshotter_into_the_ensemble(repo: ModelRepository, net: Model, ensemble: EnsembleModel) -> None:
-    group = ensemble.add_streaming_inputs([net.inputs["strain"], net.inputs["aux"]], stride=4, batch_size=8, idle_timeout_s=600)
+def test_streaming_inputs_wire_a_snapshotter_into_the_ensemble(
+    repo: ModelRepository, net: Model, ensemble: EnsembleModel
+) -> None:
+    group = ensemble.add_streaming_inputs(
+        [net.inputs["strain"], net.inputs["aux"]], stride=4, batch_size=8, idle_timeout_s=600
+    )
     assert group.model.name == "snapshotter"
-    assert (group.input.name, group.input.shape, group.update_shape) == ("snapshotter_update", (1, 3, 32), (1, 3, 32))
+    assert (group.input.name, group.input.shape, group.update_shape) == (
+        "snapshotter_update",
+        (1, 3, 32),
+        (1, 3, 32),
+    )
     assert group.zero_state_updates == 2  # ceil((64 / 4 - 1) / 8)
     steps = {s.model_name: s for s in ensemble.config.proto.ensemble_scheduling.step}
     assert dict(steps["net"].input_map) == {"strain": "net.strain", "aux": "net.aux"}
     assert dict(steps["snapshotter"].output_map) == {"net.strain": "net.strain", "net.aux": "net.aux"}
     recorded = json.loads(ensemble.config.parameters["hermes.streaming_input.snapshotter_update"])
     assert recorded == {"model": "snapshotter", "kernel_size": 64, "stride": 4, "batch_size": 8, "channels": [2, None],
-                        "tensors": ["net.strain", "net.aux"], "zero_state_updates": 2}  # fmt: skip
+                        "tensors": ["net.strain", "net.aux"], "zero_state_updates": 2, "max_sequences": 1}  # fmt: skip
     reread = ModelRepository(repo.root)["snapshotter"].config.proto
     assert reread.sequence_batching.max_sequence_idle_microseconds == 600_000_000
 
 
-def test_two_named_streaming_groups_and_an_output_in_one_ensemble(net: Model, ensemble: EnsembleModel) -> None:
-    a = ensemble.add_streaming_inputs(net.inputs["strain"], stride=4, batch_size=8, name="strain_snap", key="strain")
+def test_two_named_streaming_groups_and_an_output_in_one_ensemble(
+    net: Model, ensemble: EnsembleModel
+) -> None:
+    a = ensemble.add_streaming_inputs(
+        net.inputs["strain"], stride=4, batch_size=8, name="strain_snap", key="strain"
+    )
     b = ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, update_size=32, name="aux_snap", key="aux")
-    out = ensemble.add_streaming_output(net.outputs["noise"], stride=4, num_updates=10, name="avg", key="cleaned")
+    out = ensemble.add_streaming_output(
+        net.outputs["noise"], stride=4, num_updates=10, name="avg", key="cleaned"
+    )
     assert (a.input.name, b.input.name, out.output.name) == ("strain", "aux", "cleaned")
-    assert (b.snapshotter.spec.batch_size, out.output.shape, out.delay, out.zero_state_updates) == (8, (1, 32), 36, 2)
+    assert (b.snapshotter.spec.batch_size, out.output.shape, out.delay, out.zero_state_updates) == (
+        8,
+        (1, 32),
+        36,
+        2,
+    )
     assert sorted(ensemble.inputs) == ["aux", "strain"]
 
 
-def test_streaming_inputs_reject_stride_not_smaller_than_kernel(net: Model, ensemble: EnsembleModel, repo: ModelRepository) -> None:
-    with pytest.raises(StreamingConfigError, match=r"stride 64 must be smaller than the kernel length K=64 of streaming tensors net.aux"):
+def test_streaming_inputs_reject_stride_not_smaller_than_kernel(
+    net: Model, ensemble: EnsembleModel, repo: ModelRepository
+) -> None:
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"stride 64 must be smaller than the kernel length K=64 of streaming tensors net.aux",
+    ):
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=64, batch_size=8)
     assert "snapshotter" not in repo and not ensemble.config.proto.ensemble_scheduling.step
 
 
-def test_streaming_inputs_reject_kernels_that_differ_across_tensors(net: Model, ensemble: EnsembleModel) -> None:
-    with pytest.raises(StreamingConfigError, match=r"'net.short' has kernel length 32 but .* have 64: every tensor of a streaming group must share K"):
+def test_streaming_inputs_reject_kernels_that_differ_across_tensors(
+    net: Model, ensemble: EnsembleModel
+) -> None:
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"'net.short' has kernel length 32 but .* have 64: every tensor of a streaming group must share K",
+    ):
         ensemble.add_streaming_inputs([net.inputs["aux"], net.inputs["short"]], stride=4, batch_size=8)
 
 
-def test_streaming_inputs_reject_update_size_not_a_multiple_of_stride(net: Model, ensemble: EnsembleModel) -> None:
-    with pytest.raises(StreamingConfigError, match=r"update size 30 for streaming tensors net.aux is not a multiple of the stride 4"):
+def test_streaming_inputs_reject_update_size_not_a_multiple_of_stride(
+    net: Model, ensemble: EnsembleModel
+) -> None:
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"update size 30 for streaming tensors net.aux is not a multiple of the stride 4",
+    ):
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, update_size=30)
 
 
 def test_streaming_inputs_reject_unsupported_rank(net: Model, ensemble: EnsembleModel) -> None:
-    with pytest.raises(StreamingConfigError, match=r"'net.flat' has shape \[64\] of rank 1: a snapshotter feeds tensors of rank 2"):
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"'net.flat' has shape \[64\] of rank 1: a snapshotter feeds tensors of rank 2",
+    ):
         ensemble.add_streaming_inputs(net.inputs["flat"], stride=4)
 
 
-def test_streaming_inputs_reject_a_batch_that_differs_from_the_tensor(net: Model, ensemble: EnsembleModel) -> None:
-    with pytest.raises(StreamingConfigError, match=r"net.aux has batch axis 8 but the snapshotter emits batch_size=4"):
+def test_streaming_inputs_reject_a_batch_that_differs_from_the_tensor(
+    net: Model, ensemble: EnsembleModel
+) -> None:
+    with pytest.raises(
+        StreamingConfigError, match=r"net.aux has batch axis 8 but the snapshotter emits batch_size=4"
+    ):
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=4)
 
 
-def test_streaming_inputs_reject_colliding_names(net: Model, ensemble: EnsembleModel, repo: ModelRepository) -> None:
-    with pytest.raises(StreamingConfigError, match=r"model name 'net' collides with a model in the repository"):
+def test_streaming_inputs_reject_colliding_names(
+    net: Model, ensemble: EnsembleModel, repo: ModelRepository
+) -> None:
+    with pytest.raises(
+        StreamingConfigError, match=r"model name 'net' collides with a model in the repository"
+    ):
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, name="net")
     with pytest.raises(StreamingConfigError, match=r"streaming tensor net.aux is given twice"):
         ensemble.add_streaming_inputs([net.inputs["aux"], net.inputs["aux"]], stride=4, batch_size=8)
     ensemble.add_streaming_inputs(net.inputs["strain"], stride=4, batch_size=8, key="data")
-    with pytest.raises(StreamingConfigError, match=r"streaming update name 'data' collides with a tensor of ensemble 'stream'"):
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"streaming update name 'data' collides with a tensor of ensemble 'stream'",
+    ):
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="data")
     assert sorted(m.name for m in repo) == ["net", "snapshotter", "stream"]
 
 
-def test_streaming_output_rejects_more_updates_than_fit_the_kernel(net: Model, ensemble: EnsembleModel) -> None:
-    with pytest.raises(StreamingConfigError, match=r"num_updates 17 × stride 4 = 68 exceeds the prediction length K=64 of 'noise'"):
+def test_streaming_output_rejects_more_updates_than_fit_the_kernel(
+    net: Model, ensemble: EnsembleModel
+) -> None:
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"num_updates 17 \* stride 4 = 68 exceeds the prediction length K=64 of 'noise'",
+    ):
         ensemble.add_streaming_output(net.outputs["noise"], stride=4, num_updates=17)
 
 
 def test_streaming_output_rejects_unsupported_rank(repo: ModelRepository, ensemble: EnsembleModel) -> None:
     model = declared(repo, "scalar", {"x": [8, 64]}, {"score": [8]})
-    with pytest.raises(StreamingConfigError, match=r"streaming output 'score' has shape \[8\] of rank 1: an online averager takes"):
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"streaming output 'score' has shape \[8\] of rank 1: an online averager takes",
+    ):
         add_streaming_output(ensemble, model.outputs["score"], stride=4, num_updates=2)
 
 
 def test_batched_state_needs_a_downstream_sequence_axis(net: Model, ensemble: EnsembleModel) -> None:
-    with pytest.raises(StreamingConfigError, match=r"sequences_per_instance 4 batches sequences .* but net.aux has no batch axis"):
+    with pytest.raises(
+        StreamingConfigError,
+        match=r"sequences_per_instance 4 batches sequences .* but net.aux has no batch axis",
+    ):
         add_streaming_inputs(ensemble, net.inputs["aux"], stride=4, batch_size=8, sequences_per_instance=4)
 
 

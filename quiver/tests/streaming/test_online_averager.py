@@ -19,7 +19,9 @@ def stream(module: OnlineAverager, predictions: np.ndarray, updates: int) -> np.
     outputs = []
     with torch.no_grad():
         for u in range(updates):
-            out, state = module(torch.from_numpy(predictions[u * spec.batch_size : (u + 1) * spec.batch_size]), state)
+            out, state = module(
+                torch.from_numpy(predictions[u * spec.batch_size : (u + 1) * spec.batch_size]), state
+            )
             assert tuple(out.shape) == spec.output_shape
             outputs.append(out[0].numpy())
     return np.concatenate(outputs, axis=-1)
@@ -80,4 +82,6 @@ def test_batched_online_averager_keeps_sequences_apart() -> None:
             outputs.append(out.numpy())
     got = np.concatenate(outputs, axis=-1)
     for i in range(2):
-        np.testing.assert_allclose(got[i], online_average(predictions[i], stride=2, num_updates=4), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            got[i], online_average(predictions[i], stride=2, num_updates=4), rtol=1e-5, atol=1e-6
+        )

@@ -131,7 +131,9 @@ def _updates(data: np.ndarray, size: int) -> list[np.ndarray]:
     return [data[None, :, u * size : (u + 1) * size] for u in range(data.shape[-1] // size)]
 
 
-def test_streaming_ensemble_matches_offline_reference_for_two_interleaved_sequences(built: Built, url: str) -> None:
+def test_streaming_ensemble_matches_offline_reference_for_two_interleaved_sequences(
+    built: Built, url: str
+) -> None:
     size = STRIDE * BATCH
     data = {11: np.random.randn(4, size * UPDATES).astype(np.float32),
             22: np.random.randn(4, size * UPDATES).astype(np.float32)}  # fmt: skip

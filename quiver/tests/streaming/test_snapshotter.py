@@ -17,11 +17,17 @@ from hermes.quiver.streaming import (  # noqa: E402
 )
 
 
-def stream(module: Snapshotter, x: np.ndarray, updates: int, state: np.ndarray | None = None) -> list[np.ndarray]:
+def stream(
+    module: Snapshotter, x: np.ndarray, updates: int, state: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Feed ``x`` (C, T) through ``module`` in ``updates`` updates; windows per tensor, concatenated."""
     spec = module.spec
     size = spec.update_size
-    state_t = torch.zeros(1, spec.num_channels, spec.kernel_size) if state is None else torch.from_numpy(state)[None]
+    state_t = (
+        torch.zeros(1, spec.num_channels, spec.kernel_size)
+        if state is None
+        else torch.from_numpy(state)[None]
+    )
     outputs: list[list[np.ndarray]] = [[] for _ in spec.tensors]
     with torch.no_grad():
         for u in range(updates):
@@ -60,15 +66,22 @@ def test_snapshotter_windows_equal_numpy_sliding_windows(group: tuple[Snapshotte
 
 @settings(max_examples=25, deadline=None)
 @given(groups())
-def test_snapshotter_with_history_equals_windows_of_the_longer_stream(group: tuple[SnapshotterSpec, int]) -> None:
+def test_snapshotter_with_history_equals_windows_of_the_longer_stream(
+    group: tuple[SnapshotterSpec, int],
+) -> None:
     spec, updates = group
     history = np.random.randn(spec.num_channels, spec.kernel_size).astype(np.float32)
     x = np.random.randn(spec.num_channels, spec.update_size * updates).astype(np.float32)
     got = np.concatenate(
-        [g if t.channels is not None else g[:, None] for g, t in zip(stream(Snapshotter(spec), x, updates, history), spec.tensors, strict=True)],
+        [
+            g if t.channels is not None else g[:, None]
+            for g, t in zip(stream(Snapshotter(spec), x, updates, history), spec.tensors, strict=True)
+        ],
         axis=1,
     )
-    np.testing.assert_array_equal(got, sliding_windows(x, kernel_size=spec.kernel_size, stride=spec.stride, history=history))
+    np.testing.assert_array_equal(
+        got, sliding_windows(x, kernel_size=spec.kernel_size, stride=spec.stride, history=history)
+    )
 
 
 def test_snapshotter_last_window_ends_at_newest_sample() -> None:
@@ -81,7 +94,9 @@ def test_snapshotter_last_window_ends_at_newest_sample() -> None:
 
 
 def test_snapshotter_zero_state_counts_match_the_windows_that_hold_zeros() -> None:
-    spec = SnapshotterSpec(tensors=(StreamingTensor(name="x", channels=1),), kernel_size=16, stride=3, batch_size=2)
+    spec = SnapshotterSpec(
+        tensors=(StreamingTensor(name="x", channels=1),), kernel_size=16, stride=3, batch_size=2
+    )
     x = np.ones((1, spec.update_size * 8), dtype=np.float32)
     windows = stream(Snapshotter(spec), x, 8)[0]
     with_zeros = int((windows == 0).any(axis=(1, 2)).sum())
@@ -91,7 +106,9 @@ def test_snapshotter_zero_state_counts_match_the_windows_that_hold_zeros() -> No
 
 
 def test_batched_snapshotter_keeps_sequences_apart() -> None:
-    spec = SnapshotterSpec(tensors=(StreamingTensor(name="x", channels=2),), kernel_size=12, stride=3, batch_size=2)
+    spec = SnapshotterSpec(
+        tensors=(StreamingTensor(name="x", channels=2),), kernel_size=12, stride=3, batch_size=2
+    )
     batched = Snapshotter(spec, batched=True)
     xs = np.random.randn(3, 2, spec.update_size * 5).astype(np.float32)
     state = torch.zeros(3, 2, 12)

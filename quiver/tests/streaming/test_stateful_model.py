@@ -31,7 +31,9 @@ from hermes.quiver.streaming import (  # noqa: E402
 def run_artifact(model_dir: Path, platform: str, feeds: list[np.ndarray]) -> list[np.ndarray]:
     """Run version 1 of ``model_dir`` on ``feeds`` (inputs then states, in order)."""
     if platform == "onnx":
-        session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
         names = [i.name for i in session.get_inputs()]
         return session.run(None, dict(zip(names, feeds, strict=True)))
     module = torch.jit.load(str(model_dir / "1" / "model.pt"))
@@ -67,7 +69,9 @@ def test_exported_snapshotter_equals_torch_module(
     feeds = [np.random.randn(n, spec.num_channels, spec.update_size).astype(np.float32),
              np.random.randn(n, *spec.state_shape).astype(np.float32)]  # fmt: skip
     with torch.no_grad():
-        expected = [t.numpy() for t in Snapshotter(spec, batched=batched)(*(torch.from_numpy(f) for f in feeds))]
+        expected = [
+            t.numpy() for t in Snapshotter(spec, batched=batched)(*(torch.from_numpy(f) for f in feeds))
+        ]
     got = run_artifact(model_dir, platform, feeds)
     assert [g.shape for g in got] == [e.shape for e in expected]
     for g, e in zip(got, expected, strict=True):
@@ -96,7 +100,9 @@ def test_exported_online_averager_equals_torch_module(
     feeds = [np.random.randn(*lead, *spec.input_shape).astype(np.float32),
              np.random.randn(*(lead or (1,)), *spec.state_shape).astype(np.float32)]  # fmt: skip
     with torch.no_grad():
-        expected = [t.numpy() for t in OnlineAverager(spec, batched=batched)(*(torch.from_numpy(f) for f in feeds))]
+        expected = [
+            t.numpy() for t in OnlineAverager(spec, batched=batched)(*(torch.from_numpy(f) for f in feeds))
+        ]
     got = run_artifact(model_dir, platform, feeds)
     assert [g.shape for g in got] == [e.shape for e in expected]
     for g, e in zip(got, expected, strict=True):
@@ -108,7 +114,9 @@ def test_snapshotter_config_keeps_zero_state_with_the_users_idle_timeout(tmp_pat
         tensors=(StreamingTensor(name="strain", channels=2), StreamingTensor(name="aux")),
         kernel_size=64, stride=4, batch_size=8, update_name="stream",
     )  # fmt: skip
-    built = write_snapshotter(tmp_path / "snap", spec, sequence=SequenceOptions(idle_timeout_s=3600, instances=3))
+    built = write_snapshotter(
+        tmp_path / "snap", spec, sequence=SequenceOptions(idle_timeout_s=3600, instances=3)
+    )
     config = read_config(tmp_path / "snap")
     assert (config.name, config.platform, config.backend, config.max_batch_size) == (
         "snap", "onnxruntime_onnx", "onnxruntime", 0)  # fmt: skip
@@ -118,14 +126,20 @@ def test_snapshotter_config_keeps_zero_state_with_the_users_idle_timeout(tmp_pat
     assert batching.max_sequence_idle_microseconds == 3_600_000_000
     assert batching.WhichOneof("strategy_choice") == "direct"
     (state,) = batching.state
-    assert (state.input_name, state.output_name, list(state.dims)) == ("stream_snapshot__in", "stream_snapshot__out", [1, 3, 64])
+    assert (state.input_name, state.output_name, list(state.dims)) == (
+        "stream_snapshot__in",
+        "stream_snapshot__out",
+        [1, 3, 64],
+    )
     assert state.initial_state[0].zero_data and list(state.initial_state[0].dims) == [1, 3, 64]
     assert config.instance_group[0].count == 3
     assert (built.zero_state_windows, built.zero_state_updates) == (15, 2)
 
 
 def test_batched_torchscript_snapshotter_uses_oldest_strategy_and_indexed_names(tmp_path: Path) -> None:
-    spec = SnapshotterSpec(tensors=(StreamingTensor(name="x", channels=2),), kernel_size=16, stride=2, batch_size=4)
+    spec = SnapshotterSpec(
+        tensors=(StreamingTensor(name="x", channels=2),), kernel_size=16, stride=2, batch_size=4
+    )
     sequence = SequenceOptions(sequences_per_instance=8, max_queue_delay_us=500)
     built = write_snapshotter(tmp_path / "snap", spec, platform="torchscript", sequence=sequence)
     config = read_config(tmp_path / "snap")
@@ -140,7 +154,9 @@ def test_batched_torchscript_snapshotter_uses_oldest_strategy_and_indexed_names(
 
 
 def test_initial_history_is_written_as_state_data_file(tmp_path: Path) -> None:
-    spec = SnapshotterSpec(tensors=(StreamingTensor(name="x", channels=2),), kernel_size=8, stride=2, batch_size=2)
+    spec = SnapshotterSpec(
+        tensors=(StreamingTensor(name="x", channels=2),), kernel_size=8, stride=2, batch_size=2
+    )
     history = np.arange(16, dtype=np.float32).reshape(2, 8)
     built = write_snapshotter(tmp_path / "snap", spec, initial_state=history)
     initial = read_config(tmp_path / "snap").sequence_batching.state[0].initial_state[0]
@@ -151,14 +167,20 @@ def test_initial_history_is_written_as_state_data_file(tmp_path: Path) -> None:
 
 
 def test_initial_history_of_the_wrong_shape_is_rejected(tmp_path: Path) -> None:
-    spec = SnapshotterSpec(tensors=(StreamingTensor(name="x", channels=2),), kernel_size=8, stride=2, batch_size=2)
-    with pytest.raises(StreamingConfigError, match=r"initial state of 'update' has shape \[8\], expected \[2, 8\]"):
+    spec = SnapshotterSpec(
+        tensors=(StreamingTensor(name="x", channels=2),), kernel_size=8, stride=2, batch_size=2
+    )
+    with pytest.raises(
+        StreamingConfigError, match=r"initial state of 'update' has shape \[8\], expected \[2, 8\]"
+    ):
         write_snapshotter(tmp_path / "snap", spec, initial_state=np.zeros(8))
     assert not (tmp_path / "snap").exists()
 
 
 def test_online_averager_config_exposes_delay_and_state_length(tmp_path: Path) -> None:
-    spec = OnlineAveragerSpec(kernel_size=32, stride=4, batch_size=2, num_updates=5, channels=3, input_name="pred")
+    spec = OnlineAveragerSpec(
+        kernel_size=32, stride=4, batch_size=2, num_updates=5, channels=3, input_name="pred"
+    )
     built = write_online_averager(tmp_path / "avg", spec, sequence=SequenceOptions(idle_timeout_s=0.5))
     config = read_config(tmp_path / "avg")
     assert [(t.name, list(t.dims)) for t in config.input] == [("pred", [2, 3, 32])]
@@ -167,3 +189,29 @@ def test_online_averager_config_exposes_delay_and_state_length(tmp_path: Path) -
     assert list(state.dims) == [1, 3, 16]
     assert config.sequence_batching.max_sequence_idle_microseconds == 500_000
     assert (built.delay, built.zero_state_updates) == (16, 2)
+
+
+class RunningSum(torch.nn.Module):
+    """A user's own stateful module: emits x + state and keeps the sum."""
+
+    def forward(self, x: torch.Tensor, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        new_total = total + x
+        return new_total * 2.0, new_total
+
+
+@pytest.mark.parametrize("platform", ["onnx", "torchscript"])
+def test_export_streaming_model_exports_a_users_stateful_module(tmp_path: Path, platform: str) -> None:
+    from hermes.quiver.streaming import StateTensor, StreamTensor, export_streaming_model
+
+    config = export_streaming_model(
+        RunningSum(), tmp_path / "running_sum", platform=platform,
+        inputs=[StreamTensor(name="x", shape=(1, 4))], outputs=[StreamTensor(name="doubled", shape=(1, 4))],
+        states=[StateTensor(name="total", shape=(1, 4))], sequence=SequenceOptions(idle_timeout_s=5),
+    )  # fmt: skip
+    state = config.sequence_batching.state[0]
+    expected_names = ("total__in", "total__out") if platform == "onnx" else ("INPUT__1", "OUTPUT__1")
+    assert (state.input_name, state.output_name) == expected_names
+    x, total = np.ones((1, 4), np.float32), np.arange(4, dtype=np.float32)[None]
+    doubled, new_total = run_artifact(tmp_path / "running_sum", platform, [x, total])
+    np.testing.assert_array_equal(doubled, [[2.0, 4.0, 6.0, 8.0]])
+    np.testing.assert_array_equal(new_total, [[1.0, 2.0, 3.0, 4.0]])

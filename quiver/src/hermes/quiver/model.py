@@ -95,6 +95,36 @@ class Model:
         """``{name: ExposedTensor}`` of the declared outputs, in order."""
         return self._exposed(self.config.outputs)
 
+    def write_warmup_file(self, filename: str, array: Any) -> str:
+        """Write ``array``'s raw bytes to ``<model>/warmup/<filename>`` for ``add_warmup(data={...})``.
+
+        Args:
+            filename: the file name the warm-up config names.
+            array: one sample (no batch axis) of the input's dtype and dims; Triton repeats it
+                to the warm-up batch size.
+
+        Returns:
+            The file's path or URL.
+        """
+        return self._write_data_file("warmup", filename, array)
+
+    def write_initial_state_file(self, filename: str, array: Any) -> str:
+        """Write ``array``'s raw bytes to ``<model>/initial_state/<filename>`` for ``add_state(initial=...)``."""
+        return self._write_data_file("initial_state", filename, array)
+
+    def _write_data_file(self, folder: str, filename: str, array: Any) -> str:
+        import numpy as np
+
+        if not filename or "/" in filename or filename.startswith("."):
+            raise RepositoryError(f"{folder} file name {filename!r}: expected a plain file name")
+        data = np.ascontiguousarray(array)
+        if data.dtype == object:
+            raise RepositoryError(
+                f"{folder}/{filename}: BYTES data files are not supported; pass a numeric array"
+            )
+        self.storage.write_bytes(data.tobytes(), self.name, folder, filename)
+        return self.storage.display(self.name, folder, filename)
+
     def remove_version(self, version: int) -> None:
         """Delete one version folder.
 

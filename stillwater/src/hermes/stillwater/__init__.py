@@ -32,6 +32,8 @@ from hermes.stillwater.throttle import Throttle
 
 __version__ = _version("hermes-stillwater")
 
+merge = Pipeline.merge
+
 __all__ = [
     "ArraySpec",
     "Channel",
@@ -57,4 +59,5 @@ __all__ = [
     "StillwaterError",
     "Throttle",
     "__version__",
+    "merge",
 ]

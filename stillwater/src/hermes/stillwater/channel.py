@@ -21,6 +21,9 @@
 * **Shared memory ownership**: the owner (the pipeline, in the parent) creates the segment
   and alone unlinks it. Stages started by the owner through :mod:`multiprocessing` share its
   resource tracker, so attaching in them does not unlink anything when they exit.
+* **Fan-in**: with ``writers > 1`` every writer claims a slot (a counter in the ring's
+  header), fills it and writes its frame under one lock, so each writer's own order is kept;
+  the receiver ends after one ``b"E"`` per writer.
 * **End of stream**: ``b"E"``; a vanished producer reads as :class:`ChannelClosed`.
 * **Framing**: ``uint32 length + tag + payload`` written and read straight on the pipe's
   file descriptor (one ``write``, usually one ``read``: the hot path of a hop); the
@@ -38,7 +41,7 @@ import struct
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.shared_memory import SharedMemory
-from multiprocessing.synchronize import Semaphore
+from multiprocessing.synchronize import Lock, Semaphore
 from typing import Any
 
 import numpy as np
@@ -73,18 +76,24 @@ def _slot_stride(spec: ArraySpec) -> int:
 
 
 class _RingView:
-    """A process's mapping of a ring segment, as ``capacity`` numpy slots."""
+    """A process's mapping of a ring segment: a header (the writers' shared slot counter),
+    then ``capacity`` numpy slots."""
 
     def __init__(self, name: str, spec: ArraySpec, capacity: int) -> None:
         self._shm = SharedMemory(name=name)
+        assert self._shm.buf is not None
         stride = _slot_stride(spec)
+        self.counter: memoryview | None = self._shm.buf[:8].cast("Q")
         self.slots: list[np.ndarray] | None = [
-            np.ndarray(spec.shape, dtype=spec.dtype, buffer=self._shm.buf, offset=i * stride)
+            np.ndarray(spec.shape, dtype=spec.dtype, buffer=self._shm.buf, offset=_ALIGN + i * stride)
             for i in range(capacity)
         ]
 
     def close(self) -> None:
         self.slots = None
+        if self.counter is not None:
+            self.counter.release()
+            self.counter = None
         try:
             self._shm.close()
         except BufferError:  # a caller still holds a view; the mapping goes with the process
@@ -92,15 +101,20 @@ class _RingView:
 
 
 class Sender:
-    """The producing end of a :class:`Channel` (picklable into a child while spawning)."""
+    """The producing end of a :class:`Channel` (picklable into a child while spawning).
+
+    With several writers (``lock`` given), a writer claims the next ring slot, fills it and
+    writes its frame while holding the lock, so slots and frames stay in the same order.
+    """
 
     def __init__(self, conn: Connection, credits: Semaphore, shm_name: str | None, spec: ArraySpec | None,
-                 capacity: int) -> None:  # fmt: skip
+                 capacity: int, lock: Lock | None = None) -> None:  # fmt: skip
         self._conn = conn
         self._credits = credits
         self._shm_name = shm_name
         self.spec = spec
         self.capacity = capacity
+        self._lock = lock
         self._ring: _RingView | None = None
         self._index = 0
         self._closed = False
@@ -128,19 +142,34 @@ class Sender:
                 if self._ring is None:
                     assert self._shm_name is not None
                     self._ring = _RingView(self._shm_name, self.spec, self.capacity)
-                assert self._ring.slots is not None
-                np.copyto(self._ring.slots[self._index % self.capacity], item, casting="no")  # type: ignore[arg-type]
-                self._index += 1
-                self._write(_ARRAY_FRAME)
+                if self._lock is None:
+                    self._put_array(self._ring, item, self._index)
+                    self._index += 1
+                else:
+                    with self._lock:
+                        assert self._ring.counter is not None
+                        index = self._ring.counter[0]
+                        self._put_array(self._ring, item, index)
+                        self._ring.counter[0] = index + 1
             else:
                 payload = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-                self._write(_HEADER.pack(len(payload) + 1) + _PICKLE + payload)
+                frame = _HEADER.pack(len(payload) + 1) + _PICKLE + payload
+                if self._lock is None:
+                    self._write(frame)
+                else:
+                    with self._lock:
+                        self._write(frame)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed("the receiving stage went away") from exc
 
+    def _put_array(self, ring: _RingView, item: Any, index: int) -> None:
+        assert ring.slots is not None
+        np.copyto(ring.slots[index % self.capacity], item, casting="no")
+        self._write(_ARRAY_FRAME)
+
     def _write(self, frame: bytes) -> None:
-        # One writer per channel, so frames never interleave; a blocking pipe write may
-        # still return early (large frames), hence the loop.
+        # One writer at a time (alone, or under the lock), so frames never interleave; a
+        # blocking pipe write may still return early (large frames), hence the loop.
         fd = self._conn.fileno()
         view = memoryview(frame)
         while view:
@@ -151,7 +180,11 @@ class Sender:
         if self._closed:
             return
         try:
-            self._write(_END_FRAME)
+            if self._lock is None:
+                self._write(_END_FRAME)
+            else:
+                with self._lock:
+                    self._write(_END_FRAME)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed("the receiving stage went away") from exc
 
@@ -176,7 +209,8 @@ class Receiver:
     """
 
     def __init__(self, conn: Connection, credits: Semaphore, shm_name: str | None, spec: ArraySpec | None,
-                 capacity: int, copy: bool = True) -> None:  # fmt: skip
+                 capacity: int, copy: bool = True, writers: int = 1) -> None:  # fmt: skip
+        self._writers_left = writers
         self._conn = conn
         self._credits = credits
         self._shm_name = shm_name
@@ -215,6 +249,10 @@ class Receiver:
         self.release()
         data = self._read_frame()
         tag = data[:1]
+        while tag == _END and self._writers_left > 1:  # another writer is still going
+            self._writers_left -= 1
+            data = self._read_frame()
+            tag = data[:1]
         if tag == _ARRAY:
             if self._ring is None:
                 assert self._shm_name is not None and self.spec is not None
@@ -236,6 +274,7 @@ class Receiver:
             finally:
                 self._credits.release()
         if tag == _END:
+            self._writers_left = 0
             raise EndOfStream
         raise ChannelClosed(f"corrupt channel message tag {tag!r}")
 
@@ -299,25 +338,30 @@ class Channel:
         capacity: items in flight at most (also the number of ring slots); ≥ 1.
         spec: shape and dtype of the arrays that use the ring; ``None`` pickles everything.
         copy: the receiver's mode (see :class:`Receiver`).
+        writers: how many processes send on it (fan-in); each keeps its own order, and the
+            receiver sees the end of the stream after every writer ended.
     """
 
     def __init__(self, ctx: BaseContext, *, capacity: int, spec: ArraySpec | None = None,
-                 copy: bool = True) -> None:  # fmt: skip
+                 copy: bool = True, writers: int = 1) -> None:  # fmt: skip
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+        if not isinstance(writers, int) or writers < 1:
+            raise ValueError(f"writers must be an int >= 1, got {writers!r}")
         self.capacity = capacity
         self.spec = spec
         self._shm: SharedMemory | None = None
         if spec is not None:
             name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
-            self._shm = SharedMemory(name=name, create=True, size=max(1, capacity * _slot_stride(spec)))
+            self._shm = SharedMemory(name=name, create=True, size=_ALIGN + capacity * _slot_stride(spec))
             self._shm.close()  # the owner keeps the name, not a mapping
             logger.debug("created ring %s: %d x %s %s", name, capacity, spec.shape, spec.dtype)
         reader, writer = ctx.Pipe(duplex=False)
         credits = ctx.Semaphore(capacity)
         shm_name = self._shm.name if self._shm is not None else None
-        self.sender = Sender(writer, credits, shm_name, spec, capacity)
-        self.receiver = Receiver(reader, credits, shm_name, spec, capacity, copy=copy)
+        lock = ctx.Lock() if writers > 1 else None
+        self.sender = Sender(writer, credits, shm_name, spec, capacity, lock)
+        self.receiver = Receiver(reader, credits, shm_name, spec, capacity, copy=copy, writers=writers)
         self._closed = False
 
     @property

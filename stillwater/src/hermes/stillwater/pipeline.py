@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import pickle
 import selectors
 import signal
 import threading
@@ -118,9 +119,10 @@ class Pipeline:
         for i, stage in enumerate(stages):
             if not isinstance(stage, Stage):
                 raise PipelineDefinitionError(f"stage {i} must be a Stage, got {type(stage).__name__}")
-            if isinstance(stage, Source) and i > 0:
+            if isinstance(stage, Source) and i > 0 and not isinstance(stages[i - 1], Source):
                 raise PipelineDefinitionError(
-                    f"a Source must be the first stage; {stage.name!r} follows {stages[i - 1].name!r}"
+                    f"a Source must be the first stage (use merge() for several); "
+                    f"{stage.name!r} follows {stages[i - 1].name!r}"
                 )
             if isinstance(stage, Sink) and i < len(stages) - 1:
                 raise PipelineDefinitionError(
@@ -132,7 +134,17 @@ class Pipeline:
             )
         if not stop_timeout_s > 0:
             raise PipelineDefinitionError(f"stop_timeout_s must be > 0, got {stop_timeout_s!r}")
+        # Leading sources all feed the first channel (fan-in).
+        n_sources = 0
+        while n_sources < len(stages) and isinstance(stages[n_sources], Source):
+            n_sources += 1
+        outputs = {stages[j].output for j in range(n_sources)}
+        if len(outputs) > 1:
+            raise PipelineDefinitionError(
+                f"merged sources must share one output ArraySpec, got {sorted(map(repr, outputs))}"
+            )
         self.stages = stages
+        self._n_sources = n_sources
         self.start_method = start_method
         self.stop_timeout_s = stop_timeout_s
         self.join_timeout_s = join_timeout_s
@@ -177,7 +189,30 @@ class Pipeline:
             right = other.stages
         else:
             return NotImplemented
+        if isinstance(right[0], Source):
+            raise PipelineDefinitionError(
+                f"a Source must be the first stage; {right[0].name!r} cannot follow {self.stages[-1].name!r} "
+                "(to combine sources use merge(a, b))"
+            )
         return Pipeline([*self.stages, *right], **self._options())
+
+    @classmethod
+    def merge(cls, *sources: Source, **options: Any) -> Pipeline:
+        """Several sources, each in its own process, feeding the next stage through one channel.
+
+        Each source's items keep their order; items of different sources interleave as they
+        come. The stream ends after every source ended. Sources must share one ``output``
+        spec; the channel holds the largest of their ``capacity``.
+
+        Args:
+            sources: two or more :class:`Source` stages.
+            options: :class:`Pipeline` options.
+        """
+        if not sources or not all(isinstance(s, Source) for s in sources):
+            raise PipelineDefinitionError(
+                f"merge takes Source stages, got {[type(s).__name__ for s in sources]}"
+            )
+        return cls(list(sources), **options)
 
     def __rrshift__(self, other: Stage) -> Pipeline:
         if not isinstance(other, Stage):
@@ -212,29 +247,42 @@ class Pipeline:
         """
         if self._state != "new":
             raise PipelineStateError(f"a pipeline starts once; this one is {self._state}")
-        if not isinstance(self.stages[0], Source):
+        if self._n_sources == 0:
             raise PipelineDefinitionError(
                 f"the first stage must be a Source, got {type(self.stages[0]).__name__} {self.stages[0].name!r}"
             )
         self._state = "running"
         ctx: Any = mp.get_context(self.start_method)
         try:
-            n = len(self.stages)
+            n, k = len(self.stages), self._n_sources
             self._counters = StageCounters(n)
             self._forwarder = LogForwarder(ctx)
             lifeline_r, self._lifeline = ctx.Pipe(duplex=False)
-            for i, stage in enumerate(self.stages):
-                if stage.has_output:
+            # Channel 0 joins the k sources to stage k; channel j > 0 leaves stage k + j - 1.
+            self._channels.append(
+                Channel(
+                    ctx,
+                    capacity=max(s.capacity for s in self.stages[:k]),
+                    spec=self.stages[0].output,
+                    copy=self.stages[k].copy if k < n else True,
+                    writers=k,
+                )
+            )
+            for i in range(k, n):
+                if self.stages[i].has_output:
                     copy = self.stages[i + 1].copy if i + 1 < n else True
-                    self._channels.append(Channel(ctx, capacity=stage.capacity, spec=stage.output, copy=copy))
+                    spec = self.stages[i].output
+                    self._channels.append(
+                        Channel(ctx, capacity=self.stages[i].capacity, spec=spec, copy=copy)
+                    )
             if self.stages[-1].has_output:
                 self._output = self._channels[-1]
             self._segments = [c.shm_name for c in self._channels if c.shm_name is not None]
             self._segments.append(self._counters.name)
             levels = logger_levels()
             for i, stage in enumerate(self.stages):
-                inbox = self._channels[i - 1].receiver if i > 0 else None
-                outbox = self._channels[i].sender if stage.has_output else None
+                inbox = self._channels[i - k].receiver if i >= k else None
+                outbox = self._channels[max(0, i - k + 1)].sender if stage.has_output else None
                 status_r, status_w = ctx.Pipe(duplex=False)
                 proc = ctx.Process(
                     target=stage_main,
@@ -255,10 +303,17 @@ class Pipeline:
                 self._status.append(status_r)
                 self._reported.append(None)
                 self._exited.append(False)
-                proc.start()
+                try:
+                    proc.start()
+                except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                    raise PipelineDefinitionError(
+                        f"stage {i} {stage.name!r} cannot be sent to its process ({exc}): stage functions "
+                        "and classes must be importable (defined at module level) and their arguments picklable"
+                    ) from exc
+                finally:
+                    status_w.close()  # the stage holds its own copy
                 self._procs.append(proc)
                 self._pids.append(proc.pid)
-                status_w.close()
             # The stages hold their ends now: drop the parent's copies so a vanished peer reads as EOF.
             for channel in self._channels:
                 channel.sender.close()
@@ -479,7 +534,7 @@ class Pipeline:
         raise _Sigterm(128 + signal.SIGTERM)
 
     def _restore_sigterm(self) -> None:
-        if self._old_sigterm is not None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
 

@@ -26,11 +26,10 @@ import threading
 from collections.abc import Hashable, Mapping
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hermes.aeriel.client import InferenceClient, Result, Sequence
 from hermes.aeriel.cluster.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.cluster.hash_ring import HashRing
 from hermes.aeriel.cluster.model_manager import ModelManager, SwapReport
@@ -40,6 +39,9 @@ from hermes.aeriel.exceptions import (
     SequenceError,
     ServerLost,
 )
+
+if TYPE_CHECKING:  # the single-server client (and grpc) load on first use, not on import
+    from hermes.aeriel.client import InferenceClient, Result, Sequence
 
 __all__ = ["ClusterClient", "ClusterSequence"]
 
@@ -212,6 +214,8 @@ class ClusterClient:
 
     # ------------------------------------------------------------------ setup
     def _connect(self, ep: Endpoint, timeout_s: float = 10.0) -> InferenceClient:
+        from hermes.aeriel.client import InferenceClient
+
         return InferenceClient(
             ep.grpc,
             self.model,

@@ -7,6 +7,8 @@
 * :func:`add_streaming_inputs` / :func:`add_streaming_output`: build and wire both into an
   ensemble, with Triton implicit state.
 * :func:`offline_stream`, :func:`sliding_windows`, :func:`online_average`: numpy references.
+* :func:`export_streaming_model`: any stateful torch module
+  (``forward(*inputs, *states) -> (*outputs, *new_states)``) as a model with implicit state.
 
 The torch modules are imported on first use, so this package imports without torch.
 """
@@ -36,6 +38,12 @@ from hermes.quiver.streaming.specs import (
     StreamingPlatform,
     StreamingTensor,
 )
+from hermes.quiver.streaming.stateful_model import (
+    StateTensor,
+    StreamTensor,
+    export_streaming_model,
+    streaming_model_config,
+)
 
 if TYPE_CHECKING:
     from hermes.quiver.streaming.online_averager import OnlineAverager
@@ -49,6 +57,8 @@ __all__ = [
     "Snapshotter",
     "SnapshotterModel",
     "SnapshotterSpec",
+    "StateTensor",
+    "StreamTensor",
     "StreamingConfigError",
     "StreamingInputGroup",
     "StreamingOutput",
@@ -56,9 +66,11 @@ __all__ = [
     "StreamingTensor",
     "add_streaming_inputs",
     "add_streaming_output",
+    "export_streaming_model",
     "offline_stream",
     "online_average",
     "sliding_windows",
+    "streaming_model_config",
     "write_online_averager",
     "write_snapshotter",
 ]

@@ -2,12 +2,26 @@
 
 ```
 ensemble input <key> (1, C, s·B) ─▶ snapshotter ─▶ (B, C_i, K) ─▶ network ─▶ (B, [C,] K)
-                                    (state: C×K)                              │
-ensemble output <key> (1, [C,] s·B) ◀── online averager (state: [C,] (N−1)·s) ◀┘
+                                    (state: C*K)                              │
+ensemble output <key> (1, [C,] s·B) ◀── online averager (state: [C,] (N-1)·s) ◀┘
 ```
 
 Everything is validated before anything is written, so bad input fails when the ensemble
-is built, not when it is served. Each helper records what it built in the ensemble's
+is built, not when it is served.
+
+Two serving rules follow from Triton's ensemble scheduler (both measured on the local server):
+
+* **Order.** Triton hands a step's result to the next step as soon as it is ready, so when a
+  stateless member between the snapshotter and the averager runs several instances, two
+  requests of one sequence can reach the averager out of order (measured: wrong averages, or
+  "must specify the START flag"). :func:`add_streaming_output` therefore sets
+  ``dynamic_batching { preserve_ordering: true }`` on the model that produces the averaged
+  tensor, so its responses leave in request order and many requests per sequence may be in
+  flight. A chain of several stateless models before the averager needs the same on each.
+* **Slots.** Each stateful member holds ``instances * sequences_per_instance`` sequences.
+  With more concurrent sequences than that, two members can give their slots to different
+  sequences and the ensemble stalls: keep concurrent sequences within ``max_sequences``
+  (recorded in the ensemble parameters). Each helper records what it built in the ensemble's
 ``parameters`` (``hermes.streaming_input.<key>`` / ``hermes.streaming_output.<key>``, JSON),
 so clients can discover the strides, batch sizes and start-up lengths.
 """
@@ -89,7 +103,7 @@ class StreamingOutput:
 
     @property
     def delay(self) -> int:
-        """Samples by which the output trails the newest input sample: ``(N − 1)·s``."""
+        """Samples by which the output trails the newest input sample: ``(N - 1)·s``."""
         return self.averager.delay
 
     @property
@@ -106,7 +120,9 @@ def _sequence_options(kwargs: dict[str, Any]) -> SequenceOptions:
     fields = ("idle_timeout_s", "instances", "sequences_per_instance", "max_queue_delay_us", "instance_kind")
     options = {k: kwargs.pop(k) for k in fields if k in kwargs}
     if kwargs:
-        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}; streaming options are {sorted(fields)}")
+        raise TypeError(
+            f"unexpected keyword arguments {sorted(kwargs)}; streaming options are {sorted(fields)}"
+        )
     return SequenceOptions(**options)
 
 
@@ -227,7 +243,9 @@ def add_streaming_inputs(
     for tensor in tensors:
         label = f"{tensor.model.name}.{tensor.name}"
         if (tensor.model.name, tensor.name) in seen:
-            raise StreamingConfigError(f"streaming tensor {label} is given twice: each tensor takes one stream")
+            raise StreamingConfigError(
+                f"streaming tensor {label} is given twice: each tensor takes one stream"
+            )
         seen.add((tensor.model.name, tensor.name))
         shape = tuple(tensor.shape)
         described.append(StreamingTensor.from_shape(label, shape, kernel))
@@ -255,7 +273,9 @@ def add_streaming_inputs(
     assert kernel is not None
     update_key = key or f"{model_name}_update"
     spec = SnapshotterSpec(
-        tensors=tuple(StreamingTensor(name=k, channels=t.channels) for k, t in zip(keys, described, strict=True)),
+        tensors=tuple(
+            StreamingTensor(name=k, channels=t.channels) for k, t in zip(keys, described, strict=True)
+        ),
         kernel_size=kernel,
         stride=stride,
         batch_size=batch,
@@ -266,7 +286,9 @@ def add_streaming_inputs(
         _check_key(ensemble, k, "streaming window name")
 
     def write(directory: Path) -> SnapshotterModel:
-        return write_snapshotter(directory, spec, platform=platform, sequence=sequence, initial_state=initial_state)
+        return write_snapshotter(
+            directory, spec, platform=platform, sequence=sequence, initial_state=initial_state
+        )
 
     model, snapshotter = _install(ensemble, model_name, force, platform, write)
     try:
@@ -279,11 +301,18 @@ def add_streaming_inputs(
         raise
     ensemble.config.set_parameter(
         f"hermes.streaming_input.{update_key}",
-        json.dumps({
-            "model": model.name, "kernel_size": kernel, "stride": stride, "batch_size": batch,
-            "channels": [t.channels for t in described], "tensors": [t.name for t in described],
-            "zero_state_updates": snapshotter.zero_state_updates,
-        }),  # fmt: skip
+        json.dumps(
+            {
+                "model": model.name,
+                "kernel_size": kernel,
+                "stride": stride,
+                "batch_size": batch,
+                "channels": [t.channels for t in described],
+                "tensors": [t.name for t in described],
+                "zero_state_updates": snapshotter.zero_state_updates,
+                "max_sequences": sequence.instances * sequence.sequences_per_instance,
+            }
+        ),
     )
     ensemble.config.write()
     logger.info("streaming input %s: %s feeds %s", update_key, model.name, [t.name for t in described])
@@ -310,12 +339,12 @@ def add_streaming_output(
         output: per-window predictions ``(B, K)`` or ``(B, C, K)``, one per window of stride ``s``.
         stride: ``s``, samples between the windows' ends.
         num_updates: ``N``, predictions averaged into each sample (``N·s ≤ K``); the output
-            trails the input by ``(N − 1)·s`` samples.
+            trails the input by ``(N - 1)·s`` samples.
         name: the averager model's name; default ``"aggregator"`` (``aggregator_N`` if taken).
         batch_size: ``B``, needed when the batch axis of ``output`` is variable.
         key: the ensemble output name (default ``"<name>_stream"``).
         platform: ``"onnx"`` (default) or ``"torchscript"``.
-        initial_state: ``([C,] (N − 1)·s)`` pending sums to start from; zeros if None.
+        initial_state: ``([C,] (N - 1)·s)`` pending sums to start from; zeros if None.
         **sequence_options: as for :func:`add_streaming_inputs`.
 
     Returns:
@@ -342,7 +371,9 @@ def add_streaming_output(
     _check_key(ensemble, out_key, "streaming output name")
 
     def write(directory: Path) -> OnlineAveragerModel:
-        return write_online_averager(directory, spec, platform=platform, sequence=sequence, initial_state=initial_state)
+        return write_online_averager(
+            directory, spec, platform=platform, sequence=sequence, initial_state=initial_state
+        )
 
     model, averager = _install(ensemble, model_name, force, platform, write)
     try:
@@ -352,16 +383,38 @@ def add_streaming_output(
         _unwire(ensemble, model.name)
         ensemble.repository.remove(model)
         raise
+    _preserve_order(output.model)
     ensemble.config.set_parameter(
         f"hermes.streaming_output.{out_key}",
-        json.dumps({
-            "model": model.name, "stride": stride, "batch_size": spec.batch_size, "num_updates": num_updates,
-            "delay": averager.delay, "zero_state_updates": averager.zero_state_updates,
-        }),  # fmt: skip
+        json.dumps(
+            {
+                "model": model.name,
+                "stride": stride,
+                "batch_size": spec.batch_size,
+                "num_updates": num_updates,
+                "delay": averager.delay,
+                "zero_state_updates": averager.zero_state_updates,
+                "max_sequences": sequence.instances * sequence.sequences_per_instance,
+            }
+        ),
     )
     ensemble.config.write()
-    logger.info("streaming output %s: %s averages %s over %d updates", out_key, model.name, label, num_updates)
+    logger.info(
+        "streaming output %s: %s averages %s over %d updates", out_key, model.name, label, num_updates
+    )
     return StreamingOutput(model=model, output=exposed, averager=averager)
+
+
+def _preserve_order(model: Model) -> None:
+    """Make a stateless member answer in request order, whatever its instance count."""
+    proto = model.config.proto
+    if proto.HasField("sequence_batching") or (
+        proto.HasField("dynamic_batching") and proto.dynamic_batching.preserve_ordering
+    ):
+        return
+    proto.dynamic_batching.preserve_ordering = True
+    model.config.write()
+    logger.info("%s: dynamic_batching.preserve_ordering set so the averager sees updates in order", model.name)
 
 
 def _safe(name: str) -> str:

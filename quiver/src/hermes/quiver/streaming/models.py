@@ -93,7 +93,7 @@ class OnlineAveragerModel:
 
     @property
     def delay(self) -> int:
-        """Samples by which each output trails the newest input sample: ``(N − 1)·s``."""
+        """Samples by which each output trails the newest input sample: ``(N - 1)·s``."""
         return self.spec.delay
 
     @property
@@ -183,7 +183,7 @@ def write_online_averager(
         spec: the averager's shapes and ``N``.
         platform: ONNX (default) or TorchScript.
         sequence: scheduling.
-        initial_state: ``([C,] (N − 1)·s)`` pending sums to start from (N times the average
+        initial_state: ``([C,] (N - 1)·s)`` pending sums to start from (N times the average
             of the blocks before the stream start, if you know it); zeros if None.
         version: the version folder.
     """

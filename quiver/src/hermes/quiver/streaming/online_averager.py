@@ -1,7 +1,7 @@
 """The online averager: a stateful torch module that averages overlapping predictions.
 
 Shapes (see :class:`~hermes.quiver.streaming.OnlineAveragerSpec` for the names;
-``L = (N − 1)·s``, or ``s`` when ``N = 1``):
+``L = (N - 1)·s``, or ``s`` when ``N = 1``):
 
 =========================  ==========================  ============================
 tensor                     direct (one sequence)       batched (``n`` sequences)
@@ -25,8 +25,8 @@ class OnlineAverager(torch.nn.Module):
     """Average each output sample over the ``N`` newest predictions covering it.
 
     ``forward(predictions, state) -> (output, new_state)``. The state holds the partial
-    sums of the ``N − 1`` stride blocks that newer predictions still cover; each update
-    finishes ``B`` blocks (``s·B`` samples), ``(N − 1)·s`` samples behind the newest input.
+    sums of the ``N - 1`` stride blocks that newer predictions still cover; each update
+    finishes ``B`` blocks (``s·B`` samples), ``(N - 1)·s`` samples behind the newest input.
 
     Args:
         spec: the validated averager description.

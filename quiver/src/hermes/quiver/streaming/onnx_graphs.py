@@ -42,7 +42,9 @@ class _Builder:
     def const(self, values: list[int] | int | float, hint: str = "c") -> str:
         name = self._name(hint)
         dtype = np.float32 if isinstance(values, float) else np.int64
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(values, dtype=dtype), name=name))
+        self.initializers.append(
+            self.onnx.numpy_helper.from_array(np.asarray(values, dtype=dtype), name=name)
+        )
         return name
 
     def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
@@ -62,7 +64,9 @@ class _Builder:
     def identity(self, x: str, output: str) -> str:
         return self.op("Identity", [x], output)
 
-    def model(self, name: str, inputs: list[tuple[str, list[Any]]], outputs: list[tuple[str, list[Any]]]) -> onnx.ModelProto:
+    def model(
+        self, name: str, inputs: list[tuple[str, list[Any]]], outputs: list[tuple[str, list[Any]]]
+    ) -> onnx.ModelProto:
         helper, float_type = self.onnx.helper, self.onnx.TensorProto.FLOAT
         graph = helper.make_graph(
             self.nodes,
@@ -71,7 +75,9 @@ class _Builder:
             [helper.make_tensor_value_info(n, float_type, s) for n, s in outputs],
             initializer=self.initializers,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hermes.quiver")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hermes.quiver"
+        )
         model.ir_version = 8
         self.onnx.checker.check_model(model, full_check=True)
         return model
@@ -99,7 +105,9 @@ def snapshotter_graph(
     b = _Builder()
     kernel, stride, batch, channels = spec.kernel_size, spec.stride, spec.batch_size, spec.num_channels
     x = b.op("Concat", [state_in, update], axis=2)  # (n, C, K + s·B)
-    windows = [b.unsqueeze(b.slice(x, (j + 1) * stride, (j + 1) * stride + kernel, 2), 1) for j in range(batch)]
+    windows = [
+        b.unsqueeze(b.slice(x, (j + 1) * stride, (j + 1) * stride + kernel, 2), 1) for j in range(batch)
+    ]
     stacked = b.op("Concat", windows, axis=1) if batch > 1 else windows[0]  # (n, B, C, K)
     lead: list[Any] = ["sequences"] if batched else [1]
     for tensor, channel_slice, name in zip(spec.tensors, spec.channel_slices, outputs, strict=True):
@@ -151,7 +159,7 @@ def online_averager_graph(
     flat = b.op("Reshape", [rows, b.const([0, channels, batch * (num + batch) * stride])])
     cut = b.slice(flat, 0, batch * (num + batch - 1) * stride, 2)
     skewed = b.op("Reshape", [cut, b.const([0, channels, batch, (num + batch - 1) * stride])])
-    total = b.op("ReduceSum", [skewed, b.const([2])], keepdims=0)  # (n, C, (B + N − 1)·s)
+    total = b.op("ReduceSum", [skewed, b.const([2])], keepdims=0)  # (n, C, (B + N - 1)·s)
     if num > 1:
         total = b.op("Add", [total, b.op("Pad", [state, b.const([0, 0, 0, 0, 0, batch * stride])])])
         new_state = b.slice(total, batch * stride, (batch + num - 1) * stride, 2)

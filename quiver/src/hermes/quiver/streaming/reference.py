@@ -8,7 +8,7 @@ returns update by update, so every served sample can be checked:
 * :func:`offline_stream`: both around a network: windows → network → average.
 
 Stream time ``t`` counts samples from the first sample of the first update. Window ``w``
-covers ``[(w + 1)·s − K, (w + 1)·s)``; samples at ``t < 0`` come from ``history`` (the
+covers ``[(w + 1)·s - K, (w + 1)·s)``; samples at ``t < 0`` come from ``history`` (the
 snapshotter's initial state), zeros by default.
 """
 
@@ -71,9 +71,9 @@ def online_average(predictions: npt.ArrayLike, *, stride: int, num_updates: int)
     """The continuous output an online averager emits for per-window predictions.
 
     Each stride block ``m`` of the output (stream samples ``[m·s, (m + 1)·s)``) is the sum of
-    the newest ``N·s`` samples of predictions ``m … m + N − 1`` at that block, divided by
-    ``N``. The output is shifted by the averager's delay ``(N − 1)·s``: output sample ``i``
-    is stream sample ``i − (N − 1)·s``, and the first ``(N − 1)·s`` outputs belong to times
+    the newest ``N·s`` samples of predictions ``m … m + N - 1`` at that block, divided by
+    ``N``. The output is shifted by the averager's delay ``(N - 1)·s``: output sample ``i``
+    is stream sample ``i - (N - 1)·s``, and the first ``(N - 1)·s`` outputs belong to times
     before the stream start (only partly covered, still divided by ``N``).
 
     Args:
@@ -95,7 +95,7 @@ def online_average(predictions: npt.ArrayLike, *, stride: int, num_updates: int)
     num_windows, channels, kernel = preds.shape
     span = num_updates * stride
     if span > kernel:
-        raise StreamingConfigError(f"num_updates {num_updates} × stride {stride} exceeds the kernel {kernel}")
+        raise StreamingConfigError(f"num_updates {num_updates} * stride {stride} exceeds the kernel {kernel}")
     tails = preds[..., kernel - span :].reshape(num_windows, channels, num_updates, stride)
     # Block m (offset by N - 1 so that pre-stream blocks have indices 0 ... N - 2).
     total = np.zeros((channels, num_windows + num_updates - 1, stride), dtype=np.float64)
@@ -148,13 +148,13 @@ def offline_stream(
 
     Returns:
         With ``num_updates``: the continuous output ``([C',] T)``, trailing the input by
-        ``(N − 1)·s`` samples. Without: the predictions ``(T / s, [C',] K')``.
+        ``(N - 1)·s`` samples. Without: the predictions ``(T / s, [C',] K')``.
     """
     data = np.asarray(x)
     if data.shape[-1] % (stride * batch_size):
         raise StreamingConfigError(
             f"the length {data.shape[-1]} of x is not a multiple of the update size "
-            f"stride × batch_size = {stride * batch_size}"
+            f"stride * batch_size = {stride * batch_size}"
         )
     windows = sliding_windows(data, kernel_size=kernel_size, stride=stride, history=history)
     run = _as_numpy_function(network)

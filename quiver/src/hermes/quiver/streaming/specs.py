@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from hermes.quiver.exceptions import StreamingConfigError
 
@@ -48,7 +48,7 @@ def _check_positive_int(what: str, value: object) -> None:
         raise StreamingConfigError(f"{what} must be a positive integer, got {value!r}")
 
 
-class StreamingPlatform(str, Enum):
+class StreamingPlatform(StrEnum):
     """How a streaming model is exported (and which Triton backend serves it)."""
 
     ONNX = "onnxruntime_onnx"
@@ -109,7 +109,9 @@ class StreamingTensor:
         return 1 if self.channels is None else self.channels
 
     @classmethod
-    def from_shape(cls, name: str, shape: Sequence[int | None], kernel_size: int | None = None) -> StreamingTensor:
+    def from_shape(
+        cls, name: str, shape: Sequence[int | None], kernel_size: int | None = None
+    ) -> StreamingTensor:
         """Describe a downstream tensor from its full shape ``(B, K)`` or ``(B, C, K)``.
 
         Raises:
@@ -153,7 +155,7 @@ class SequenceOptions:
         sequences_per_instance: sequences one instance serves at once. 1 (default) uses the
             direct strategy (one instance holds one sequence, ``max_batch_size: 0``); more
             uses batched state with the oldest strategy (``max_batch_size`` = this value), so
-            concurrency = instances × sequences_per_instance.
+            concurrency = instances * sequences_per_instance.
         max_queue_delay_us: with batched state, how long the oldest strategy waits to fill a
             batch (microseconds).
         instance_kind: ``"auto"``, ``"cpu"`` or ``"gpu"`` (``KIND_AUTO``/``KIND_CPU``/``KIND_GPU``).
@@ -173,11 +175,15 @@ class SequenceOptions:
                 f"idle_timeout_s must be a positive finite number of seconds, got {self.idle_timeout_s!r}"
             )
         if self.idle_timeout_s * 1e6 >= 2**63:
-            raise StreamingConfigError(f"idle_timeout_s={self.idle_timeout_s!r} does not fit Triton's uint64 µs")
+            raise StreamingConfigError(
+                f"idle_timeout_s={self.idle_timeout_s!r} does not fit Triton's uint64 µs"
+            )
         _check_positive_int("instances", self.instances)
         _check_positive_int("sequences_per_instance", self.sequences_per_instance)
-        if isinstance(self.max_queue_delay_us, bool) or not isinstance(self.max_queue_delay_us, int) or (
-            self.max_queue_delay_us < 0
+        if (
+            isinstance(self.max_queue_delay_us, bool)
+            or not isinstance(self.max_queue_delay_us, int)
+            or (self.max_queue_delay_us < 0)
         ):
             raise StreamingConfigError(
                 f"max_queue_delay_us must be a non-negative integer, got {self.max_queue_delay_us!r}"
@@ -206,7 +212,7 @@ class SnapshotterSpec:
     ``(1, C, s·B)`` is appended, and window ``j`` (0 ≤ j < B) of the update ends ``(j + 1)·s``
     samples after the previous update's last sample, so the last window ends at the newest
     sample. Window ``w`` of the stream (counting from 0 over all updates) covers samples
-    ``[(w + 1)·s − K, (w + 1)·s)``; samples before the stream start come from the initial
+    ``[(w + 1)·s - K, (w + 1)·s)``; samples before the stream start come from the initial
     state (zeros unless an initial history is given).
 
     Args:
@@ -317,9 +323,9 @@ class OnlineAveragerSpec:
     """A streaming output: per-window predictions averaged into one continuous output.
 
     Prediction ``w`` (of the window ending at sample ``(w + 1)·s``) covers samples
-    ``[(w + 1)·s − K, (w + 1)·s)``; only its newest ``N·s`` samples are used. Each stride
+    ``[(w + 1)·s - K, (w + 1)·s)``; only its newest ``N·s`` samples are used. Each stride
     block of ``s`` output samples is the mean of the ``N`` predictions covering it, so it is
-    final ``(N − 1)·s`` samples after its end: the output lags the newest input by
+    final ``(N - 1)·s`` samples after its end: the output lags the newest input by
     :attr:`delay` samples. Each update emits ``s·B`` samples.
 
     Args:
@@ -355,14 +361,20 @@ class OnlineAveragerSpec:
             )
         if self.num_updates * self.stride > self.kernel_size:
             raise StreamingConfigError(
-                f"num_updates {self.num_updates} × stride {self.stride} = {self.num_updates * self.stride} "
+                f"num_updates {self.num_updates} * stride {self.stride} = {self.num_updates * self.stride} "
                 f"exceeds the prediction length K={self.kernel_size} of {self.input_name!r}: "
                 f"at most {self.kernel_size // self.stride} predictions overlap each sample"
             )
 
     @classmethod
     def from_shape(
-        cls, shape: Sequence[int | None], *, stride: int, num_updates: int, batch_size: int | None = None, **kwargs: str
+        cls,
+        shape: Sequence[int | None],
+        *,
+        stride: int,
+        num_updates: int,
+        batch_size: int | None = None,
+        **kwargs: str,
     ) -> OnlineAveragerSpec:
         """Describe the averager from the prediction shape ``(B, K)`` or ``(B, C, K)``.
 
@@ -423,7 +435,7 @@ class OnlineAveragerSpec:
 
     @property
     def state_length(self) -> int:
-        """Samples of partial sums kept per channel: ``(N − 1)·s`` (one stride when ``N = 1``)."""
+        """Samples of partial sums kept per channel: ``(N - 1)·s`` (one stride when ``N = 1``)."""
         return max(self.num_updates - 1, 1) * self.stride
 
     @property
@@ -435,10 +447,10 @@ class OnlineAveragerSpec:
 
     @property
     def delay(self) -> int:
-        """Samples by which the output trails the newest input sample: ``(N − 1)·s``.
+        """Samples by which the output trails the newest input sample: ``(N - 1)·s``.
 
         Output sample ``i`` of a sequence (counting all updates' outputs) belongs to stream
-        time ``i − delay``.
+        time ``i - delay``.
         """
         return (self.num_updates - 1) * self.stride
 
@@ -450,7 +462,7 @@ class OnlineAveragerSpec:
     def zero_state_updates_after(self, snapshotter: SnapshotterSpec) -> int:
         """Initial updates whose output depends on the snapshotter's initial state.
 
-        Output blocks of update ``u`` average windows from ``u·B − N + 1`` on; window ``w``
+        Output blocks of update ``u`` average windows from ``u·B - N + 1`` on; window ``w``
         holds initial-state samples while ``w < zero_state_windows``.
         """
         first_clean_block = snapshotter.zero_state_windows + self.num_updates - 1

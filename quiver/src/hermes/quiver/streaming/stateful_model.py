@@ -163,7 +163,9 @@ def streaming_model_config(
     return config
 
 
-def _export_onnx(module: torch.nn.Module, example: tuple[Any, ...], path: Path, names: _Names, batched: bool) -> None:
+def _export_onnx(
+    module: torch.nn.Module, example: tuple[Any, ...], path: Path, names: _Names, batched: bool
+) -> None:
     torch = require("torch", "exporting a streaming model")
     require("onnxscript", "ONNX export of a streaming model")
     onnx = require("onnx", "ONNX export of a streaming model")
@@ -183,7 +185,7 @@ def _export_onnx(module: torch.nn.Module, example: tuple[Any, ...], path: Path, 
             opset_version=_ONNX_OPSET, dynamo=True, external_data=False, verbose=False, **kwargs,
         )  # fmt: skip
     model = onnx.load(str(path))
-    opset = {o.domain: o.version for o in model.opset_import}.get("", None)
+    opset = {o.domain: o.version for o in model.opset_import}.get("")
     if opset != _ONNX_OPSET:
         raise ExportError(f"the streaming model was written with ONNX opset {opset}, expected {_ONNX_OPSET}")
     got = [i.name for i in model.graph.input]
@@ -245,7 +247,9 @@ def export_streaming_model(
     directory = Path(directory)
     prebuilt = hasattr(module, "graph") and hasattr(module, "opset_import")  # an onnx.ModelProto
     if prebuilt and platform is not StreamingPlatform.ONNX:
-        raise StreamingConfigError(f"an ONNX graph cannot be exported as {platform.name}; pass a torch module")
+        raise StreamingConfigError(
+            f"an ONNX graph cannot be exported as {platform.name}; pass a torch module"
+        )
     config = streaming_model_config(
         directory.name, platform=platform, inputs=inputs, outputs=outputs, states=states, sequence=sequence
     )
@@ -277,12 +281,16 @@ def export_streaming_model(
         path.unlink(missing_ok=True)
         if isinstance(exc, ExportError):
             raise
-        raise ExportError(f"exporting streaming model {directory.name!r} as {platform.name} failed: {exc}") from exc
+        raise ExportError(
+            f"exporting streaming model {directory.name!r} as {platform.name} failed: {exc}"
+        ) from exc
     for state in states:
         if state.initial is not None:
             folder = directory / "initial_state"
             folder.mkdir(exist_ok=True)
-            (folder / f"{state.name}.bin").write_bytes(np.ascontiguousarray(state.initial, dtype="<f4").tobytes())
+            (folder / f"{state.name}.bin").write_bytes(
+                np.ascontiguousarray(state.initial, dtype="<f4").tobytes()
+            )
     (directory / "config.pbtxt").write_text(text_format.MessageToString(config))
     logger.info("wrote streaming model %s (%s, version %d)", directory.name, platform.name, version)
     return config
