@@ -54,10 +54,9 @@ def test_quiver_streaming_ensemble_with_a_two_tensor_snapshotter_matches_the_off
     data = np.random.randn(4, size * UPDATES).astype(np.float32)
     server = serve(tmp_path / "repo", models=["stream"], log_file=tmp_path / "log", exit_timeout_s=10)
     try:
-        # One request in flight: with several, this ensemble's outputs drift from the reference from
-        # the third update on (the client keeps the order on its one stream; a stateless step between
-        # the two stateful ones can hand the averager updates out of order). Reported to quiver.
-        with InferenceClient(server.grpc_url, "stream", max_in_flight=1) as client:
+        # Several requests of the sequence in flight: the client keeps their order on its one
+        # stream and quiver's streaming output keeps it through the stateless network step.
+        with InferenceClient(server.grpc_url, "stream", max_in_flight=8) as client:
             (group,) = client.streams
             assert group.input == inputs.input.name
             assert [t.channels for t in group.targets] == [3, 1]  # one snapshotter feeding two tensors

@@ -17,10 +17,12 @@ a stub that cannot load ``libpythonX.Y``, numpy >= 2 (every output would come ba
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -201,6 +203,8 @@ class LocalRuntime(Runtime):
     def command(self, spec: ServerSpec) -> tuple[list[str], dict[str, str]]:
         if self.wheel is None:
             self.wheel = find_triton_wheel()
+        if "://" not in spec.repository:
+            precompile_python_models(Path(spec.repository))
         backends = self._backend_directory()
         argv = [
             str(self.wheel.binary),
@@ -224,6 +228,19 @@ class LocalRuntime(Runtime):
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+
+def precompile_python_models(repository: Path) -> None:
+    """Byte-compile every ``<model>/<version>/model.py`` before the server first imports it.
+
+    The python backend writes ``__pycache__`` into a version folder the first time it loads
+    it; Triton then sees that folder as changed and re-creates the version on the next load
+    (e.g. a hot swap's ``version_policy`` change), dropping the state of live sequences.
+    Compiling beforehand leaves the folder unchanged from the server's point of view.
+    """
+    for source in repository.glob("*/*/model.py"):
+        with contextlib.suppress(OSError, py_compile.PyCompileError):
+            py_compile.compile(str(source), doraise=True, quiet=1)
 
 
 def portable_backend_sources() -> dict[str, Path]:
