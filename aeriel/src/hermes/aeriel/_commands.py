@@ -2,67 +2,65 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
-import tempfile
-import textwrap
 import threading
 from pathlib import Path
 from types import FrameType
 
-import numpy as np
 import typer
 
 from hermes.aeriel._cli import register
 
-_ADD_ONE_CONFIG = """\
-name: "add_one"
-backend: "python"
-max_batch_size: 8
-input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-"""
 
-_ADD_ONE_MODEL = textwrap.dedent(
-    """\
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
+def demo(
+    seconds: float = typer.Option(8.0, "--seconds", "-s", help="Seconds of data per stream (4096 Hz)."),
+    streams: int = typer.Option(4, "--streams", "-n", help="Concurrent sequences streamed at once."),
+    rate: str = typer.Option(
+        "max",
+        "--rate",
+        help="'max' streams as fast as possible; a number streams at that multiple of real time.",
+    ),
+    output: Path = typer.Option(
+        Path("demo-output"), "--output", "-o", help="Folder for the figure and records."
+    ),
+    stride: int = typer.Option(16, "--stride", help="Samples between windows (>= 8)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per request (>= 8)."),
+    num_updates: int = typer.Option(
+        32, "--num-updates", help="Predictions averaged into each output sample."
+    ),
+    train_steps: int = typer.Option(
+        60, "--train-steps", help="Training steps before export (0: random weights)."
+    ),
+    max_in_flight: int = typer.Option(16, "--max-in-flight", help="Requests the client keeps outstanding."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar."),
+) -> None:
+    """Stream a DeepClean-shaped noise regression through quiver, aeriel and stillwater, and check it.
 
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            return [
-                pb_utils.InferenceResponse(
-                    [pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy() + np.float32(1))]
-                )
-                for r in requests
-            ]
+    Trains a small 1-D convolutional network (21 witness channels at 4096 Hz -> noise), exports it
+    as a streaming ensemble (snapshotter -> network -> online averager, K = 4096), serves it on the
+    local Triton runtime, streams synthetic data through a stillwater pipeline and checks every
+    output sample against the network run offline. Writes a figure and records to --output.
     """
-)
+    from hermes.aeriel.demo import DemoConfig, DemoError, run_demo
 
-
-def demo() -> None:
-    """Start the local Triton server on a small example repository, send one inference, stop it."""
-    import tritonclient.grpc as grpcclient
-
-    from hermes.aeriel.serve import serve
-
-    with tempfile.TemporaryDirectory(prefix="hermes-demo-") as tmp:
-        repo = Path(tmp) / "repo"
-        (repo / "add_one" / "1").mkdir(parents=True)
-        (repo / "add_one" / "config.pbtxt").write_text(_ADD_ONE_CONFIG)
-        (repo / "add_one" / "1" / "model.py").write_text(_ADD_ONE_MODEL)
-        x = np.arange(8, dtype=np.float32).reshape(2, 4)
-        with serve(repo, models=["add_one"]) as server:
-            typer.echo(f"tritonserver ready in {server.ready_after_s:.2f} s at grpc {server.grpc_url}")
-            with grpcclient.InferenceServerClient(server.grpc_url) as client:
-                inp = grpcclient.InferInput("x", list(x.shape), "FP32")
-                inp.set_data_from_numpy(x)
-                y = client.infer("add_one", [inp]).as_numpy("y")
-        typer.echo(f"input  {x.tolist()}\noutput {y.tolist()}")
-        if not np.array_equal(y, x + 1):
-            raise typer.Exit(1)
+    try:
+        config = DemoConfig(
+            seconds=seconds, streams=streams, rate=None if rate == "max" else float(rate), output=output,
+            stride=stride, batch_size=batch_size, num_updates=num_updates, train_steps=train_steps,
+            max_in_flight=max_in_flight, progress=progress,
+        )  # fmt: skip
+    except ValueError as exc:
+        typer.echo(f"hermes demo: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.getLogger("hermes").setLevel(logging.INFO)
+    try:
+        report = run_demo(config)
+    except DemoError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report.summary())
 
 
 register("demo", demo)

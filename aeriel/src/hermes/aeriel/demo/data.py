@@ -49,7 +49,7 @@ def _colored(rng: np.random.Generator, n: int, alpha: float) -> np.ndarray:
 
 def make_stream(seconds: float, seed: int) -> Stream:
     """A reproducible stream of ``seconds`` of data at 4096 Hz."""
-    n = int(round(seconds * SAMPLE_RATE_HZ))
+    n = round(seconds * SAMPLE_RATE_HZ)
     rng = np.random.default_rng(seed)
     witnesses = np.stack([_colored(rng, n, rng.uniform(0.0, 1.0)) for _ in range(WITNESS_CHANNELS)])
     # Fixed couplings (the same physics in every stream, so one network fits all of them).
@@ -61,7 +61,9 @@ def make_stream(seconds: float, seed: int) -> Stream:
     noise += 0.3 * witnesses[_COUPLED[0]] * witnesses[_COUPLED[1]]  # a bilinear term
     t = np.arange(n) / SAMPLE_RATE_HZ
     f = 30 + 40 * t / max(seconds, 1e-9)
-    signal = 0.3 * np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE_HZ) * np.exp(-(((t - seconds / 2) / 1.5) ** 2))
+    signal = (
+        0.3 * np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE_HZ) * np.exp(-(((t - seconds / 2) / 1.5) ** 2))
+    )
     background = 0.2 * rng.standard_normal(n)
     strain = noise + signal + background
     return Stream(

@@ -37,7 +37,9 @@ class DeepCleanNet(nn.Module):
         return self.net(witness)[:, 0]
 
 
-def train(net: DeepCleanNet, stream: Stream, *, steps: int, window: int, batch: int = 8, seed: int = 0) -> float:
+def train(
+    net: DeepCleanNet, stream: Stream, *, steps: int, window: int, batch: int = 8, seed: int = 0
+) -> float:
     """Fit ``net`` to predict ``stream.noise`` from ``stream.witnesses`` for ``steps`` Adam steps.
 
     Returns:

@@ -1,0 +1,32 @@
+"""The numbered scripts in examples/ run as a user would run them, and check their own results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("[0-9][0-9]_*.py"))
+
+
+def test_there_are_examples_for_export_serve_stream_and_pipeline() -> None:
+    names = [p.stem for p in EXAMPLES]
+    assert names == ["01_export", "02_serve", "03_stream", "04_pipeline"]
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_and_checks_its_result(script: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "repo")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    expected = {
+        "01_export": "max abs",
+        "02_serve": "max |served - torch|",
+        "03_stream": "max |served - offline|",
+        "04_pipeline": "running totals:",
+    }[script.stem]
+    assert expected in proc.stdout
