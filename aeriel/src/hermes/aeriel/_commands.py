@@ -54,7 +54,7 @@ def demo(
     except ValueError as exc:
         typer.echo(f"hermes demo: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.getLogger("hermes").setLevel(logging.INFO)
+    logging.getLogger("hermes.aeriel.demo").setLevel(logging.INFO)
     try:
         report = run_demo(config)
     except DemoError as exc:

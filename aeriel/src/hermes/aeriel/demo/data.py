@@ -34,16 +34,24 @@ class Stream:
     strain: np.ndarray
 
 
-def _colored(rng: np.random.Generator, n: int, alpha: float) -> np.ndarray:
-    """Unit-variance noise with a 1/f^alpha spectrum plus a few spectral lines."""
+# The instrument: each witness channel's spectral slope and lines are fixed, as are the couplings;
+# only the noise realisation differs between streams.
+_INSTRUMENT = np.random.default_rng(1234)
+_SLOPES = _INSTRUMENT.uniform(0.0, 1.0, WITNESS_CHANNELS)
+_LINES_HZ = _INSTRUMENT.uniform(10, 500, (WITNESS_CHANNELS, 2))
+_TAPS = [_INSTRUMENT.normal(0, 1, 9) * np.hanning(9) for _ in _COUPLED]
+
+
+def _colored(rng: np.random.Generator, n: int, channel: int) -> np.ndarray:
+    """Unit-variance noise with the channel's 1/f^alpha spectrum and its two spectral lines."""
     spectrum = np.fft.rfft(rng.standard_normal(n))
     freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ)
     freqs[0] = freqs[1]
-    spectrum /= freqs**alpha
+    spectrum /= freqs ** _SLOPES[channel]
     x = np.fft.irfft(spectrum, n)
     t = np.arange(n) / SAMPLE_RATE_HZ
-    for _ in range(2):
-        x += 0.5 * x.std() * np.sin(2 * np.pi * rng.uniform(10, 500) * t + rng.uniform(0, 2 * np.pi))
+    for f in _LINES_HZ[channel]:
+        x += 0.5 * x.std() * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
     return (x - x.mean()) / x.std()
 
 
@@ -51,12 +59,9 @@ def make_stream(seconds: float, seed: int) -> Stream:
     """A reproducible stream of ``seconds`` of data at 4096 Hz."""
     n = round(seconds * SAMPLE_RATE_HZ)
     rng = np.random.default_rng(seed)
-    witnesses = np.stack([_colored(rng, n, rng.uniform(0.0, 1.0)) for _ in range(WITNESS_CHANNELS)])
-    # Fixed couplings (the same physics in every stream, so one network fits all of them).
-    couplings = np.random.default_rng(1234)
+    witnesses = np.stack([_colored(rng, n, ch) for ch in range(WITNESS_CHANNELS)])
     noise = np.zeros(n)
-    for ch in _COUPLED:
-        taps = couplings.normal(0, 1, 9) * np.hanning(9)
+    for ch, taps in zip(_COUPLED, _TAPS, strict=True):
         noise += np.convolve(witnesses[ch], taps, mode="same")
     noise += 0.3 * witnesses[_COUPLED[0]] * witnesses[_COUPLED[1]]  # a bilinear term
     t = np.arange(n) / SAMPLE_RATE_HZ

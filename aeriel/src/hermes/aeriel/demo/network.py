@@ -50,7 +50,8 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(stream.witnesses)
     y = torch.from_numpy(stream.noise)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     started = time.monotonic()
     loss = torch.tensor(float("nan"))
     net.train()
@@ -62,6 +63,7 @@ def train(
         loss = torch.mean((net(xb) - yb) ** 2)
         loss.backward()
         opt.step()
+        schedule.step()
         if step % 20 == 0:
             logger.info("training step %d/%d: loss %.4f", step, steps, loss.item())
     net.eval()

@@ -64,7 +64,7 @@ class DemoConfig:
     stride: int = 16
     batch_size: int = 8
     num_updates: int = 32
-    train_steps: int = 60
+    train_steps: int = 300
     network_instances: int = 2
     max_in_flight: int = 16
     rtol: float = 1e-4
@@ -133,6 +133,7 @@ class DemoReport:
             f"  max |served - offline|: {self.max_abs_error:.3g} (outputs up to {self.reference_scale:.3g}; "
             f"tolerance atol {c.atol:g} + rtol {c.rtol:g})  -> {'PASS' if self.passed else 'FAIL'}",
             f"  noise removed from the strain: {self.noise_reduction_db:.1f} dB",
+            "  export " + self.export_report.strip().replace("\n", "\n  "),
             "  files: " + ", ".join(f"{k} {v}" for k, v in self.files.items()),
         ]
         return "\n".join(lines)
@@ -161,7 +162,7 @@ def _export(config: DemoConfig, repo_dir: Path, net: Any) -> tuple[str, str, str
         instances=config.streams, idle_timeout_s=120,
     )  # fmt: skip
     out = ensemble.add_streaming_output(
-        model.outputs["noise"], stride=config.stride, num_updates=config.num_updates, key="noise",
+        model.outputs["noise"], stride=config.stride, num_updates=config.num_updates, key="noise_estimate",
         instances=config.streams, idle_timeout_s=120,
     )  # fmt: skip
     ensemble.export_version()
@@ -184,7 +185,7 @@ def _figure(path: Path, record: dict[str, Any], plan: Any, latencies_s: list[flo
     skip = min(plan.kernel_size, estimate.size // 2)  # past the zero initial state
     reduction = 10 * np.log10(np.var(strain[skip:]) / max(np.var(cleaned[skip:]), 1e-30))
     t = np.arange(strain.size) / SAMPLE_RATE_HZ
-    window = slice(skip, min(skip + SAMPLE_RATE_HZ, strain.size))
+    window = slice(skip, min(skip + SAMPLE_RATE_HZ // 4, strain.size))
     fig, axes = plt.subplots(4, 1, figsize=(10, 11), constrained_layout=True)
     axes[0].plot(t[window], strain[window], lw=0.6, color="tab:gray")
     axes[0].set_title(f"raw strain (stream {record['stream']})")
@@ -220,14 +221,14 @@ def run_demo(config: DemoConfig) -> DemoReport:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
 
-    logger.info("building and training the network")
+    logger.info("building and training the network (%d steps)", config.train_steps)
     network_kwargs: dict[str, Any] = {}
     net = DeepCleanNet(**network_kwargs)
     train(net, _training_stream(config), steps=config.train_steps, window=1024, seed=config.seed)
     weights = out / "network.pt"
     torch.save(net.state_dict(), weights)
 
-    logger.info("exporting the streaming ensemble")
+    logger.info("exporting the streaming ensemble to %s", out / "model-repository")
     model_name, input_name, output_name, export_report = _export(config, out / "model-repository", net)
 
     plan = StreamPlan(
@@ -246,6 +247,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
     )
     records: list[dict[str, Any]] = []
     latencies: list[float] = []
+    logger.info("serving on the local Triton runtime; streaming %d requests", total)
     with serve(out / "model-repository", models=[model_name], log_file=out / "tritonserver.log") as server:
         ready_s = server.ready_after_s or 0.0
         pipeline = (
@@ -271,6 +273,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
                     records.append(item[1])
         if not stream_wall:
             stream_wall = time.monotonic() - stream_started
+    logger.info("streamed in %.2f s; checked every sample against the offline network", stream_wall)
     records.sort(key=lambda r: r["stream"])
     if len(records) != config.streams or sum(r["updates"] for r in records) != total:
         raise DemoError(f"expected {total} results from {config.streams} streams, got {len(latencies)}")

@@ -1,0 +1,71 @@
+"""``hermes demo`` in a short configuration: the whole product end to end, checked numerically."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+HERMES = [sys.executable, "-c", "from hermes.aeriel._cli import main; main()"]
+
+
+def _shm() -> set[str]:
+    return {p.name for p in Path("/dev/shm").iterdir()}
+
+
+@pytest.mark.slow
+def test_demo_streams_checks_every_sample_and_writes_its_records(tmp_path: Path) -> None:
+    before = _shm()
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [*HERMES, "demo", "--seconds", "1.5", "--streams", "2", "--train-steps", "20",
+         "--output", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "-> PASS" in proc.stdout
+    assert "s of data per second" in proc.stdout and "p99" in proc.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passed"] is True
+    assert summary["max_abs_error"] < 1e-4
+    assert summary["config"]["streams"] == 2
+    updates_per_stream = (6144 - 6144 % 128) // 128  # 1.5 s at 4096 Hz in updates of stride 16 x B 8
+    assert summary["requests"] == 2 * updates_per_stream
+    assert summary["latency_p50_ms"] > 0 and summary["latency_p99_ms"] >= summary["latency_p50_ms"]
+    assert summary["seconds_of_data"] == pytest.approx(2 * updates_per_stream * 128 / 4096)
+
+    with open(out / "requests.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == summary["requests"]
+    assert {r["stream"] for r in rows} == {"0", "1"}
+
+    arrays = np.load(out / "outputs.npz")
+    for stream in (0, 1):
+        served, offline = arrays[f"served_{stream}"], arrays[f"offline_{stream}"]
+        assert served.shape == offline.shape == (updates_per_stream * 128,)
+        np.testing.assert_allclose(served, offline, rtol=1e-4, atol=1e-4)
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "model-repository" / "deepclean-stream" / "config.pbtxt").is_file()
+
+    assert _shm() - before == set()
+    leftover = subprocess.run(["pgrep", "-f", str(out / "model-repository")], capture_output=True, check=False)
+    assert leftover.stdout == b""
+
+
+def test_demo_rejects_a_stride_below_eight(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*HERMES, "demo", "--stride", "4", "--output", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "stride and batch_size must be >= 8, got 4 and 8" in proc.stderr
+    assert not (tmp_path / "x").exists()
