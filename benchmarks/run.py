@@ -96,7 +96,16 @@ def table(rows: list[dict[str, Any]]) -> str:
             "| "
             + " | ".join(
                 fmt(r.get(k))
-                for k in ("benchmark", "figure", "value", "unit", "baseline", "baseline_value", "ratio", "target")
+                for k in (
+                    "benchmark",
+                    "figure",
+                    "value",
+                    "unit",
+                    "baseline",
+                    "baseline_value",
+                    "ratio",
+                    "target",
+                )
             )
             + f" | {verdict(r)} |"
         )
@@ -104,7 +113,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="short runs (for smoke tests)")
     parser.add_argument("--only", default="", help="comma-separated topics (bench_<topic>.py)")
     parser.add_argument("--output", default="bench-output", help="folder for results.md and results.json")

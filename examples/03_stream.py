@@ -42,7 +42,9 @@ def main(root: Path) -> None:
     model.config.add_output("y", [BATCH, K])
     model.export_version(net, example_inputs=[torch.randn(BATCH, CHANNELS, K)])
     ensemble = repo.add("stream", platform=Platform.ENSEMBLE)
-    group = ensemble.add_streaming_inputs(model.inputs["x"], stride=STRIDE, batch_size=BATCH, key="update", instances=2)
+    group = ensemble.add_streaming_inputs(
+        model.inputs["x"], stride=STRIDE, batch_size=BATCH, key="update", instances=2
+    )
     output = ensemble.add_streaming_output(
         model.outputs["y"], stride=STRIDE, num_updates=NUM_UPDATES, key="output", instances=2
     )
@@ -64,11 +66,15 @@ def main(root: Path) -> None:
                   for sid, fs in futures.items()}  # fmt: skip
         print("latency:", client.latency)
     for sid, x in data.items():
-        expected = offline_stream(net, x, kernel_size=K, stride=STRIDE, batch_size=BATCH, num_updates=NUM_UPDATES)
+        expected = offline_stream(
+            net, x, kernel_size=K, stride=STRIDE, batch_size=BATCH, num_updates=NUM_UPDATES
+        )
         error = float(np.abs(served[sid] - expected).max())
         print(f"sequence {sid}: {served[sid].size} samples, max |served - offline| = {error:.2e}")
         assert error < 1e-4
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="hermes-example-")) / "repo")
+    main(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="hermes-example-")) / "repo"
+    )

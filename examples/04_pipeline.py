@@ -69,7 +69,11 @@ def main(root: Path) -> None:
     (root / "running_sum" / "1" / "model.py").write_text(MODEL)
     n = 20
     with serve(root, models=["running_sum"]) as server:
-        pipeline = Source(chunks, args=(n,)) >> InferenceStage(server.grpc_url, "running_sum", sequence_id=7) >> Map(total_of)
+        pipeline = (
+            Source(chunks, args=(n,))
+            >> InferenceStage(server.grpc_url, "running_sum", sequence_id=7)
+            >> Map(total_of)
+        )
         with pipeline:
             totals = list(pipeline)
     expected = np.cumsum([64.0 * i for i in range(n)])
@@ -78,4 +82,6 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="hermes-example-")) / "repo")
+    main(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="hermes-example-")) / "repo"
+    )

@@ -62,7 +62,9 @@ def test_siblings_are_required_by_version_range_never_by_path(name: str) -> None
 
 def test_lock_pins_hashes_and_no_index_and_keeps_torch_and_cuda_out() -> None:
     lock = (ROOT / "requirements" / "dev.lock").read_text()
-    pins = [line.split("==")[0].strip() for line in lock.splitlines() if "==" in line and not line.startswith(" ")]
+    pins = [
+        line.split("==")[0].strip() for line in lock.splitlines() if "==" in line and not line.startswith(" ")
+    ]
     assert len(pins) > 50
     assert "--hash=sha256:" in lock
     assert "index-url" not in lock and "find-links" not in lock
@@ -78,8 +80,18 @@ def test_lock_pins_hashes_and_no_index_and_keeps_torch_and_cuda_out() -> None:
 def test_each_subpackage_builds_a_wheel_with_only_its_own_files(tmp_path: Path) -> None:
     for name in SUBPACKAGES:
         subprocess.run(
-            [sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(tmp_path), str(ROOT / name)],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "build",
+                "--no-isolation",
+                "--wheel",
+                "--outdir",
+                str(tmp_path),
+                str(ROOT / name),
+            ],
+            check=True,
+            capture_output=True,
         )
         wheel = next(tmp_path.glob(f"hermes_{name}-*.whl"))
         with zipfile.ZipFile(wheel) as zf:

@@ -57,7 +57,9 @@ def test_demo_streams_checks_every_sample_and_writes_its_records(tmp_path: Path)
     assert (out / "model-repository" / "deepclean-stream" / "config.pbtxt").is_file()
 
     assert _shm() - before == set()
-    leftover = subprocess.run(["pgrep", "-f", str(out / "model-repository")], capture_output=True, check=False)
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(out / "model-repository")], capture_output=True, check=False
+    )
     assert leftover.stdout == b""
 
 

@@ -101,7 +101,7 @@ def test_broken_config_raises_quoting_triton_and_naming_the_model(triton_repo, t
 
 def test_loading_a_broken_model_later_quotes_triton(triton_server, triton_repo, write_add_sub):
     write_add_sub(triton_repo, name="later", config='name: "later"\nbackend: "python"\nmax_batch_size: -1\n')
-    with pytest.raises(ModelLoadError, match="later.*must be non-negative"):
+    with pytest.raises(ModelLoadError, match=r"later.*must be non-negative"):
         triton_server.load_model("later")
     # the server keeps serving other models
     write_add_sub(triton_repo, name="good")
@@ -142,23 +142,27 @@ def test_two_servers_run_at_once(triton_repo, start_triton, write_add_sub, tmp_p
 def test_server_killed_from_outside_is_reported(triton_repo, tmp_path, write_add_sub):
     write_add_sub(triton_repo)
     started = time.monotonic()
-    with pytest.raises(ServerExitedError) as info:
-        with serve(triton_repo, models=["add_sub"], log_file=tmp_path / "log") as server:
-            os.kill(server.pid, signal.SIGKILL)
-            server.process.wait(10)
-            with pytest.raises(ServerExitedError, match="killed by signal 9"):
-                server.check()
+    with (
+        pytest.raises(ServerExitedError) as info,
+        serve(triton_repo, models=["add_sub"], log_file=tmp_path / "log") as server,
+    ):
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait(10)
+        with pytest.raises(ServerExitedError, match="killed by signal 9"):
+            server.check()
     assert info.value.returncode == -signal.SIGKILL
     assert time.monotonic() - started < 60
     assert leftover_resources(server) == []
 
 
 def test_error_in_the_body_keeps_its_type_and_notes_a_dead_server(triton_repo, tmp_path):
-    with pytest.raises(KeyError) as info:
-        with serve(triton_repo, models=[], log_file=tmp_path / "log") as server:
-            os.kill(server.pid, signal.SIGKILL)
-            server.process.wait(10)
-            raise KeyError("user error")
+    with (
+        pytest.raises(KeyError) as info,
+        serve(triton_repo, models=[], log_file=tmp_path / "log") as server,
+    ):
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait(10)
+        raise KeyError("user error")
     assert any("Triton server had exited" in note for note in info.value.__notes__)
 
 

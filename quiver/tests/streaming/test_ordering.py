@@ -43,8 +43,12 @@ def _build(root: Path, net_module: torch.nn.Module) -> str:
     net.config.add_instance_group(kind="cpu", count=2)
     net.export_version(net_module, example_inputs=[torch.randn(BATCH, CHANNELS, K)])
     ensemble = repo.add("stream", platform=Platform.ENSEMBLE)
-    ensemble.add_streaming_inputs(net.inputs["x"], stride=STRIDE, batch_size=BATCH, key="w", instances=SEQUENCES)
-    ensemble.add_streaming_output(net.outputs["y"], stride=STRIDE, num_updates=NUM_UPDATES, key="n", instances=SEQUENCES)
+    ensemble.add_streaming_inputs(
+        net.inputs["x"], stride=STRIDE, batch_size=BATCH, key="w", instances=SEQUENCES
+    )
+    ensemble.add_streaming_output(
+        net.outputs["y"], stride=STRIDE, num_updates=NUM_UPDATES, key="n", instances=SEQUENCES
+    )
     ensemble.export_version()
     return (root / "net" / "config.pbtxt").read_text()
 
@@ -59,7 +63,9 @@ def test_all_updates_in_flight_through_a_two_instance_network_match_the_referenc
 ) -> None:
     module = Mix().eval()
     _build(tmp_path / "repo", module)
-    streams = [np.random.randn(CHANNELS, STRIDE * BATCH * UPDATES).astype(np.float32) for _ in range(SEQUENCES)]
+    streams = [
+        np.random.randn(CHANNELS, STRIDE * BATCH * UPDATES).astype(np.float32) for _ in range(SEQUENCES)
+    ]
     size = STRIDE * BATCH
     server = start_triton(tmp_path / "repo", models=["stream"])
     responses: queue.Queue[tuple[object, object]] = queue.Queue()

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from types import FrameType
 
@@ -55,6 +56,9 @@ def demo(
         typer.echo(f"hermes demo: {exc}", err=True)
         raise typer.Exit(2) from None
     logging.getLogger("hermes.aeriel.demo").setLevel(logging.INFO)
+    # torch's ONNX exporter warns about torchvision ops this network does not use
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
     try:
         report = run_demo(config)
     except DemoError as exc:

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -144,7 +144,7 @@ def _export(config: DemoConfig, repo_dir: Path, net: Any) -> tuple[str, str, str
 
     import torch
 
-    from hermes.quiver import ModelRepository, Platform
+    from hermes.quiver import EnsembleModel, ModelRepository, Platform
 
     if repo_dir.exists():
         shutil.rmtree(repo_dir)
@@ -156,7 +156,7 @@ def _export(config: DemoConfig, repo_dir: Path, net: Any) -> tuple[str, str, str
     result = model.export_version(
         net, example_inputs=[torch.randn(config.batch_size, 21, config.kernel_size)]
     )
-    ensemble = repo.add("deepclean-stream", platform=Platform.ENSEMBLE)
+    ensemble = cast(EnsembleModel, repo.add("deepclean-stream", platform=Platform.ENSEMBLE))
     group = ensemble.add_streaming_inputs(
         model.inputs["witness"], stride=config.stride, batch_size=config.batch_size, key="witness",
         instances=config.streams, idle_timeout_s=120,

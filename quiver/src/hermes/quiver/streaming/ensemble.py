@@ -414,7 +414,9 @@ def _preserve_order(model: Model) -> None:
         return
     proto.dynamic_batching.preserve_ordering = True
     model.config.write()
-    logger.info("%s: dynamic_batching.preserve_ordering set so the averager sees updates in order", model.name)
+    logger.info(
+        "%s: dynamic_batching.preserve_ordering set so the averager sees updates in order", model.name
+    )
 
 
 def _safe(name: str) -> str:
