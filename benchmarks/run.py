@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -53,15 +53,14 @@ def machine_description() -> str:
 
 
 def load(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(f"hermes_bench_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(HERE))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(HERE))
-    return module
+    """Import ``benchmarks/<name>.py`` as the module ``<name>``.
+
+    The benchmarks folder stays on ``sys.path`` so that processes the benchmark spawns
+    (stillwater stages) can import the same module by name.
+    """
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    return importlib.import_module(path.stem)
 
 
 def fmt(value: Any) -> str:
@@ -78,6 +77,12 @@ def verdict(row: dict[str, Any]) -> str:
     if not target or ratio is None:
         return ""
     text = str(target).strip()
+    if text.startswith("value"):  # an absolute target on the value itself, e.g. "value <= 50 us"
+        ratio = row.get("value")
+        text = text.removeprefix("value").strip().split(" ")[0] + " " + text.removeprefix("value").strip().split(" ")[1]
+        text = text.replace(" ", "")
+    if ratio is None:
+        return ""
     try:
         if text.startswith(">="):
             return "met" if ratio >= float(text[2:]) else "missed"
