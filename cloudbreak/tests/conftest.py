@@ -55,6 +55,33 @@ def kube() -> Iterator[tuple[object, str]]:
 
 
 @pytest.fixture
+def kube_tls(tmp_path: Path) -> Iterator[dict]:
+    """kmock's Kubernetes emulator over HTTPS, as a GKE control plane: ``emu``, ``url``, ``ca_pem``, ``ca_file``."""
+    import ssl
+
+    from cloudbreak_fakes.kube import kube_emulator, self_signed_certificate
+
+    pem, cert_file, key_file = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    with kube_emulator(tls=context) as (emu, url):
+        yield {"emu": emu, "url": url, "ca_pem": pem, "ca_file": cert_file}
+
+
+@pytest.fixture
+def tls_controller(kube_tls: dict) -> Iterator[object]:
+    """The fake controller of the HTTPS emulator."""
+    from cloudbreak_fakes.kube import FakeController
+
+    ctl = FakeController(kube_tls["url"], ca_file=kube_tls["ca_file"])
+    ctl.start()
+    try:
+        yield ctl
+    finally:
+        ctl.close()
+
+
+@pytest.fixture
 def kube_api(kube: tuple[object, str]) -> Iterator[object]:
     """A real ``kubernetes.client.ApiClient`` on the emulator."""
     from cloudbreak_fakes.kube import api_client_for

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import json
 from pathlib import Path
@@ -254,3 +255,79 @@ def test_the_hermes_cli_entry_point_names_this_app() -> None:
     (entry,) = [ep for ep in importlib.metadata.entry_points(group="hermes.cli") if ep.name == "cloud"]
     assert entry.value == "hermes.cloudbreak._cli:app"
     assert entry.load() is app
+
+
+def test_deploy_to_a_gke_cluster_by_name_uses_its_endpoint_and_ca(
+    fake_gke: FakeGKE, kube_tls: dict, tls_controller: object, tmp_path: Path
+) -> None:
+    fake_gke.endpoint = kube_tls["url"].removeprefix("https://")
+    fake_gke.ca_certificate = base64.b64encode(kube_tls["ca_pem"]).decode()
+    up = gke_cli(
+        fake_gke, "--anonymous", "cluster", "up", "--name", "c1", *WHERE, "--poll-interval-s", "0.01"
+    )
+    assert up.exit_code == 0, up.output
+    path = tmp_path / "endpoints.json"
+    result = gke_cli(
+        fake_gke,
+        "--anonymous",
+        "deploy",
+        "--name",
+        "tr",
+        "--repository",
+        "gs://b/r",
+        "--servers",
+        "2",
+        "--cluster",
+        "c1",
+        *WHERE,
+        "--endpoints-file",
+        str(path),
+        "--poll-interval-s",
+        "0.02",
+        "--timeout-s",
+        "20",
+    )
+    assert result.exit_code == 0, result.output
+    assert [e["name"] for e in json.loads(result.stdout)["endpoints"]] == ["tr-0", "tr-1"]
+    assert json.loads(path.read_text()) == json.loads(result.stdout)
+    assert fake_gke.methods()[-1] == "GetCluster"
+    (_, request, _) = fake_gke.requests[-1]
+    assert request.name == "projects/p1/locations/us-central1-a/clusters/c1"
+    posted = [r for r in list(kube_tls["emu"]) if r.method.value == "POST"]
+    assert [r.url.path for r in posted] == [
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/api/v1/namespaces/default/services",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/api/v1/namespaces/default/services",
+    ]
+    assert {r.headers.get("Authorization") for r in posted} == {None}  # anonymous: no token sent
+    assert list(fake_gke.clusters) == ["projects/p1/locations/us-central1-a/clusters/c1"]
+
+
+def test_deploy_to_a_missing_gke_cluster_fails_naming_it(fake_gke: FakeGKE) -> None:
+    result = gke_cli(
+        fake_gke,
+        "--anonymous",
+        "deploy",
+        "--name",
+        "tr",
+        "--repository",
+        "gs://b/r",
+        "--cluster",
+        "nope",
+        *WHERE,
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "error: get cluster nope: Not found: projects/p1/locations/us-central1-a/clusters/nope"
+    )
+
+
+def test_deploy_cluster_needs_a_location_and_no_kubeconfig(tmp_path: Path) -> None:
+    base = ["deploy", "--name", "tr", "--repository", "gs://b/r", "--cluster", "c1"]
+    no_location = runner.invoke(app, [*base, "--project", "p1"])
+    assert no_location.exit_code == 1
+    assert "error: --cluster c1 needs --project and --location" in no_location.stderr
+    both = runner.invoke(app, [*base, *WHERE, "--kubeconfig", str(tmp_path / "kc")])
+    assert both.exit_code == 1
+    assert "error: --cluster and --kubeconfig/--context each name the cluster" in both.stderr

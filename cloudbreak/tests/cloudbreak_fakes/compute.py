@@ -21,6 +21,7 @@ _BASE = r"^/compute/v1/projects/(?P<p>[^/]+)/zones/(?P<z>[^/]+)"
 ROUTES = [
     ("POST", re.compile(_BASE + r"/instances$"), "insert"),
     ("GET", re.compile(_BASE + r"/instances$"), "list"),
+    ("GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/aggregated/instances$"), "aggregated_list"),
     ("GET", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "get"),
     ("DELETE", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "delete"),
     ("POST", re.compile(_BASE + r"/operations/(?P<op>[^/]+)/wait$"), "wait"),
@@ -43,6 +44,7 @@ class FakeCompute:
     quota_errors: int = 0  # that many inserts are refused with 403 QUOTA_EXCEEDED
     page_size: int = 2
     address: str = "127.0.0.1"
+    creation_timestamp: str = "2026-11-21T02:00:00.000-08:00"  # what new VMs report
     instances: dict[str, c.Instance] = field(default_factory=dict)
     ops: dict[str, list[Any]] = field(default_factory=dict)  # name -> [Operation, steps_left, on_done]
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -94,6 +96,8 @@ class FakeCompute:
             )
         vm.status = "PROVISIONING"
         vm.id = next(self._ids)
+        vm.zone = f"https://www.googleapis.com/compute/v1/projects/{p}/zones/{z}"
+        vm.creation_timestamp = self.creation_timestamp
         for interface in vm.network_interfaces:
             interface.network_i_p = "10.128.0.2"
             for access in interface.access_configs:
@@ -123,8 +127,34 @@ class FakeCompute:
 
         return self._op(z, "insert", vm.name, done)
 
+    def add_instance(
+        self, project: str, zone: str, name: str, *, labels: dict[str, str], creation_timestamp: str
+    ) -> c.Instance:
+        """Put a RUNNING VM in place, as if made earlier (e.g. by a run that crashed)."""
+        vm = c.Instance(
+            name=name,
+            id=next(self._ids),
+            zone=f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}",
+            status="RUNNING",
+            labels=labels,
+            creation_timestamp=creation_timestamp,
+        )
+        self.instances[name] = vm
+        return vm
+
+    def aggregated_list(self, p: str, body: bytes, query: dict) -> Any:
+        zones: dict[str, list[c.Instance]] = {}
+        for name in sorted(self.instances):
+            vm = self.instances[name]
+            zones.setdefault("zones/" + vm.zone.rsplit("/", 1)[-1], []).append(vm)
+        return c.InstanceAggregatedList(
+            items={scope: c.InstancesScopedList(instances=vms) for scope, vms in zones.items()}
+        )
+
     def list(self, p: str, z: str, body: bytes, query: dict) -> Any:
-        names = sorted(self.instances)
+        names = sorted(
+            n for n, vm in self.instances.items() if not vm.zone or vm.zone.endswith(f"/zones/{z}")
+        )
         start = int(query.get("pageToken", ["0"])[0])
         page = names[start : start + self.page_size]
         out = c.InstanceList(items=[self.instances[n] for n in page])

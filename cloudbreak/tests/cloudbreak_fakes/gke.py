@@ -35,6 +35,9 @@ class FakeGKE:
     """State and behaviour knobs of the fake; ``requests`` records (method, request, metadata)."""
 
     polls_per_operation: int = 1  # RPCs (of any kind) until an operation is done
+    endpoint: str = "127.0.0.1"  # the control plane new clusters report (host or host:port)
+    ca_certificate: str = "Y2VydA=="  # their base64 cluster CA (PEM in real GKE)
+    create_time: str = "2026-11-21T10:00:00+00:00"  # the RFC 3339 createTime new clusters report
     stockouts: int = 0  # that many create operations end with GCE_STOCKOUT
     quota_errors: int = 0  # that many create requests are refused with RESOURCE_EXHAUSTED
     clusters: dict[str, c.Cluster] = field(default_factory=dict)
@@ -62,6 +65,22 @@ class FakeGKE:
     def _split(name: str) -> list[str]:
         return name.split("/")
 
+    def add_cluster(
+        self, project: str, location: str, name: str, *, labels: dict[str, str], create_time: str
+    ) -> c.Cluster:
+        """Put a RUNNING cluster in place, as if made earlier (e.g. by a run that crashed)."""
+        cluster = c.Cluster(
+            name=name,
+            location=location,
+            status=c.Cluster.Status.RUNNING,
+            resource_labels=labels,
+            create_time=create_time,
+            endpoint=self.endpoint,
+            master_auth=c.MasterAuth(cluster_ca_certificate=self.ca_certificate),
+        )
+        self.clusters[f"projects/{project}/locations/{location}/clusters/{name}"] = cluster
+        return cluster
+
     # ------------------------------------------------------------- RPCs
     def create_cluster(self, req: c.CreateClusterRequest, ctx: grpc.ServicerContext) -> c.Operation:
         if self.quota_errors:
@@ -76,8 +95,10 @@ class FakeGKE:
             ctx.abort(grpc.StatusCode.ALREADY_EXISTS, f"Already exists: {full}.")
         cluster = c.Cluster(req.cluster)
         cluster.status = c.Cluster.Status.PROVISIONING
-        cluster.endpoint = "127.0.0.1"
-        cluster.master_auth = c.MasterAuth(cluster_ca_certificate="Y2VydA==")
+        cluster.endpoint = self.endpoint
+        cluster.master_auth = c.MasterAuth(cluster_ca_certificate=self.ca_certificate)
+        cluster.create_time = self.create_time
+        cluster.location = req.parent.split("/")[3]
         self.clusters[full] = cluster
         stockout = self.stockouts > 0
         if stockout:
@@ -122,9 +143,8 @@ class FakeGKE:
         return self.clusters[req.name]
 
     def list_clusters(self, req: c.ListClustersRequest, ctx: grpc.ServicerContext) -> c.ListClustersResponse:
-        return c.ListClustersResponse(
-            clusters=[v for k, v in self.clusters.items() if k.startswith(req.parent + "/")]
-        )
+        parent = req.parent.removesuffix("/locations/-") + "/"  # "-" lists every location
+        return c.ListClustersResponse(clusters=[v for k, v in self.clusters.items() if k.startswith(parent)])
 
     def delete_cluster(self, req: c.DeleteClusterRequest, ctx: grpc.ServicerContext) -> c.Operation:
         if req.name not in self.clusters:
@@ -190,8 +210,9 @@ class FakeGKE:
         return self._new_op(c.Operation.Type.DELETE_NODE_POOL, req.name, done)
 
     # ------------------------------------------------------------- server
-    def handlers(self) -> grpc.GenericRpcHandler:
-        table = {
+    def table(self) -> dict[str, tuple[Any, type, type]]:
+        """RPC name -> (handler, request type, response type), shared by the gRPC and REST fronts."""
+        return {
             "CreateCluster": (self.create_cluster, c.CreateClusterRequest, c.Operation),
             "GetOperation": (self.get_operation, c.GetOperationRequest, c.Operation),
             "GetCluster": (self.get_cluster, c.GetClusterRequest, c.Cluster),
@@ -203,12 +224,17 @@ class FakeGKE:
             "DeleteNodePool": (self.delete_node_pool, c.DeleteNodePoolRequest, c.Operation),
         }
 
-        def wrap(rpc: str, fn: Any) -> Any:
+    def call(self, rpc: str, request: Any, ctx: Any, metadata: dict[str, str]) -> Any:
+        """Record the request, let time pass one step, and run the RPC (``ctx.abort`` raises its error)."""
+        with self.lock:
+            self.requests.append((rpc, request, metadata))
+            self.tick()
+            return self.table()[rpc][0](request, ctx)
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        def wrap(rpc: str) -> Any:
             def handle(request: Any, ctx: grpc.ServicerContext) -> Any:
-                with self.lock:
-                    self.requests.append((rpc, request, dict(ctx.invocation_metadata())))
-                    self.tick()
-                    return fn(request, ctx)
+                return self.call(rpc, request, ctx, dict(ctx.invocation_metadata()))
 
             return handle
 
@@ -216,9 +242,9 @@ class FakeGKE:
             SERVICE,
             {
                 rpc: grpc.unary_unary_rpc_method_handler(
-                    wrap(rpc, fn), request_deserializer=rq.deserialize, response_serializer=rs.serialize
+                    wrap(rpc), request_deserializer=rq.deserialize, response_serializer=rs.serialize
                 )
-                for rpc, (fn, rq, rs) in table.items()
+                for rpc, (_, rq, rs) in self.table().items()
             },
         )
 

@@ -8,25 +8,76 @@ given an IP, DaemonSets scheduled) through the real ``kubernetes`` client.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import aiohttp.test_utils
 import kmock
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from kubernetes import client
 
 
+def self_signed_certificate(directory: Path) -> tuple[bytes, Path, Path]:
+    """A CA-flagged self-signed certificate for 127.0.0.1: ``(pem, cert_file, key_file)``.
+
+    It plays GKE's cluster CA and the API server's certificate at once.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-apiserver")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_file, key_file = directory / "apiserver.crt", directory / "apiserver.key"
+    cert_file.write_bytes(pem)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return pem, cert_file, key_file
+
+
+def _tls_server_class(context: ssl.SSLContext) -> type[aiohttp.test_utils.RawTestServer]:
+    class TLSServer(aiohttp.test_utils.RawTestServer):
+        async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+            await super().start_server(loop=loop, ssl=context, **kwargs)
+
+    return TLSServer
+
+
 @contextmanager
-def kube_emulator() -> Iterator[tuple[Any, str]]:
-    """Run a KubernetesEmulator on 127.0.0.1; yields ``(emulator, url)``; stopped on exit."""
+def kube_emulator(tls: ssl.SSLContext | None = None) -> Iterator[tuple[Any, str]]:
+    """Run a KubernetesEmulator on 127.0.0.1 (over HTTPS with ``tls``); yields ``(emulator, url)``."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     box: dict[str, Any] = {}
+    server_kwargs: dict[str, Any] = {"server_cls": _tls_server_class(tls)} if tls is not None else {}
 
     async def main() -> None:
         box["stop"] = asyncio.Event()
-        async with kmock.KubernetesEmulator() as emu, kmock.Server(emu) as srv:
+        async with kmock.KubernetesEmulator() as emu, kmock.Server(emu, **server_kwargs) as srv:
             for resource in ("apps/v1/deployments", "apps/v1/daemonsets", "v1/services"):
                 emu.resources[resource] = {}
             box.update(emu=emu, url=str(srv.url).rstrip("/"))
@@ -44,10 +95,12 @@ def kube_emulator() -> Iterator[tuple[Any, str]]:
         loop.close()
 
 
-def api_client_for(url: str) -> client.ApiClient:
-    """A real kubernetes ApiClient on the emulator."""
+def api_client_for(url: str, *, ca_file: Path | None = None) -> client.ApiClient:
+    """A real kubernetes ApiClient on the emulator (trusting ``ca_file`` over HTTPS)."""
     config = client.Configuration()
     config.host = url
+    if ca_file is not None:
+        config.ssl_ca_cert = str(ca_file)
     return client.ApiClient(config)
 
 
@@ -63,10 +116,16 @@ class FakeController(threading.Thread):
     """
 
     def __init__(
-        self, url: str, *, namespace: str = "default", lb_ip: str = "10.0.0.10", interval_s: float = 0.02
+        self,
+        url: str,
+        *,
+        namespace: str = "default",
+        lb_ip: str = "10.0.0.10",
+        interval_s: float = 0.02,
+        ca_file: Path | None = None,
     ):
         super().__init__(name="fake-controller", daemon=True)
-        self.api = api_client_for(url)
+        self.api = api_client_for(url, ca_file=ca_file)
         self.namespace = namespace
         self.lb_ip = lb_ip
         self.interval_s = interval_s

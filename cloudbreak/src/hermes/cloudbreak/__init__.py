@@ -13,6 +13,7 @@ with gke.cluster(ClusterSpec(name="triton", node_pools=(pool,))) as cluster:
 from importlib.metadata import version as _version
 
 from hermes.cloudbreak._credentials import load_credentials
+from hermes.cloudbreak._leftovers import Leftover, delete_leftovers, find_leftovers
 from hermes.cloudbreak._retry import RetryPolicy
 from hermes.cloudbreak._teardown import Terminated
 from hermes.cloudbreak.exceptions import (
@@ -39,6 +40,7 @@ __all__ = [
     "Cluster",
     "ClusterManager",
     "ClusterSpec",
+    "Leftover",
     "NodePool",
     "NodePoolSpec",
     "OperationFailed",
@@ -50,5 +52,7 @@ __all__ = [
     "TeardownError",
     "Terminated",
     "__version__",
+    "delete_leftovers",
+    "find_leftovers",
     "load_credentials",
 ]

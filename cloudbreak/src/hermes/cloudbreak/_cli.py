@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,27 +105,12 @@ def _credentials() -> Any:
 def _gke(project: str, location: str, timeout_s: float, poll_interval_s: float, retry: Any = None) -> Any:
     from hermes.cloudbreak.gke import ClusterManager
 
-    client = None
-    if _options.gke_endpoint:
-        import grpc
-        from google.cloud import container_v1
-        from google.cloud.container_v1.services.cluster_manager.transports import ClusterManagerGrpcTransport
-
-        target = _options.gke_endpoint.removeprefix("http://")
-        channel = grpc.insecure_channel(target)
-        client = container_v1.ClusterManagerClient(transport=ClusterManagerGrpcTransport(channel=channel))
-        return ClusterManager(
-            project=project,
-            location=location,
-            client=client,
-            timeout_s=timeout_s,
-            poll_interval_s=poll_interval_s,
-            retry=retry,
-        )
+    emulator = _options.gke_endpoint
     return ClusterManager(
         project=project,
         location=location,
-        credentials=_credentials(),
+        api_endpoint=emulator,
+        credentials=None if emulator and not _options.anonymous else _credentials(),
         timeout_s=timeout_s,
         poll_interval_s=poll_interval_s,
         retry=retry,
@@ -190,7 +176,7 @@ def cluster_up(
         from hermes.cloudbreak._retry import RetryPolicy
 
         retry = RetryPolicy(attempts=retries, backoff_s=retry_backoff_s, deadline_s=retry_deadline_s)
-        with _gke(project, location, timeout_s, poll_interval_s, retry).cluster(spec) as cluster:
+        with _gke(project, location, timeout_s, poll_interval_s, retry) as gke, gke.cluster(spec) as cluster:
             cluster.keep()
             info = cluster.info
         typer.echo(json.dumps({"name": info.name, "endpoint": info.endpoint, "status": info.status.name}))
@@ -221,7 +207,8 @@ def cluster_down(
         )
         return
     try:
-        deleted = _gke(project, location, timeout_s, poll_interval_s).delete_cluster(name, missing_ok=True)
+        with _gke(project, location, timeout_s, poll_interval_s) as gke:
+            deleted = gke.delete_cluster(name, missing_ok=True)
     except CloudbreakError as exc:
         raise _fail(exc) from exc
     typer.echo(f"deleted cluster {name}" if deleted else f"cluster {name} did not exist")
@@ -247,7 +234,8 @@ def cluster_list(
         )
         return
     try:
-        clusters = _gke(project, location, 60.0, 1.0).list_clusters()
+        with _gke(project, location, 60.0, 1.0) as gke:
+            clusters = gke.list_clusters()
     except CloudbreakError as exc:
         raise _fail(exc) from exc
     for c in clusters:
@@ -264,6 +252,37 @@ def cluster_list(
 
 
 # ------------------------------------------------------------------------------ deploy
+def _kube_api(
+    stack: ExitStack,
+    cluster: str | None,
+    project: str | None,
+    location: str | None,
+    kubeconfig: Path | None,
+    context: str | None,
+) -> Any:
+    """The Kubernetes ApiClient of a GKE cluster (its GKE-side objects closed by ``stack``) or of a kubeconfig."""
+    from hermes.cloudbreak.exceptions import CloudConfigError
+
+    if cluster is None:
+        if location:
+            raise CloudConfigError(f"--location {location} names where --cluster is; give --cluster too")
+        from kubernetes import config as kube_config
+
+        return kube_config.new_client_from_config(
+            config_file=str(kubeconfig) if kubeconfig else None, context=context
+        )
+    if kubeconfig is not None or context is not None:
+        raise CloudConfigError("--cluster and --kubeconfig/--context each name the cluster; give one of them")
+    if not project or not location:
+        raise CloudConfigError(
+            f"--cluster {cluster} needs --project and --location (the GKE zone or region), "
+            f"got project={project!r}, location={location!r}"
+        )
+    gke = stack.enter_context(_gke(project, location, 60.0, 1.0))
+    attached = stack.enter_context(gke.attach(cluster))
+    return attached.kube_api_client()
+
+
 @app.command("deploy")
 def deploy(
     name: str = typer.Option(..., help="Base name; servers are <name>-0, <name>-1, ..."),
@@ -282,6 +301,11 @@ def deploy(
     gpu_driver_installer: bool = typer.Option(
         False, help="Also apply the NVIDIA driver installer DaemonSet."
     ),
+    cluster: str | None = typer.Option(
+        None, help="GKE cluster to deploy to (with --project and --location); else a kubeconfig is used."
+    ),
+    project: str | None = typer.Option(None, envvar="GOOGLE_CLOUD_PROJECT", help="GCP project of --cluster."),
+    location: str | None = typer.Option(None, help="Zone or region of --cluster."),
     kubeconfig: Path | None = typer.Option(None, help="kubeconfig file (default: ~/.kube/config)."),
     context: str | None = typer.Option(None, help="kubeconfig context."),
     endpoints_file: Path | None = typer.Option(None, help='Write {"endpoints": [...]} here.'),
@@ -291,7 +315,9 @@ def deploy(
 ) -> None:
     """Deploy Triton servers (a Deployment and a Service each), wait until ready, print the endpoints.
 
-    The servers stay up when the command succeeds; on failure or interruption they are deleted.
+    The cluster is a GKE cluster named by --cluster/--project/--location (its endpoint, CA and a token
+    from your Google credentials), or else the kubeconfig's current (or --context) cluster. The servers
+    stay up when the command succeeds; on failure or interruption they are deleted.
     """
     import yaml
 
@@ -324,12 +350,8 @@ def deploy(
             ) + triton_manifests(spec)
             typer.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)
             return
-        from kubernetes import config as kube_config
-
-        api = kube_config.new_client_from_config(
-            config_file=str(kubeconfig) if kubeconfig else None, context=context
-        )
-        with api:
+        with ExitStack() as stack:
+            api = stack.enter_context(_kube_api(stack, cluster, project, location, kubeconfig, context))
             if gpu_driver_installer:
                 apply_gpu_driver_installer(api, timeout_s=timeout_s, poll_interval_s=poll_interval_s)
             with TritonDeployment(
@@ -337,6 +359,50 @@ def deploy(
             ) as deployment:
                 deployment.keep()
         typer.echo(json.dumps({"endpoints": [e.to_dict() for e in deployment.endpoints]}, indent=2))
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+
+
+# ------------------------------------------------------------------------------ gc
+@app.command("gc")
+def gc(
+    project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
+    location: list[str] = typer.Option(
+        ["-"], "--location", help="Zone or region to search (repeatable; '-' for all)."
+    ),
+    older_than: str | None = typer.Option(None, help="Only resources older than this, e.g. 2h, 30m, 1d."),
+    yes: bool = typer.Option(False, "--yes", help="Delete what was found (otherwise only list it)."),
+    timeout_s: float = typer.Option(1800.0, help="Deadline of each delete, in seconds."),
+    poll_interval_s: float = typer.Option(10.0, hidden=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact delete requests; delete nothing."),
+) -> None:
+    """Find GKE clusters and VMs labelled managed-by=hermes-cloudbreak (what a crashed run left behind).
+
+    Prints one JSON line per resource; deletes them only with --yes. --dry-run prints the delete
+    requests instead (it only reads). Unlabelled resources are never listed, so never deleted.
+    """
+    from hermes.cloudbreak._leftovers import delete_leftovers, find_leftovers, parse_duration
+
+    try:
+        older_than_s = parse_duration(older_than) if older_than is not None else None
+        with _gke(project, "-", timeout_s, poll_interval_s) as gke:
+            compute = _compute()
+            leftovers = find_leftovers(
+                project=project, locations=location, gke=gke, compute=compute, older_than_s=older_than_s
+            )
+            if dry_run:
+                _print_requests([(x.delete_method, x.delete_request()) for x in leftovers])
+                return
+            for item in leftovers:
+                typer.echo(json.dumps(item.to_dict()))
+            if not yes:
+                if leftovers:
+                    typer.echo(f"{len(leftovers)} leftover(s) found; pass --yes to delete them", err=True)
+                return
+            deleted = delete_leftovers(
+                leftovers, gke=gke, compute=compute, timeout_s=timeout_s, poll_interval_s=poll_interval_s
+            )
+        typer.echo(json.dumps({"deleted": [f"{x.kind}/{x.location}/{x.name}" for x in deleted]}))
     except CloudbreakError as exc:
         raise _fail(exc) from exc
 

@@ -7,7 +7,11 @@ from collections.abc import Mapping
 
 from hermes.cloudbreak.exceptions import CloudConfigError
 
-__all__ = ["check_labels", "check_name"]
+__all__ = ["MANAGED_BY", "MANAGED_BY_LABEL", "check_labels", "check_name"]
+
+#: The GCP label hermes puts on every cluster and VM it creates, and its value (``hermes cloud gc`` finds them by it).
+MANAGED_BY_LABEL = "managed-by"
+MANAGED_BY = "hermes-cloudbreak"
 
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[a-z][-_a-z0-9]{0,62}$")

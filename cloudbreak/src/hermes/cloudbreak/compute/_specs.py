@@ -9,7 +9,7 @@ from types import MappingProxyType
 from google.cloud import compute_v1
 
 from hermes.cloudbreak._credentials import CLOUD_PLATFORM_SCOPE
-from hermes.cloudbreak._names import check_labels, check_name
+from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL, check_labels, check_name
 from hermes.cloudbreak.exceptions import CloudConfigError
 
 __all__ = ["SWARM_LABEL", "VMSpec", "insert_requests"]
@@ -68,7 +68,7 @@ class VMSpec:
         object.__setattr__(
             self,
             "labels",
-            MappingProxyType({**self.labels, SWARM_LABEL: self.name, "managed-by": "hermes-cloudbreak"}),
+            MappingProxyType({**self.labels, SWARM_LABEL: self.name, MANAGED_BY_LABEL: MANAGED_BY}),
         )
 
     def instance_names(self, count: int) -> list[str]:

@@ -29,23 +29,27 @@ class Cluster(ManagedResource):
     """A GKE cluster created on ``__enter__`` and deleted on exit, on errors and on SIGINT/SIGTERM.
 
     Made by :meth:`ClusterManager.cluster`. A cluster of the same name that existed before is
-    never deleted: entering raises :class:`ResourceExists`.
+    never deleted: entering raises :class:`ResourceExists`. Made by :meth:`ClusterManager.attach`
+    (``spec`` is then the name of an existing cluster), entering only gets the cluster, and
+    nothing is ever deleted.
 
     Attributes:
+        spec: what is created; ``None`` for an attached cluster.
         info: the ``google.container.v1.Cluster`` as GKE described it once running.
     """
 
     def __init__(
         self,
         manager: ClusterManager,
-        spec: ClusterSpec,
+        spec: ClusterSpec | str,
         *,
         keep: bool = False,
         timeout_s: float | None = None,
     ):
         super().__init__(keep=keep)
         self.manager = manager
-        self.spec = spec
+        self.spec: ClusterSpec | None = spec if isinstance(spec, ClusterSpec) else None
+        self._name = spec.name if isinstance(spec, ClusterSpec) else spec
         self.timeout_s = timeout_s
         self.info: container_v1.Cluster | None = None
         self._requested = False
@@ -54,16 +58,19 @@ class Cluster(ManagedResource):
     @property
     def name(self) -> str:
         """The cluster's name."""
-        return self.spec.name
+        return self._name
 
     def describe(self) -> str:
-        return f"GKE cluster {self.spec.name} in {self.manager.parent}"
+        return f"GKE cluster {self._name} in {self.manager.parent}"
 
     def __enter__(self) -> Cluster:
         super().__enter__()
         return self
 
     def _create(self) -> None:
+        if self.spec is None:  # attached: someone else's cluster, only read
+            self.info = self.manager.get_cluster(self._name)
+            return
         self._requested = True  # from here on a cluster may exist, even if the call fails midway
         try:
             self.info = self.manager.create_cluster(self.spec, timeout_s=self.timeout_s)
@@ -79,21 +86,33 @@ class Cluster(ManagedResource):
             return []
         logger.info("deleting %s", self.describe())
         try:
-            self.manager.delete_cluster(self.spec.name, missing_ok=True)
+            self.manager.delete_cluster(self._name, missing_ok=True)
         except CloudbreakError as exc:
             return [f"{self.describe()} ({exc})"]
         return []
+
+    def close(self) -> None:
+        """Delete the cluster unless kept (an attached cluster never is); remove the CA file. Idempotent."""
+        if self._ca_file is not None:
+            Path(self._ca_file).unlink(missing_ok=True)
+            self._ca_file = None
+        if self.spec is None:  # attached: nothing of ours to delete, nothing to warn about
+            self._state = "closed"
+            return
+        super().close()
 
     def node_pool(
         self, spec: NodePoolSpec, *, keep: bool = False, timeout_s: float | None = None
     ) -> NodePool:
         """A node pool added to this cluster on entry and deleted on exit."""
-        return NodePool(self.manager, self.spec.name, spec, keep=keep, timeout_s=timeout_s)
+        return NodePool(self.manager, self._name, spec, keep=keep, timeout_s=timeout_s)
 
     def kube_api_client(self) -> kubernetes.client.ApiClient:
         """A ``kubernetes`` API client for this cluster, authenticated by the manager's Google credentials.
 
-        The bearer token is refreshed before it expires; neither it nor the credentials are logged.
+        The API server's certificate is checked against the cluster's CA (written to a temporary
+        file removed on :meth:`close`). The bearer token is refreshed before it expires; neither it
+        nor the credentials are logged. Anonymous credentials (emulators) send no token.
         """
         import google.auth.transport.requests
         import kubernetes.client
@@ -109,15 +128,16 @@ class Cluster(ManagedResource):
         config.host = f"https://{self.info.endpoint}"
         ca = self.info.master_auth.cluster_ca_certificate
         if ca:
-            handle, self._ca_file = tempfile.mkstemp(prefix=f"hermes-{self.name}-ca-", suffix=".crt")
-            with os.fdopen(handle, "wb") as fh:
-                fh.write(base64.b64decode(ca))
+            if self._ca_file is None:
+                handle, self._ca_file = tempfile.mkstemp(prefix=f"hermes-{self.name}-ca-", suffix=".crt")
+                with os.fdopen(handle, "wb") as fh:
+                    fh.write(base64.b64decode(ca))
             config.ssl_ca_cert = self._ca_file
 
         def refresh(cfg: Any) -> None:
             if not credentials.valid:
                 credentials.refresh(google.auth.transport.requests.Request())
-            cfg.api_key = {"authorization": credentials.token}
+            cfg.api_key = {"authorization": credentials.token} if credentials.token else {}
 
         config.api_key_prefix = {"authorization": "Bearer"}
         config.refresh_api_key_hook = refresh  # type: ignore[assignment]

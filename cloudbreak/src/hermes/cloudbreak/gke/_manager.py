@@ -1,8 +1,11 @@
 """GKE clusters and node pools through google-cloud-container, with bounded waits and retries.
 
 The client is injectable: pass ``client=`` (any ``ClusterManagerClient``, e.g. one on an
-insecure channel to a local fake); otherwise one is built on the default gRPC transport
-with Application Default Credentials or a service-account key.
+insecure channel to a local fake); otherwise one is built on the gRPC (default) or REST
+transport with Application Default Credentials or a service-account key. Both transports
+raise the same hermes errors: REST reports 409 as ``Conflict``, 429 as ``TooManyRequests``
+and FAILED_PRECONDITION as a plain ``BadRequest``, so errors are matched on those parents
+and on the status name in the body.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from google.auth.credentials import Credentials
 from google.cloud import container_v1
 
 from hermes.cloudbreak._credentials import load_credentials
-from hermes.cloudbreak._errors import capacity_kind, translate_google_error
+from hermes.cloudbreak._errors import capacity_kind, google_status, translate_google_error
 from hermes.cloudbreak._retry import RetryPolicy
 from hermes.cloudbreak._wait import poll_until
 from hermes.cloudbreak.exceptions import (
@@ -45,6 +48,37 @@ logger = logging.getLogger("hermes.cloudbreak.gke")
 T = TypeVar("T")
 OperationProgress = Callable[[container_v1.Operation], None]
 _DONE = container_v1.Operation.Status.DONE
+_TRANSPORTS = ("grpc", "rest")
+
+
+def _is_emulator(api_endpoint: str | None) -> bool:
+    return bool(api_endpoint and api_endpoint.startswith("http://"))
+
+
+def _make_client(
+    transport: str, api_endpoint: str | None, credentials: Credentials | None
+) -> container_v1.ClusterManagerClient:
+    """A ``ClusterManagerClient`` on ``transport``.
+
+    A plain ``http://`` endpoint is an emulator: gRPC gets an insecure channel, REST anonymous
+    credentials unless others were given (never a Google token by default over plain HTTP).
+    """
+    from google.api_core.client_options import ClientOptions
+
+    if _is_emulator(api_endpoint) and credentials is None:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()
+    if transport == "grpc" and api_endpoint and _is_emulator(api_endpoint):
+        import grpc
+        from google.cloud.container_v1.services.cluster_manager.transports import ClusterManagerGrpcTransport
+
+        channel = grpc.insecure_channel(api_endpoint.removeprefix("http://"))
+        return container_v1.ClusterManagerClient(transport=ClusterManagerGrpcTransport(channel=channel))
+    options = ClientOptions(api_endpoint=api_endpoint) if api_endpoint else None
+    return container_v1.ClusterManagerClient(
+        transport=transport, credentials=credentials, client_options=options
+    )
 
 
 class ClusterManager:
@@ -53,7 +87,11 @@ class ClusterManager:
     Args:
         project: the GCP project id; ``None`` takes the one the credentials name.
         location: a zone (``us-central1-a``) or a region (``us-central1``).
-        client: a ready ``ClusterManagerClient``; ``None`` builds one (gRPC) from the credentials.
+        client: a ready ``ClusterManagerClient``; ``None`` builds one from the credentials.
+        transport: ``"grpc"`` (default) or ``"rest"``, for the client built here.
+        api_endpoint: another endpoint than container.googleapis.com for the client built here;
+            ``http://host:port`` means a local emulator: plain HTTP for REST, an insecure channel
+            for gRPC.
         credentials: Google credentials; ``None`` loads ``credentials_file`` or ADC.
         credentials_file: a service-account JSON key (used when ``credentials`` is ``None``).
         retry: how GPU stockouts and quota errors are retried.
@@ -68,6 +106,8 @@ class ClusterManager:
         project: str | None = None,
         location: str,
         client: container_v1.ClusterManagerClient | None = None,
+        transport: str = "grpc",
+        api_endpoint: str | None = None,
         credentials: Credentials | None = None,
         credentials_file: str | Path | None = None,
         retry: RetryPolicy | None = None,
@@ -75,9 +115,14 @@ class ClusterManager:
         poll_interval_s: float = 10.0,
         progress: OperationProgress | None = None,
     ):
-        if (client is None or (project is None and credentials is None)) and credentials is None:
+        emulator = _is_emulator(api_endpoint)
+        if credentials is None and (project is None or (client is None and not emulator)):
             credentials, default_project = load_credentials(credentials_file)
             project = project or default_project
+        if transport not in _TRANSPORTS:
+            raise CloudConfigError(
+                f"ClusterManager.transport must be one of {list(_TRANSPORTS)}, got {transport!r}"
+            )
         if not project:
             raise CloudConfigError("ClusterManager.project is not set and the credentials name no project")
         if not location:
@@ -89,7 +134,9 @@ class ClusterManager:
         self.project = project
         self.location = location
         self.credentials = credentials
-        self.client = client or container_v1.ClusterManagerClient(credentials=credentials)
+        self.transport = transport
+        self._owns_client = client is None
+        self.client = client or _make_client(transport, api_endpoint, credentials)
         self.retry = retry or RetryPolicy()
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
@@ -98,6 +145,18 @@ class ClusterManager:
 
     def __repr__(self) -> str:  # never shows the credentials
         return f"ClusterManager(project={self.project!r}, location={self.location!r})"
+
+    def close(self) -> None:
+        """Close the connection of a client built here (an injected ``client`` is left to its owner). Idempotent."""
+        if self._owns_client:
+            self._owns_client = False
+            self.client.transport.close()
+
+    def __enter__(self) -> ClusterManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ----------------------------------------------------------------- names and requests
     @property
@@ -253,10 +312,10 @@ class ClusterManager:
         def send() -> container_v1.Operation | None:
             try:
                 return method(request=request)
-            except gexc.FailedPrecondition as exc:  # another operation is running on it
-                logger.info("%s: %s; retrying", what, exc.message)
-                return None
             except gexc.GoogleAPICallError as exc:
+                if google_status(exc) == "FAILED_PRECONDITION":  # another operation is running on it
+                    logger.info("%s: %s; retrying", what, exc.message)
+                    return None
                 raise translate_google_error(exc, what) from exc
 
         try:
@@ -267,6 +326,16 @@ class ClusterManager:
             raise
         self.wait_operation(op, what=what, timeout_s=max(deadline - time.monotonic(), 0.0))
         return True
+
+    def attach(self, name: str) -> Cluster:
+        """A context manager for an existing cluster: gets it on entry and never deletes it.
+
+        Use it to reach a cluster made elsewhere (``hermes cloud cluster up``), e.g. for
+        :meth:`Cluster.kube_api_client`. Entering raises :class:`ResourceNotFound` when there is none.
+        """
+        from hermes.cloudbreak.gke._cluster import Cluster
+
+        return Cluster(self, name, keep=True)
 
     def cluster(self, spec: ClusterSpec, *, keep: bool = False, timeout_s: float | None = None) -> Cluster:
         """A context manager that creates the cluster on entry and deletes it on exit.

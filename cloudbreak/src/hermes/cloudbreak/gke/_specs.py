@@ -9,7 +9,7 @@ from types import MappingProxyType
 from google.cloud import container_v1
 
 from hermes.cloudbreak._credentials import CLOUD_PLATFORM_SCOPE
-from hermes.cloudbreak._names import check_labels, check_name
+from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL, check_labels, check_name
 from hermes.cloudbreak.exceptions import CloudConfigError
 
 __all__ = ["ClusterSpec", "NodePoolSpec", "create_cluster_request", "delete_cluster_request"]
@@ -168,7 +168,7 @@ class ClusterSpec:
             raise CloudConfigError(f"ClusterSpec.node_pools has duplicate names: {names}")
         check_labels("ClusterSpec", "labels", self.labels)
         object.__setattr__(self, "node_pools", pools)
-        object.__setattr__(self, "labels", _frozen({"managed-by": "hermes-cloudbreak", **self.labels}))
+        object.__setattr__(self, "labels", _frozen({MANAGED_BY_LABEL: MANAGED_BY, **self.labels}))
 
     def to_proto(self) -> container_v1.Cluster:
         """The ``google.container.v1.Cluster`` message for this cluster."""
