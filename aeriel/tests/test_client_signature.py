@@ -118,3 +118,36 @@ def test_in_band_inputs_are_built_once_per_shape_and_reused():
     assert first is second
     assert other is not first
     assert other.shape() == [3, 3]
+
+
+def _with_parameters(name: str, parameters: dict[str, str]) -> ModelSignature:
+    config = _config(name)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    steps = {step: _config(step) for step, _ in ensemble_steps(config)}
+    return read_signature(name, "", config, steps)
+
+
+def test_max_sequences_is_the_smallest_recorded_by_the_streaming_parameters():
+    signature = _with_parameters(
+        "ens_stream",
+        {
+            "hermes.streaming_input.snapshot_update": '{"stride": 2, "max_sequences": 6}',
+            "hermes.streaming_output.out_a": '{"max_sequences": 4}',
+            "unrelated": '{"max_sequences": 1}',
+        },
+    )
+    assert signature.max_sequences == 4
+
+
+def test_max_sequences_is_none_without_records_and_skips_malformed_ones():
+    assert _signature("ens_stream").max_sequences is None
+    signature = _with_parameters(
+        "ens_stream",
+        {
+            "hermes.streaming_input.snapshot_update": "not json",
+            "hermes.streaming_output.out_a": '{"max_sequences": 0}',
+            "hermes.streaming_output.out_b": '{"delay": 2}',
+        },
+    )
+    assert signature.max_sequences is None

@@ -10,6 +10,8 @@ ensemble are supported.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,8 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import triton_to_np_dtype
 
 __all__ = ["ModelSignature", "StreamGroup", "StreamTarget", "TensorSpec", "read_signature"]
+
+logger = logging.getLogger("hermes.aeriel.client")
 
 
 def _triton_datatype(data_type: int) -> str:
@@ -128,6 +132,10 @@ class ModelSignature:
         stateful: requests must belong to a sequence (the model, or an ensemble step, uses
             ``sequence_batching``).
         streams: the streaming groups of an ensemble.
+        max_sequences: how many sequences the model serves at once: the smallest
+            ``max_sequences`` a quiver streaming ensemble records in its parameters
+            (``hermes.streaming_input.<key>`` / ``hermes.streaming_output.<key>``); None when
+            the model records none.
     """
 
     name: str
@@ -137,6 +145,7 @@ class ModelSignature:
     max_batch_size: int = 0
     stateful: bool = False
     streams: tuple[StreamGroup, ...] = field(default=())
+    max_sequences: int | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -231,6 +240,31 @@ def _stream_groups(config: Any, configs: Mapping[str, Any]) -> tuple[StreamGroup
     return tuple(groups)
 
 
+STREAMING_PARAMETERS = ("hermes.streaming_input.", "hermes.streaming_output.")
+"""Prefixes of the ensemble parameters in which quiver records its streaming models (JSON)."""
+
+
+def _max_sequences(config: Any) -> int | None:
+    """The smallest ``max_sequences`` among the streaming records of a config, or None."""
+    limits = []
+    for key, parameter in config.parameters.items():
+        if not key.startswith(STREAMING_PARAMETERS):
+            continue
+        try:
+            record = json.loads(parameter.string_value)
+        except ValueError:
+            logger.warning("model '%s': parameter %s is not JSON; ignored", config.name, key)
+            continue
+        limit = record.get("max_sequences") if isinstance(record, dict) else None
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            limits.append(limit)
+        elif limit is not None:
+            logger.warning(
+                "model '%s': %s has max_sequences %r, not a positive int; ignored", config.name, key, limit
+            )
+    return min(limits) if limits else None
+
+
 def read_signature(name: str, version: str, config: Any, step_configs: Mapping[str, Any]) -> ModelSignature:
     """Build a :class:`ModelSignature` from a model config and, for ensembles, its steps' configs.
 
@@ -241,7 +275,7 @@ def read_signature(name: str, version: str, config: Any, step_configs: Mapping[s
         step_configs: ``{step model name: ModelConfig}`` for every ensemble step (empty otherwise).
 
     Returns:
-        The signature, with streaming groups discovered for ensembles.
+        The signature, with streaming groups and the sequence capacity discovered for ensembles.
     """
     batched = config.max_batch_size > 0
     stateful = config.HasField("sequence_batching")
@@ -257,6 +291,7 @@ def read_signature(name: str, version: str, config: Any, step_configs: Mapping[s
         max_batch_size=int(config.max_batch_size),
         stateful=stateful,
         streams=streams,
+        max_sequences=_max_sequences(config),
     )
 
 

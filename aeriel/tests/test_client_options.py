@@ -1,0 +1,52 @@
+"""Client settings are validated once, before anything connects (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hermes.aeriel.client import AsyncInferenceClient, InferenceClient
+from hermes.aeriel.client._options import ClientOptions, version_string
+
+
+def test_options_normalise_version_and_shared_memory():
+    options = ClientOptions(url="127.0.0.1:8001", model_name="m", model_version=-1, shared_memory=True)
+    assert (options.model_version, options.shared_memory, options.timeout_s) == ("", "system", 60.0)
+    options = ClientOptions(url="127.0.0.1:8001", model_name="m", model_version="3", shared_memory=False)
+    assert (options.model_version, options.shared_memory) == ("3", None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_in_flight", 0, "max_in_flight must be >= 1, got 0"),
+        ("timeout_s", 0, "timeout_s must be > 0, got 0"),
+        ("connect_timeout_s", -1.0, r"connect_timeout_s must be > 0, got -1.0"),
+        ("latency_window", 0, "latency_window must be >= 1, got 0"),
+        ("shared_memory", "gpu", "shared_memory must be None, 'system' or 'cuda', got 'gpu'"),
+        ("model_version", 0, r"model_version must be -1 \(latest\) or >= 1, got 0"),
+        ("callback", 3, "callback must be callable"),
+    ],
+)
+def test_both_clients_reject_a_bad_setting_naming_it(field, value, message):
+    for client_type in (InferenceClient, AsyncInferenceClient):
+        with pytest.raises(ValueError, match=message):
+            client_type("127.0.0.1:1", "m", **{field: value})
+
+
+def test_model_version_setter_validates_and_stores_the_wire_form():
+    client = AsyncInferenceClient("127.0.0.1:1", "m", model_version=2)  # connects only on open()
+    assert client.model_version == "2"
+    client.model_version = 5
+    assert client.model_version == "5"
+    client.model_version = None
+    assert client.model_version == ""
+    for bad, message in [
+        (0, "got 0"),
+        ("latest", "got 'latest'"),
+        (1.5, "got float 1.5"),
+        (True, "got bool"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            client.model_version = bad
+    assert client.model_version == ""  # unchanged by the rejected values
+    assert version_string("12") == "12"
