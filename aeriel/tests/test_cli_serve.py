@@ -182,3 +182,71 @@ def test_serve_rejects_bad_options_with_a_clear_message(triton_repo, args, messa
     )
     assert proc.returncode != 0
     assert message in proc.stderr
+
+
+SLOW_CONFIG = """\
+name: "slow"
+backend: "python"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+# initialize() reports its stub's pid through a FIFO, then takes ten minutes
+SLOW_MODEL = """\
+import os
+import time
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        with open({fifo!r}, "w") as fifo:
+            fifo.write(str(os.getpid()))
+        time.sleep(600)
+
+    def execute(self, requests):
+        raise NotImplementedError
+"""
+
+
+def read_fifo(path: Path, timeout_s: float) -> str:
+    """What the first writer of the FIFO at ``path`` writes (waits for it up to ``timeout_s``)."""
+    got: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: got.put(path.read_text()), daemon=True)
+    reader.start()
+    try:
+        return got.get(timeout=timeout_s)
+    finally:
+        if reader.is_alive():  # no writer came: be the writer, so the reader thread ends
+            with open(path, "w"):
+                pass
+        reader.join(10)
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stops_promptly_on_a_signal_while_a_model_is_still_loading(triton_repo, tmp_path, sig):
+    fifo = tmp_path / "loading.fifo"
+    os.mkfifo(fifo)
+    (triton_repo / "slow" / "1").mkdir(parents=True)
+    (triton_repo / "slow" / "config.pbtxt").write_text(SLOW_CONFIG)
+    (triton_repo / "slow" / "1" / "model.py").write_text(SLOW_MODEL.format(fifo=str(fifo)))
+    served = Served(str(triton_repo), "--log-file", str(tmp_path / "server.log"))
+    try:
+        stub = int(read_fifo(fifo, timeout_s=120))  # the model is inside initialize() now
+        triton = parent_of(stub)
+        code, out = served.stop(sig)  # waits at most 60 s: far less than the 600 s load
+        assert served.proc.stderr is not None
+        stderr = served.proc.stderr.read()
+    finally:
+        served.kill()
+    assert code == 0, stderr
+    assert f"received {sig.name} before tritonserver was ready; stopping tritonserver" in out
+    assert re.search(r"^stopped \(exit status -?\d+\)$", out, re.M), out
+    assert "tritonserver ready" not in out
+    assert process_gone(triton)
+    assert process_gone(stub)
+    assert stderr == ""

@@ -52,6 +52,7 @@ def register(name: str, target: Any) -> None:
 
 def _load_plugins() -> None:
     from hermes.aeriel import _commands  # noqa: F401  (registers aeriel's own commands)
+    from hermes.aeriel.cluster import _cli as _models_cli  # noqa: F401  (registers `hermes models`)
     from hermes.aeriel.monitor import _cli as _monitor_cli  # noqa: F401  (registers `hermes monitor`)
 
     for ep in importlib.metadata.entry_points(group="hermes.cli"):

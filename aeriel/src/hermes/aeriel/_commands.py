@@ -7,12 +7,17 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from hermes.aeriel._cli import register
+
+if TYPE_CHECKING:
+    from hermes.aeriel.serve import Server
 
 
 def demo(
@@ -79,6 +84,82 @@ def _parse_gpus(value: str | None) -> list[int] | None:
         raise typer.BadParameter(f"expected comma-separated GPU indices such as 0,1; got {value!r}") from None
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: unwind to the code that stops the server (not an error)."""
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.args[0]).name
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM for ``hermes serve``, in a context that restores the previous handlers.
+
+    Python runs signal handlers in the main thread between bytecodes. While *armed* (the
+    server is starting or serving) the handler raises :class:`_Interrupted`, so a wait of
+    any length ends at once; while disarmed (a process is being launched or stopped) it only
+    records the signal, so a stop is never cut short and leaves no process half-closed.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._armed = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self._armed:
+            self._armed = False
+            raise _Interrupted(signum)
+
+    def arm(self) -> None:
+        """Let the next signal interrupt; raise at once for one already received."""
+        self._armed = True
+        if self.received:
+            self._armed = False
+            raise _Interrupted(self.received[0])
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._armed = False
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _launch(start: Callable[[], Server], *, timeout_s: float, attempts: int, signals: _StopSignals,
+            launched: list[Server]) -> Server:  # fmt: skip
+    """Start a server with ``start()`` and wait until it is ready, interruptible by ``signals``.
+
+    Every server started is appended to ``launched`` (the caller closes them). A start that
+    fails on a port already in use is retried on new ports, ``attempts`` times in all.
+    """
+    from hermes.aeriel.exceptions import ServerExitedError
+
+    for attempt in range(attempts):
+        server = start()
+        launched.append(server)
+        signals.arm()
+        try:
+            server.wait_ready(timeout_s)
+            return server
+        except ServerExitedError as exc:
+            signals.disarm()
+            server.close()
+            if attempt + 1 < attempts and "Address already in use" in exc.log_excerpt:
+                logging.getLogger("hermes.aeriel.serve").warning(
+                    "port collision starting tritonserver; retrying on new ports"
+                )
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def serve_command(
     repository: str = typer.Argument(
         ..., help="Model repository: a directory (or gs:// / s3:// for container runtimes)."
@@ -125,62 +206,81 @@ def serve_command(
     from hermes.aeriel.exceptions import AerielError
     from hermes.aeriel.serve import serve
 
-    stop = threading.Event()
-    received: list[int] = []
+    def start() -> Server:
+        return serve(
+            repository,
+            runtime=runtime,
+            image=image,
+            models=model or None,
+            address=address,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            log_file=log_file,
+            server_args=server_arg or (),
+            gpus=_parse_gpus(gpus),
+            timeout_s=timeout_s,
+            wait=False,
+        )
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    auto_ports = http_port is None and grpc_port is None and metrics_port is None
+    launched: list[Server] = []
+    with _StopSignals() as signals:
         try:
-            server = serve(
-                repository,
-                runtime=runtime,
-                image=image,
-                models=model or None,
-                address=address,
-                http_port=http_port,
-                grpc_port=grpc_port,
-                metrics_port=metrics_port,
-                log_file=log_file,
-                server_args=server_arg or (),
-                gpus=_parse_gpus(gpus),
-                timeout_s=timeout_s,
-            )
-        except (AerielError, ValueError) as exc:
-            typer.echo(f"hermes serve: error: {exc}", err=True)
-            raise typer.Exit(1) from None
-        with server:
-            typer.echo(
-                f"tritonserver ready ({server.runtime.name}, pid {server.pid}) in {server.ready_after_s:.2f} s"
-            )
-            typer.echo(f"  grpc     {server.grpc_url}")
-            typer.echo(f"  http     {server.http_url}")
-            typer.echo(f"  metrics  {server.metrics_url}")
-            typer.echo(f"  log      {server.log_file}")
-            typer.echo("Press Ctrl-C to stop.")
-            sys.stdout.flush()
-            process = server.process
-            assert process is not None
+            try:
+                server = _launch(
+                    start, timeout_s=timeout_s, attempts=3 if auto_ports else 1, signals=signals,
+                    launched=launched,
+                )  # fmt: skip
+                _announce(server)
+                _wait_for_exit(server)  # until tritonserver ends by itself (a signal raises _Interrupted)
+                signals.disarm()
+                raise server.exit_error()
+            except (AerielError, ValueError) as exc:
+                signals.disarm()
+                for started in launched:
+                    started.close()
+                typer.echo(f"hermes serve: error: {exc}", err=True)
+                raise typer.Exit(1) from None
+        except _Interrupted as stopped:
+            signals.disarm()
+            ready = any(s.ready_after_s is not None for s in launched)
+            when = "" if ready else " before tritonserver was ready"
+            typer.echo(f"received {stopped.signal_name}{when}; stopping tritonserver")
+            for started in launched:
+                started.close()
+            typer.echo(f"stopped (exit status {launched[-1].returncode if launched else None})")
+        finally:
+            signals.disarm()
+            for started in launched:
+                started.close()
 
-            def watch() -> None:
-                process.wait()
-                stop.set()
 
-            watcher = threading.Thread(target=watch, name="hermes-serve-watch", daemon=True)
-            watcher.start()
-            stop.wait()
-            if not received:
-                error = server.exit_error()
-                typer.echo(f"hermes serve: error: {error}", err=True)
-                raise typer.Exit(1)
-            typer.echo(f"received {signal.Signals(received[0]).name}; stopping tritonserver")
-        typer.echo(f"stopped (exit status {server.returncode})")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def _wait_for_exit(server: Server) -> None:
+    """Block until the server process ends."""
+    process = server.process
+    assert process is not None
+    exited = threading.Event()
+
+    def watch() -> None:
+        process.wait()
+        exited.set()
+
+    threading.Thread(target=watch, name="hermes-serve-watch", daemon=True).start()
+    exited.wait()
+
+
+def _announce(server: Server) -> None:
+    """Print where a ready server listens."""
+    typer.echo(
+        f"tritonserver ready ({server.runtime.name}, pid {server.pid}) in {server.ready_after_s:.2f} s"
+    )
+    typer.echo(f"  grpc     {server.grpc_url}")
+    typer.echo(f"  http     {server.http_url}")
+    typer.echo(f"  metrics  {server.metrics_url}")
+    typer.echo(f"  log      {server.log_file}")
+    typer.echo("Press Ctrl-C to stop.")
+    sys.stdout.flush()
 
 
 register("serve", serve_command)
