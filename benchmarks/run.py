@@ -9,8 +9,8 @@ one figure measured side by side with its baseline in the same run (see README "
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -79,8 +79,7 @@ def verdict(row: dict[str, Any]) -> str:
     text = str(target).strip()
     if text.startswith("value"):  # an absolute target on the value itself, e.g. "value <= 50 us"
         ratio = row.get("value")
-        text = text.removeprefix("value").strip().split(" ")[0] + " " + text.removeprefix("value").strip().split(" ")[1]
-        text = text.replace(" ", "")
+        text = "".join(text.removeprefix("value").split()[:2])  # "value <= 50 us" -> "<=50"
     if ratio is None:
         return ""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -50,12 +51,24 @@ def register(name: str, target: Any) -> None:
         raise TypeError(f"hermes.cli entry point {name!r} is neither a Typer app nor a function")
 
 
-def _load_plugins() -> None:
+def _load_plugins(argv: list[str] | None = None) -> None:
+    """Register aeriel's commands and every installed subpackage's (entry-point group ``hermes.cli``).
+
+    When the command line names one plugin command (``hermes cloud ...``), only that plugin is
+    imported: importing every subpackage (cloud SDKs, torch) would slow every command down.
+    """
     from hermes.aeriel import _commands  # noqa: F401  (registers aeriel's own commands)
     from hermes.aeriel.cluster import _cli as _models_cli  # noqa: F401  (registers `hermes models`)
     from hermes.aeriel.monitor import _cli as _monitor_cli  # noqa: F401  (registers `hermes monitor`)
 
-    for ep in importlib.metadata.entry_points(group="hermes.cli"):
+    words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
+    if words and words[0] in _registered:  # one of aeriel's own commands: no plugin needed
+        return
+    entry_points = list(importlib.metadata.entry_points(group="hermes.cli"))
+    wanted = {ep.name for ep in entry_points} & set(words[:1])
+    for ep in entry_points:
+        if wanted and ep.name not in wanted:
+            continue
         try:
             target: Callable[..., Any] | typer.Typer = ep.load()
         except ImportError as exc:  # a subpackage whose optional dependency is missing
