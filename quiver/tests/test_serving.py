@@ -20,23 +20,10 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 pytestmark = pytest.mark.timeout(240)
 
 
-def _portable_backends_pending() -> bool:
-    import importlib.resources
-
-    try:
-        root = importlib.resources.files("hermes.aeriel") / "backends"
-        return not all((root / name / "model.py").is_file() for name in ("onnxruntime", "pytorch"))
-    except ModuleNotFoundError:
-        return True
-
-
 @pytest.fixture
 def server(triton_repo: Path, start_triton):
     """A server with time to unload torch-heavy python models before it exits (no stub outlives it)."""
     return start_triton(triton_repo, models=[], exit_timeout_s=15)
-
-
-portable = pytest.mark.xfail(_portable_backends_pending(), reason="portable backends pending", strict=False)
 
 
 @contextlib.contextmanager
@@ -118,7 +105,6 @@ def test_python_backend_export_serves_and_batches_concurrent_requests(
         np.testing.assert_allclose(result.as_numpy("output_0"), eager(net, row)[0], rtol=1e-5, atol=1e-6)
 
 
-@portable
 def test_onnx_export_serves_like_eager_torch(triton_repo: Path, server, nets: ModuleType) -> None:
     repo = ModelRepository(triton_repo)
     model = repo.add("heads_onnx", platform=Platform.ONNX)
@@ -135,7 +121,6 @@ def test_onnx_export_serves_like_eager_torch(triton_repo: Path, server, nets: Mo
     np.testing.assert_allclose(got["b"], want[1], rtol=1e-4, atol=1e-5)
 
 
-@portable
 def test_torchscript_export_serves_like_eager_torch(triton_repo: Path, server, nets: ModuleType) -> None:
     repo = ModelRepository(triton_repo)
     model = repo.add("affine_ts", platform=Platform.TORCHSCRIPT)
