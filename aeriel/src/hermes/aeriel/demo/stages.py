@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,7 +118,7 @@ class Checker:
         from hermes.aeriel.demo.network import DeepCleanNet
         from hermes.quiver.streaming import offline_stream
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(os.cpu_count() or 1)  # the stream is over: the server is idle
         net = DeepCleanNet(**self.network_kwargs)
         net.load_state_dict(torch.load(self.weights, weights_only=True))
         net.eval()
