@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,3 +168,32 @@ def tagged(tag: str, n: int) -> Iterator[tuple[str, int]]:
 def tagged_frames(tag: int, n: int) -> Iterator[np.ndarray]:
     for i in range(n):
         yield np.full((2, 64), 1000 * tag + i, dtype=np.float64)
+
+
+def send_all(sender: Any, items: list[Any]) -> None:
+    """Child body: send every item on a channel, then its end."""
+    try:
+        for item in items:
+            sender.send(item)
+        sender.send_end()
+    finally:
+        sender.close()
+
+
+def recv_one_and_report(receiver: Any, report: Any) -> None:
+    """Child body: wait for one item and report what happened and the CPU time the wait took."""
+    cpu0 = time.process_time()
+    try:
+        outcome = ("item", repr(receiver.recv()))
+    except Exception as exc:
+        outcome = (type(exc).__name__, str(exc))
+    report.send((*outcome, time.process_time() - cpu0))
+    receiver.close()
+    report.close()
+
+
+def emit_then_fail(n: int) -> Iterator[int]:
+    """Emit ``n`` items, then raise (its downstream stages are left waiting on empty rings)."""
+    yield from range(n)
+    time.sleep(0.2)
+    raise RuntimeError(f"source gave up after {n} items")

@@ -48,6 +48,21 @@ def test_exception_in_a_stage_is_reraised_with_the_child_traceback_as_cause() ->
     assert _gone(pipeline.pids) and _no_segments(pipeline.shm_names)
 
 
+def test_parent_and_stages_waiting_on_empty_rings_are_woken_when_the_source_fails(tmp_path: Path) -> None:
+    marker = tmp_path / "teardown.txt"
+    pipeline = (
+        Source(st.emit_then_fail, args=(3,)) >> Map(st.TeardownMarker, args=(str(marker),)) >> Map(st.square)
+    )
+    received = []
+    with pytest.raises(StageFailed, match="source gave up after 3 items") as info, pipeline:
+        for item in pipeline:
+            received.append(item)  # then the parent and both maps wait on empty rings
+    assert received == [0, 1, 4]
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert marker.read_text() == "torn down"
+    assert _gone(pipeline.pids) and _no_segments(pipeline.shm_names)
+
+
 def test_exception_whose_init_needs_other_arguments_still_crosses_with_its_fields() -> None:
     with pytest.raises(StageFailed, match="raised NeedsTwoArgs: code 7: item 0") as info:
         (Source(range(3)) >> Map(st.raise_custom)).run()
@@ -160,7 +175,7 @@ def test_signal_to_the_parent_process_shuts_the_pipeline_down_cleanly(
             proc.wait()
     assert proc.returncode == returncode, stderr
     assert len(info["pids"]) == 3 and _gone(info["pids"])
-    assert len(info["shm"]) == 3 and _no_segments(info["shm"])
+    assert len(info["shm"]) == 4 and _no_segments(info["shm"])  # three channel rings and the counters
     assert "leaked shared_memory" not in stderr
     assert "Traceback" not in stderr or signum == signal.SIGINT
 

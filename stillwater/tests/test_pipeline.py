@@ -56,7 +56,7 @@ def test_arrays_cross_three_stages_through_shared_memory_with_views_and_copies()
         segments = pipeline.shm_names
         assert all(Path(f"/dev/shm/{name}").exists() for name in segments)
         out = list(pipeline)
-    assert len(segments) == 3  # two rings and the counters table
+    assert len(segments) == 4  # three channel rings (the last one to the parent) and the counters
     assert not any(Path(f"/dev/shm/{name}").exists() for name in segments)
     writeable = [o[0] for o in out]
     assert writeable == [False] * 20  # views into shared memory
@@ -229,7 +229,7 @@ def test_merged_sources_share_one_shared_memory_ring_without_mixing_slots() -> N
     spec = ArraySpec(shape=(2, 64), dtype="float64")
     sources = [Source(st.tagged_frames, args=(tag, 100), output=spec, capacity=3) for tag in (1, 2, 3)]
     with merge(*sources) >> Map(st.describe_array, copy=False) as pipeline:
-        assert len(pipeline.shm_names) == 2  # one ring for the three sources, plus the counters
+        assert len(pipeline.shm_names) == 3  # one ring for the three sources, one to the parent, the counters
         out = list(pipeline)
         stats = pipeline.stats()
     firsts = [int(o[1] / 2) for o in out]  # describe_array sums column 0 over 2 rows

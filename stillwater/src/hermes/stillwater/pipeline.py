@@ -4,13 +4,15 @@
  parent process (the owner)                         stage processes (spawn)
  ┌─────────────────────────────────┐
  │ Pipeline                        │  Channel 0          Channel 1          Channel 2
- │  creates channels, rings,       │ ┌────────┐ ring+pipe ┌─────┐ ring+pipe ┌──────┐ ring+pipe
- │  counters; starts the stages;   │ │ Source │─────────▶│ Map │─────────▶│ Map  │──────────┐
+ │  creates channels (one shared-  │ ┌────────┐  ring     ┌─────┐  ring     ┌──────┐  ring
+ │  memory ring each), counters;   │ │ Source │─────────▶│ Map │─────────▶│ Map  │──────────┐
  │  unlinks every segment at close │ └────────┘          └─────┘          └──────┘          │
  │                                 │     │ status pipe      │                 │             │
- │  __iter__ / join():             │◀────┴──────────────────┴─────────────────┘             │
- │    select(status pipes, process │  done | error (tblib) | stopped | closed               │
- │    sentinels, output pipe)  ◀───┼────────────────────────────────────────────────────────┘
+ │  supervisor thread (while       │◀────┴──────────────────┴─────────────────┘             │
+ │   iterating) / join():          │  done | error (tblib) | stopped | closed               │
+ │    select(status pipes, process │                                                        │
+ │    sentinels); a failure        │                                                        │
+ │    interrupts the main thread ──┼─▶ main thread: sem_wait on the output ring ◀───────────┘
  │  LogForwarder thread ◀──────────┼── every stage's log records (one pipe + lock)
  │  lifeline pipe (write end) ─────┼──▶ each stage's parent-watch thread: EOF ⇒ SIGTERM to self
  └─────────────────────────────────┘
@@ -27,7 +29,12 @@ Duties:
   flush, send the end-of-stream marker and report ``done``, so a finished source drains the
   whole pipeline in order.
 * **Channels**: bounded (``capacity`` items), so a fast source blocks instead of filling
-  memory; arrays of the stage's ``output`` spec travel through shared memory.
+  memory; every item travels through the channel's shared-memory ring (see
+  :mod:`hermes.stillwater.channel`); a stage waits on a semaphore, so waiting costs no CPU.
+* **Parent while iterating**: the main thread waits on the output ring's semaphore; a
+  supervisor thread watches the stages and, on the first failure, closes the lifeline
+  (SIGTERM to every stage, which ends their semaphore waits) and interrupts the main
+  thread's wait, which then raises the failure.
 
 Start method: ``spawn`` by default (never ``fork`` of a parent that may run threads);
 ``forkserver`` is accepted. ``fork`` is refused.
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import selectors
 import signal
@@ -169,6 +177,9 @@ class Pipeline:
         self._pids: list[int | None] = []
         self._selector: selectors.BaseSelector | None = None
         self._segments: list[str] = []
+        self._supervisor: threading.Thread | None = None
+        self._supervisor_wake: tuple[int, int] | None = None
+        self._supervisor_stop = False
 
     # ----------------------------------------------------------------------------- building
     def _options(self) -> dict[str, Any]:
@@ -277,7 +288,7 @@ class Pipeline:
                     )
             if self.stages[-1].has_output:
                 self._output = self._channels[-1]
-            self._segments = [c.shm_name for c in self._channels if c.shm_name is not None]
+            self._segments = [c.shm_name for c in self._channels]
             self._segments.append(self._counters.name)
             levels = logger_levels()
             for i, stage in enumerate(self.stages):
@@ -325,10 +336,6 @@ class Pipeline:
             for i, proc in enumerate(self._procs):
                 self._selector.register(self._status[i], selectors.EVENT_READ, ("status", i))
                 self._selector.register(proc.sentinel, selectors.EVENT_READ, ("exit", i))
-            if self._output is not None:
-                self._selector.register(
-                    self._output.receiver.connection, selectors.EVENT_READ, ("output", -1)
-                )
             self._install_sigterm()
             if self.progress is not False and self.progress is not None:
                 console = None if self.progress is True else self.progress
@@ -369,24 +376,27 @@ class Pipeline:
         return self._iterate(self._output)
 
     def _iterate(self, output: Channel) -> Iterator[Any]:
+        # The main thread waits on the output ring's semaphore; the supervisor thread watches
+        # the stages meanwhile and, on a failure, aborts every channel, which wakes it.
         receiver = output.receiver
-        while True:
-            if not receiver.buffered():
-                ready = self._poll(None)
-                self._raise_failure()
-                if not ready:
-                    continue
-            try:
-                item = receiver.recv()
-            except EndOfStream:
-                self._output_done = True
-                self._unwatch(receiver.connection)
-                break
-            except ChannelClosed:
-                self._unwatch(receiver.connection)
-                self._await_cause()
-                raise
-            yield item
+        self._start_supervisor()
+        try:
+            while True:
+                try:
+                    item = receiver.recv()
+                except EndOfStream:
+                    self._output_done = True
+                    break
+                except ChannelClosed:
+                    self._stop_supervisor()
+                    self._await_cause()
+                    raise
+                if self._failure is not None:
+                    break
+                yield item
+        finally:
+            self._stop_supervisor()
+        self._raise_failure()
         self.join(self.join_timeout_s)
 
     def join(self, timeout_s: float | None = None) -> None:
@@ -431,19 +441,49 @@ class Pipeline:
         return self._counters.snapshot(self.names)
 
     # ----------------------------------------------------------------------------- supervision
-    def _poll(self, timeout_s: float | None) -> bool:
-        """Wait for stage events (and output, while registered); returns whether output is ready."""
+    def _start_supervisor(self) -> None:
+        """Watch the stages from a thread while the main thread waits on the output ring.
+
+        Until :meth:`_stop_supervisor` joins it, the thread is the only caller of :meth:`_poll`.
+        """
+        assert self._selector is not None and self._supervisor is None
+        self._supervisor_stop = False
+        self._supervisor_wake = os.pipe()
+        self._selector.register(self._supervisor_wake[0], selectors.EVENT_READ, ("wake", -1))
+        self._supervisor = threading.Thread(target=self._supervise, name="hermes-stillwater-supervisor")
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        try:
+            while not self._supervisor_stop and self._failure is None:
+                self._poll(None)
+        except BaseException as exc:  # pragma: no cover - a bug here must not hang the main thread
+            self._fail(PipelineError(f"the pipeline's supervisor thread failed: {exc!r}"))
+
+    def _stop_supervisor(self) -> None:
+        """Stop and join the supervisor thread (idempotent)."""
+        if self._supervisor is None:
+            return
+        assert self._supervisor_wake is not None
+        self._supervisor_stop = True
+        os.write(self._supervisor_wake[1], b"x")
+        self._supervisor.join()
+        self._supervisor = None
+        self._unwatch(self._supervisor_wake[0])
+        for fd in self._supervisor_wake:
+            os.close(fd)
+        self._supervisor_wake = None
+
+    def _poll(self, timeout_s: float | None) -> None:
+        """Wait up to ``timeout_s`` for stage events and handle them."""
         assert self._selector is not None
-        output_ready = False
         reports: list[int] = []
         exits: list[int] = []
         for key, _ in self._selector.select(timeout_s):
             kind, i = key.data
-            if kind == "output":
-                output_ready = True
-            elif kind == "status":
+            if kind == "status":
                 reports.append(i)
-            else:
+            elif kind == "exit":
                 exits.append(i)
         for i in sorted(reports):
             if self._reported[i] is None:
@@ -469,7 +509,6 @@ class Pipeline:
                 )
         if self._secondary is not None and self._failure is None and all(self._exited):
             self._fail(PipelineError(self._secondary))
-        return output_ready
 
     def _unwatch(self, fileobj: Any) -> None:
         if self._selector is not None:
@@ -509,7 +548,9 @@ class Pipeline:
             self._failure = exc
             logger.debug("pipeline failed: %s; stopping the stages", exc)
             if self._lifeline is not None:
-                self._lifeline.close()
+                self._lifeline.close()  # SIGTERM to every stage: a wait on a ring ends in EINTR
+            if self._output is not None:
+                self._output.receiver.interrupt()  # wakes the parent's own wait on the output ring
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -545,11 +586,17 @@ class Pipeline:
             return
         self._state = "closing"
         try:
+            self._stop_supervisor()
             if self._lifeline is not None:
                 self._lifeline.close()  # every stage's parent-watch sends it SIGTERM
             deadline = time.monotonic() + self.stop_timeout_s
             for proc in self._procs:
                 proc.join(max(0.0, deadline - time.monotonic()))
+            if any(proc.is_alive() for proc in self._procs):
+                # A straggler may wait on a ring with SIGTERM already spent (in its teardown):
+                # closing the channels wakes it with ChannelClosed before it gets terminated.
+                for channel in self._channels:
+                    channel.abort()
             for proc in self._procs:
                 if proc.is_alive():
                     logger.warning(

@@ -250,7 +250,6 @@ class Map(Stage):
                     item = inbox.recv()
                 except EndOfStream:
                     break
-                count(index, 0)
                 result = fn(item)
                 if outbox is not None:
                     if self._flat:
@@ -258,13 +257,14 @@ class Map(Stage):
                             outbox.send(out)
                             count(index, 1)
                     else:
-                        outbox.send(result)
+                        outbox.send(result)  # first: the wake-up of the next stage is the latency of a hop
                         count(index, 1)
                 else:
                     if self._flat:
                         for _ in result:
                             pass
                     count(index, 1)
+                count(index, 0)
                 inbox.release()
             if worker is not None:
                 tail = worker.hook("flush")
