@@ -11,11 +11,13 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from google.cloud import compute_v1 as c
+
+from cloudbreak_fakes._http import JsonHandler, serve_on_loopback
 
 _BASE = r"^/compute/v1/projects/(?P<p>[^/]+)/zones/(?P<z>[^/]+)"
 ROUTES = [
@@ -194,10 +196,7 @@ class FakeCompute:
 def start_fake_compute(fake: FakeCompute) -> ThreadingHTTPServer:
     """Serve ``fake`` on 127.0.0.1 (a free port, stored in ``fake.port``) in a thread."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _handle(self, method: str) -> None:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -229,24 +228,6 @@ def start_fake_compute(fake: FakeCompute) -> ThreadingHTTPServer:
                 self._send(200, json.loads(type(result).to_json(result)))
             return None
 
-        def _send(self, code: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self._handle("GET")
-
-        def do_POST(self) -> None:
-            self._handle("POST")
-
-        def do_DELETE(self) -> None:
-            self._handle("DELETE")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = serve_on_loopback(Handler, "fake-compute")
     fake.port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-compute", daemon=True).start()
     return server

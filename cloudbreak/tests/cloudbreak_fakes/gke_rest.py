@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
 
+from cloudbreak_fakes._http import JsonHandler, serve_on_loopback
 from cloudbreak_fakes.gke import FakeGKE
 
 _LOC = r"projects/[^/]+/locations/[^/]+"
@@ -63,10 +62,7 @@ def start_fake_gke_rest(fake: FakeGKE) -> ThreadingHTTPServer:
     """Serve ``fake`` over REST on 127.0.0.1 in a thread (a free port, stored in ``fake.port``)."""
     table = fake.table()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _handle(self, method: str) -> None:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -98,24 +94,6 @@ def start_fake_gke_rest(fake: FakeGKE) -> ThreadingHTTPServer:
             http = HTTP_CODES.get(code, 500)
             self._send(http, {"error": {"code": http, "status": code.name, "message": message}})
 
-        def _send(self, code: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self._handle("GET")
-
-        def do_POST(self) -> None:
-            self._handle("POST")
-
-        def do_DELETE(self) -> None:
-            self._handle("DELETE")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = serve_on_loopback(Handler, "fake-gke-rest")
     fake.port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-gke-rest", daemon=True).start()
     return server

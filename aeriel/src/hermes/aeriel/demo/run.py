@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
 
@@ -321,18 +322,9 @@ def _training_stream(config: DemoConfig) -> Any:
     return make_stream(16.0, seed=10_000 + config.seed)
 
 
-class _NoProgress:
-    def __enter__(self) -> Any:
-        return lambda: None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _progress(enabled: bool, total: int) -> Any:
     if not enabled:
-        return _NoProgress()
-    from contextlib import contextmanager
+        return nullcontext(lambda: None)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
