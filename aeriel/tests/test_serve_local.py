@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +15,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from hermes.aeriel import ModelLoadError, ServerExitedError, ServerPreflightError, serve
+from hermes.aeriel import (
+    ModelLoadError,
+    PortInUseError,
+    Server,
+    ServerExitedError,
+    ServerPreflightError,
+    serve,
+)
 from hermes.aeriel.serve import free_ports, map_visible_devices
 from hermes.aeriel.serve.local import check_numpy
 from hermes.aeriel.testing import leftover_resources
@@ -64,26 +72,55 @@ def test_start_and_stop_leave_no_process_and_no_shm_region(triton_repo, write_ad
         os.kill(pid, 0)
 
 
+def _serve_on_ports(repo: Path, log: Path, attempts: int = 5) -> tuple[Server, list[int]]:
+    """serve() on ports this test chose; chosen again if another process binds one first."""
+    for attempt in range(attempts):
+        ports = free_ports(3)
+        http, grpc, metrics = ports
+        try:
+            server = serve(
+                repo, models=[], http_port=http, grpc_port=grpc, metrics_port=metrics, log_file=log
+            )
+        except PortInUseError:
+            if attempt + 1 == attempts:
+                raise
+            continue
+        return server, ports
+    raise AssertionError("unreachable")
+
+
 def test_endpoints_bind_loopback_on_the_ports_asked_for(triton_repo, tmp_path):
-    http, grpc, metrics = free_ports(3)
-    with serve(
-        triton_repo,
-        models=[],
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        log_file=tmp_path / "log",
-    ) as server:
+    server, (http, grpc, metrics) = _serve_on_ports(triton_repo, tmp_path / "log")
+    with server:
         assert server.grpc_url == f"127.0.0.1:{grpc}"
         assert server.http_url == f"http://127.0.0.1:{http}"
         assert server.metrics_url == f"http://127.0.0.1:{metrics}/metrics"
+        # serve() returned, so every endpoint it reports answers: no retry, no sleep
         with urllib.request.urlopen(server.http_url + "/v2") as resp:
             assert json.loads(resp.read())["version"] == "2.51.0"
         with urllib.request.urlopen(server.metrics_url) as resp:
             assert b"nv_cpu_utilization" in resp.read()
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            assert client.is_server_ready()
         log = server.read_log()
     assert f"Started GRPCInferenceService at 127.0.0.1:{grpc}" in log
     assert f"Started HTTPService at 127.0.0.1:{http}" in log
+    assert f"Started Metrics Service at 127.0.0.1:{metrics}" in log
+
+
+@pytest.mark.parametrize("taken", ["http_port", "grpc_port", "metrics_port"])
+def test_a_port_held_by_another_process_raises_port_in_use_naming_it(triton_repo, tmp_path, taken):
+    """Triton starts metrics last (after HTTP answers): serve() must still see its bind fail."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ports = dict(zip(["http_port", "grpc_port", "metrics_port"], free_ports(3), strict=True))
+        ports[taken] = port
+        with pytest.raises(PortInUseError, match="already in use") as info:
+            serve(triton_repo, models=[], log_file=tmp_path / "log", exit_timeout_s=2, **ports)
+    assert "already in use" in info.value.log_excerpt
+    assert isinstance(info.value, ServerExitedError)
 
 
 def test_broken_config_raises_quoting_triton_and_naming_the_model(triton_repo, tmp_path, write_add_sub):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
+from cloudbreak_fakes.clock import gke_time
 from cloudbreak_fakes.gke import FakeGKE
 from cloudbreak_fakes.kube import self_signed_certificate
 from google.oauth2.credentials import Credentials
@@ -19,7 +20,7 @@ from kubernetes import client
 
 from hermes.cloudbreak import ClusterManager, ResourceNotFound
 
-NOW = "2026-11-21T10:00:00+00:00"
+NOW = gke_time()  # any time: these tests do not look at the age
 
 
 def point_cluster_at(fake_gke: FakeGKE, url: str, ca_pem: bytes) -> None:

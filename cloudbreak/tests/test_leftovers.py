@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from cloudbreak_fakes.clock import compute_time, gke_time, utc_now
 from cloudbreak_fakes.compute import FakeCompute
 from cloudbreak_fakes.gke import FakeGKE
 from google.cloud import compute_v1, container_v1
@@ -17,7 +18,10 @@ from hermes.cloudbreak._cli import app
 from hermes.cloudbreak._leftovers import parse_duration
 
 OURS = {"managed-by": "hermes-cloudbreak"}
-NOW = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.UTC)
+# Ages are relative to the clock when the module is imported: find_leftovers gets ``now=NOW``, and
+# `hermes cloud gc` reads the clock itself (minutes later at most, far from every threshold below).
+NOW = utc_now()
+HOUR = datetime.timedelta(hours=1)
 runner = CliRunner()
 
 
@@ -29,34 +33,36 @@ def crashed_run(fake_gke: FakeGKE, fake_compute: FakeCompute) -> None:
         "us-central1-a",
         "crashed",
         labels={**OURS, "job": "o3"},
-        create_time="2026-11-21T08:00:00+00:00",
+        create_time=gke_time(NOW, 4 * HOUR),
     )
-    fake_gke.add_cluster("p1", "us-central1", "fresh", labels=OURS, create_time="2026-11-21T11:30:00Z")
     fake_gke.add_cluster(
-        "p1", "us-central1-a", "someone-elses", labels={}, create_time="2026-01-01T00:00:00+00:00"
+        "p1", "us-central1", "fresh", labels=OURS, create_time=gke_time(NOW, HOUR / 2).replace("+00:00", "Z")
+    )
+    fake_gke.add_cluster(
+        "p1", "us-central1-a", "someone-elses", labels={}, create_time=gke_time(NOW, 300 * 24 * HOUR)
     )
     fake_gke.add_cluster(
         "p1",
         "us-central1-a",
         "terraformed",
         labels={"managed-by": "terraform"},
-        create_time="2026-01-01T00:00:00+00:00",
+        create_time=gke_time(NOW, 300 * 24 * HOUR),
     )
     fake_gke.add_cluster(
-        "p2", "us-central1-a", "other-project", labels=OURS, create_time="2026-01-01T00:00:00+00:00"
+        "p2", "us-central1-a", "other-project", labels=OURS, create_time=gke_time(NOW, 300 * 24 * HOUR)
     )
     fake_compute.add_instance(
         "p1",
         "us-central1-a",
         "w-0",
         labels={**OURS, "hermes-swarm": "w"},
-        creation_timestamp="2026-11-21T01:00:00.000-08:00",
+        creation_timestamp=compute_time(NOW, 3 * HOUR),
     )
     fake_compute.add_instance(
-        "p1", "europe-west4-b", "w-eu", labels=OURS, creation_timestamp="2026-11-21T01:00:00.000-08:00"
+        "p1", "europe-west4-b", "w-eu", labels=OURS, creation_timestamp=compute_time(NOW, 3 * HOUR)
     )
     fake_compute.add_instance(
-        "p1", "us-central1-a", "bastion", labels={}, creation_timestamp="2025-01-01T00:00:00.000-08:00"
+        "p1", "us-central1-a", "bastion", labels={}, creation_timestamp=compute_time(NOW, 700 * 24 * HOUR)
     )
 
 
@@ -80,11 +86,11 @@ def test_find_leftovers_lists_only_what_carries_hermes_label(
         "name": "crashed",
         "project": "p1",
         "location": "us-central1-a",
-        "created": "2026-11-21T08:00:00+00:00",
+        "created": gke_time(NOW, 4 * HOUR),
         "age_s": 4 * 3600,
         "labels": {"managed-by": "hermes-cloudbreak", "job": "o3"},
     }
-    assert found[3].age_s(NOW) == 3 * 3600  # 01:00 at -08:00 is 09:00 UTC
+    assert found[3].age_s(NOW) == 3 * 3600  # reported at -08:00, aged in UTC
 
 
 def test_find_leftovers_filters_by_age_and_location(

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from google.cloud import compute_v1 as c
 
 from cloudbreak_fakes._http import JsonHandler, serve_on_loopback
+from cloudbreak_fakes.clock import compute_time
 
 _BASE = r"^/compute/v1/projects/(?P<p>[^/]+)/zones/(?P<z>[^/]+)"
 ROUTES = [
@@ -46,7 +47,7 @@ class FakeCompute:
     quota_errors: int = 0  # that many inserts are refused with 403 QUOTA_EXCEEDED
     page_size: int = 2
     address: str = "127.0.0.1"
-    creation_timestamp: str = "2026-11-21T02:00:00.000-08:00"  # what new VMs report
+    creation_timestamp: str | None = None  # what new VMs report; None: the clock at creation
     instances: dict[str, c.Instance] = field(default_factory=dict)
     ops: dict[str, list[Any]] = field(default_factory=dict)  # name -> [Operation, steps_left, on_done]
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -99,7 +100,7 @@ class FakeCompute:
         vm.status = "PROVISIONING"
         vm.id = next(self._ids)
         vm.zone = f"https://www.googleapis.com/compute/v1/projects/{p}/zones/{z}"
-        vm.creation_timestamp = self.creation_timestamp
+        vm.creation_timestamp = self.creation_timestamp or compute_time()
         for interface in vm.network_interfaces:
             interface.network_i_p = "10.128.0.2"
             for access in interface.access_configs:

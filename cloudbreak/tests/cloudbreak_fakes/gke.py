@@ -19,6 +19,8 @@ from google.cloud import container_v1 as c
 from google.cloud.container_v1.services.cluster_manager.transports import ClusterManagerGrpcTransport
 from google.rpc import code_pb2, status_pb2
 
+from cloudbreak_fakes.clock import gke_time
+
 SERVICE = "google.container.v1.ClusterManager"
 
 
@@ -37,7 +39,7 @@ class FakeGKE:
     polls_per_operation: int = 1  # RPCs (of any kind) until an operation is done
     endpoint: str = "127.0.0.1"  # the control plane new clusters report (host or host:port)
     ca_certificate: str = "Y2VydA=="  # their base64 cluster CA (PEM in real GKE)
-    create_time: str = "2026-11-21T10:00:00+00:00"  # the RFC 3339 createTime new clusters report
+    create_time: str | None = None  # the createTime new clusters report; None: the clock at creation
     stockouts: int = 0  # that many create operations end with GCE_STOCKOUT
     quota_errors: int = 0  # that many create requests are refused with RESOURCE_EXHAUSTED
     clusters: dict[str, c.Cluster] = field(default_factory=dict)
@@ -97,7 +99,7 @@ class FakeGKE:
         cluster.status = c.Cluster.Status.PROVISIONING
         cluster.endpoint = self.endpoint
         cluster.master_auth = c.MasterAuth(cluster_ca_certificate=self.ca_certificate)
-        cluster.create_time = self.create_time
+        cluster.create_time = self.create_time or gke_time()
         cluster.location = req.parent.split("/")[3]
         self.clusters[full] = cluster
         stockout = self.stockouts > 0

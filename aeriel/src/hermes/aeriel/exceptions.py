@@ -9,6 +9,7 @@ refine, so ``except TimeoutError`` keeps working.
     - ServerPreflightError (also RuntimeError): the server cannot start here; the message names the fix
     - ServerStartTimeout (also TimeoutError): not ready within the deadline
     - ServerExitedError (also RuntimeError): the process ended while it was needed
+      - PortInUseError: it could not bind a port it was given (another process holds it)
     - ModelLoadError (also RuntimeError): a model did not load; quotes Triton's reason
   + ClientError
     - ConnectionFailed (also ConnectionError)
@@ -55,6 +56,14 @@ class ServerExitedError(ServerError, RuntimeError):
         super().__init__(message)
         self.returncode = returncode
         self.log_excerpt = log_excerpt
+
+
+class PortInUseError(ServerExitedError):
+    """The server exited because a port it was told to bind is held by another process.
+
+    ``serve()`` picks new ports and retries by itself when it chose them; with ports you asked
+    for, pick others (``hermes.aeriel.testing.serve_on_free_ports`` does this for tests).
+    """
 
 
 class ModelLoadError(ServerError, RuntimeError):

@@ -8,6 +8,10 @@ suite in an environment with ``hermes-aeriel[local]`` can use:
   no model loaded; fill the repository, then ``triton_server.load_model("name")``.
 * ``start_triton``: a factory, ``start_triton(repo, **serve_kwargs) -> Server``, for several
   servers or other options.
+* ``shared_triton``: ONE real server for the whole test session (``triton_session``), handed to
+  each test as a :class:`SharedTriton`; the test writes models into ``shared_triton.repository``
+  and loads them by name; after the test, the models it loaded are unloaded and the folders it
+  wrote are removed. Use it where a suite would otherwise start a server per module.
 
 Every server is stopped at teardown, and the teardown fails the test if its process, its
 python-backend stubs or its ``/dev/shm`` regions are left behind.
@@ -16,22 +20,47 @@ python-backend stubs or its ``/dev/shm`` regions are left behind.
 def test_identity(triton_repo, triton_server):
     write_identity_model(triton_repo / "identity")
     triton_server.load_model("identity")
+
+def test_identity_on_the_session_server(shared_triton):
+    write_identity_model(shared_triton.repository / "identity")
+    shared_triton.server.load_model("identity")
 ```
+
+Helpers that keep tests free of port races: :func:`serve_on_free_ports` (explicit ports,
+chosen again when another process takes one first) and :func:`refusing_port` (a port on which
+nothing can listen while the test holds it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hermes.aeriel.serve import Server, serve
+from hermes.aeriel.exceptions import PortInUseError
+from hermes.aeriel.serve import Server, free_ports, serve
 from hermes.aeriel.serve._server import _session_members
 
-__all__ = ["leftover_resources", "start_triton", "triton_repo", "triton_server"]
+__all__ = [
+    "SharedTriton",
+    "leftover_resources",
+    "refusing_port",
+    "serve_on_free_ports",
+    "shared_triton",
+    "start_triton",
+    "triton_repo",
+    "triton_server",
+    "triton_session",
+    "wait_until_released",
+]
 
 
 def _process_exists(pid: int) -> bool:
@@ -58,6 +87,42 @@ def leftover_resources(server: Server) -> list[str]:
         leftovers += [f"process {pid} in the server's session" for pid in _session_members(server.pid)]
     leftovers += [f"/dev/shm/{p.name}" for p in Path("/dev/shm").glob(f"{server.spec.shm_prefix}*")]
     return leftovers
+
+
+def wait_until_released(server: Server, timeout_s: float = 10.0) -> list[str]:
+    """What ``server`` (closed) still leaves behind after up to ``timeout_s`` (stubs take a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := leftover_resources(server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def serve_on_free_ports(repository: str | os.PathLike[str], *, attempts: int = 5, **kwargs: Any) -> Server:
+    """``serve()`` on explicitly chosen free ports, choosing again if another process takes one first.
+
+    A free port can be taken between choosing and binding; the server then exits with
+    :class:`~hermes.aeriel.PortInUseError`, and this tries new ports (``attempts`` times).
+    """
+    for attempt in range(attempts):
+        http, grpc, metrics = free_ports(3)
+        try:
+            return serve(repository, http_port=http, grpc_port=grpc, metrics_port=metrics, **kwargs)
+        except PortInUseError:
+            if attempt + 1 == attempts:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def refusing_port(address: str = "127.0.0.1") -> Iterator[int]:
+    """A TCP port that refuses connections for as long as the ``with`` block runs.
+
+    The port is bound (so no other process can listen on it) but not listening, so a connection
+    gets ``Connection refused``; a merely "free" port could be taken by another process.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as sock:
+        sock.bind((address, 0))
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -96,3 +161,48 @@ def start_triton(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 def triton_server(triton_repo: Path, start_triton: Callable[..., Server]) -> Server:
     """A running server on ``triton_repo`` (explicit mode, nothing loaded yet)."""
     return start_triton(triton_repo, models=[])
+
+
+@dataclass(frozen=True)
+class SharedTriton:
+    """The session's server and its model repository (explicit model control)."""
+
+    server: Server
+    repository: Path
+
+
+@pytest.fixture(scope="session")
+def triton_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedTriton]:
+    """One real server for the whole session, in explicit mode with nothing loaded at start."""
+    base = tmp_path_factory.mktemp("triton-session")
+    repository = base / "model-repository"
+    repository.mkdir()
+    server = serve(repository, models=[], log_file=base / "tritonserver.log", exit_timeout_s=2)
+    try:
+        yield SharedTriton(server, repository)
+    finally:
+        server.close()
+        left = wait_until_released(server)
+        if left:
+            pytest.fail(f"the session's {server!r} left behind: {', '.join(left)}")
+
+
+def _ready_models(server: Server) -> set[str]:
+    return {str(m["name"]) for m in server.repository_index() if m.get("state") == "READY"}
+
+
+@pytest.fixture
+def shared_triton(triton_session: SharedTriton) -> Iterator[SharedTriton]:
+    """The session's server for one test; what the test loads and writes is removed after it."""
+    server, repository = triton_session.server, triton_session.repository
+    server.check()  # an earlier test must not have stopped it
+    ready, folders = _ready_models(server), set(repository.iterdir())
+    yield triton_session
+    server.check()
+    for name in sorted(_ready_models(server) - ready):
+        server.unload_model(name)
+    for folder in set(repository.iterdir()) - folders:
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink()

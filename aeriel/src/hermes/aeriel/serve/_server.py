@@ -4,8 +4,10 @@
  caller thread                      watcher thread
  ─────────────                      ──────────────
  Server.start() ── Popen ──────────▶ proc.wait()  ── sets _exited, logs an
-   wait_ready(): polls /v2/health/ready and          unexpected exit
-   /v2/models/<m>/ready, waking early on _exited
+   wait_ready(): polls /v2/health/ready,              unexpected exit
+   the gRPC port and /metrics (Triton starts
+   metrics last), then /v2/models/<m>/ready,
+   waking early on _exited
  Server.close(): SIGTERM (or runtime stop), SIGKILL after the grace period,
    unlink /dev/shm/<own prefix>*, runtime cleanup
 ```
@@ -34,6 +36,7 @@ from typing import Any
 
 from hermes.aeriel.exceptions import (
     ModelLoadError,
+    PortInUseError,
     ServerError,
     ServerExitedError,
     ServerStartTimeout,
@@ -49,6 +52,7 @@ _HARMLESS = re.compile(
     r"CUDA|cuda|NVML|DCGM|CudaDriverHelper|pinned memory|GPU metrics|cuda driver|nvidia-smi"
 )
 _SHM_DIR = Path("/dev/shm")
+_PORT_IN_USE = re.compile(r"Address already in use|Socket '[^']*' already in use")
 
 
 def free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
@@ -117,7 +121,7 @@ def _log_excerpt(text: str, *, models: Iterable[str] = (), limit: int = 20) -> s
             or mentions
             or "failed to load" in stripped
             or stripped.startswith(("error:", "Error"))
-            or "Address already in use" in stripped
+            or _PORT_IN_USE.search(stripped)
             or "UNAVAILABLE" in stripped
         ):
             picked.append(stripped)
@@ -265,7 +269,9 @@ class Server:
                 reason=excerpt,
             )
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-        return ServerExitedError(
+        # Triton's texts: "Address already in use" (HTTP, gRPC), "Socket '<addr>:<port>' already in use" (metrics)
+        error_type = PortInUseError if _PORT_IN_USE.search(excerpt) else ServerExitedError
+        return error_type(
             f"tritonserver ({self.runtime.name}, grpc {self.grpc_url}) exited ({how}); "
             f"from {self.spec.log_file}:\n{excerpt}",
             returncode=code,
@@ -334,7 +340,8 @@ class Server:
                 raise self.exit_error()
             if not server_ready:
                 code, _ = self._get(health, timeout_s=1.0)
-                server_ready = code == 200
+                # At start, every endpoint the Server reports must answer before serve() returns.
+                server_ready = code == 200 and (models is not None or self._other_endpoints_answer())
             if server_ready:
                 pending = [m for m in wanted if self._get(f"/v2/models/{m}/ready", 1.0)[0] != 200]
                 if not pending:
@@ -351,6 +358,25 @@ class Server:
                 )
             self._exited.wait(interval)
             interval = min(interval * 1.5, 0.25)
+
+    def _other_endpoints_answer(self) -> bool:
+        """The gRPC port accepts connections and /metrics answers 200 (unless turned off).
+
+        Triton starts gRPC, then HTTP, then metrics: HTTP ready does not mean metrics is up.
+        """
+        args = " ".join(self.spec.server_args)
+        if "--allow-grpc=false" not in args:
+            try:
+                socket.create_connection((self.spec.address, self.spec.grpc_port), timeout=1.0).close()
+            except OSError:
+                return False
+        if "--allow-metrics=false" in args:
+            return True
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=1.0) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
 
     def _raise_unavailable(self, pending: Sequence[str]) -> None:
         """Raise for a pending model that Triton reports UNAVAILABLE with a reason."""
@@ -573,9 +599,9 @@ def serve(
             if wait:
                 server.wait_ready(timeout_s)
             return server
-        except ServerExitedError as exc:
+        except PortInUseError:
             server.close()
-            if attempt + 1 < attempts and "Address already in use" in exc.log_excerpt:
+            if attempt + 1 < attempts:
                 logger.warning("port collision starting tritonserver; retrying on new ports")
                 continue
             raise
