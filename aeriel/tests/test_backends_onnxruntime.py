@@ -10,7 +10,6 @@ import concurrent.futures
 import textwrap
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,36 +19,20 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from hermes.aeriel import ModelLoadError, Server, serve
-from hermes.aeriel.testing import leftover_resources
+from hermes.aeriel import ModelLoadError, Server
+from hermes.aeriel.testing import SharedTriton
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Iterator[tuple[Path, Server]]:
-    """One server for the tests of this module (each test loads its models by name)."""
-    base = tmp_path_factory.mktemp("ort-backend")
-    repo = base / "repo"
-    repo.mkdir()
-    server = serve(repo, models=[], log_file=base / "tritonserver.log", exit_timeout_s=2)
-    try:
-        yield repo, server
-    finally:
-        server.close()
-        # Stubs killed with the server's session may take a moment to vanish.
-        deadline = time.monotonic() + 10
-        while leftover_resources(server) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert leftover_resources(server) == []
+# The session's one server (hermes.aeriel.testing.shared_triton): each test writes and loads its
+# models; they are unloaded and removed after it.
+@pytest.fixture
+def triton_repo(shared_triton: SharedTriton) -> Path:
+    return shared_triton.repository
 
 
 @pytest.fixture
-def triton_repo(shared) -> Path:
-    return shared[0]
-
-
-@pytest.fixture
-def triton_server(shared) -> Server:
-    return shared[1]
+def triton_server(shared_triton: SharedTriton) -> Server:
+    return shared_triton.server
 
 
 STATE = """

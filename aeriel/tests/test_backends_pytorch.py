@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import textwrap
-import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +17,13 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from hermes.aeriel import ModelLoadError, Server, serve
-from hermes.aeriel.testing import leftover_resources
+from hermes.aeriel.testing import SharedTriton, wait_until_released
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Iterator[tuple[Path, Server]]:
-    """One server for the tests of this module (each test loads its own models)."""
-    base = tmp_path_factory.mktemp("torch-backend")
-    repo = base / "repo"
-    repo.mkdir()
-    server = serve(repo, models=[], log_file=base / "tritonserver.log", exit_timeout_s=2)
-    try:
-        yield repo, server
-    finally:
-        stop_and_check(server)
+@pytest.fixture
+def shared(shared_triton: SharedTriton) -> tuple[Path, Server]:
+    """The session's one server (each test writes and loads its own models, removed after it)."""
+    return shared_triton.repository, shared_triton.server
 
 
 def stop_and_check(server: Server) -> None:
@@ -42,10 +33,7 @@ def stop_and_check(server: Server) -> None:
     takes a moment to land, so the check waits (up to 10 s) for them to vanish.
     """
     server.close()
-    deadline = time.monotonic() + 10
-    while leftover_resources(server) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftover_resources(server) == []
+    assert wait_until_released(server) == []
 
 
 class IndexedAccumulator(torch.nn.Module):

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
 from hermes.aeriel.cluster._cli import models_app, zero_inputs
-from hermes.aeriel.serve import free_ports
+from hermes.aeriel.testing import refusing_port
 
 HERMES = str(Path(sys.executable).parent / "hermes")
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
@@ -147,9 +147,9 @@ def test_models_list_prints_each_servers_models_versions_and_state(pair, tmp_pat
     ]
 
     # a server that is down: exit 1 naming it, the others still listed
-    (port,) = free_ports(1)
-    down = f"127.0.0.1:{port}"
-    proc = hermes("list", *urls(pair), "--url", down, "--model", "scale", "--json")
+    with refusing_port() as port:
+        down = f"127.0.0.1:{port}"
+        proc = hermes("list", *urls(pair), "--url", down, "--model", "scale", "--json")
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"hermes models list: error: server {down} is unreachable")
     assert "Connection refused" in proc.stderr
@@ -240,8 +240,8 @@ def test_models_swap_keeps_the_old_version_when_the_new_fails_and_moves_every_se
             infer(s, 1)
 
     # a server that is down: exit 1 naming it before anything changes
-    (port,) = free_ports(1)
-    proc = hermes("load", "scale", "--version", "1", *urls(pair), "--url", f"127.0.0.1:{port}")
+    with refusing_port() as port:
+        proc = hermes("load", "scale", "--version", "1", *urls(pair), "--url", f"127.0.0.1:{port}")
     assert proc.returncode == 1
     assert (
         f"hermes models load: error: server 127.0.0.1:{port} is unreachable (liveness check)" in proc.stderr

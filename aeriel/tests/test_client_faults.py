@@ -68,10 +68,9 @@ def test_server_killed_mid_stream_fails_every_pending_future_naming_the_endpoint
 
 
 def test_unreachable_endpoint_raises_connection_failed_with_the_address():
-    from hermes.aeriel.serve import free_ports
+    from hermes.aeriel.testing import refusing_port
 
-    (port,) = free_ports(1)
-    with pytest.raises(ConnectionFailed, match=f"127.0.0.1:{port}"):
+    with refusing_port() as port, pytest.raises(ConnectionFailed, match=f"127.0.0.1:{port}"):
         InferenceClient(f"127.0.0.1:{port}", "identity", connect_timeout_s=1.0)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import json
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,17 @@ import pytest
 import tritonclient.grpc as grpcclient
 from typer.testing import CliRunner
 
+from hermes.aeriel import PortInUseError
 from hermes.aeriel._cli import _load_plugins, app
 from hermes.aeriel.cluster import Endpoint
 from hermes.aeriel.monitor import CSV_COLUMNS, SERVER_ROW, Monitor
-from hermes.aeriel.serve import free_ports, serve
-from hermes.aeriel.testing import leftover_resources
+from hermes.aeriel.serve import Server, serve
+from hermes.aeriel.testing import (
+    leftover_resources,
+    refusing_port,
+    serve_on_free_ports,
+    wait_until_released,
+)
 
 BATCHED_CONFIG = textwrap.dedent(
     """\
@@ -178,22 +186,36 @@ def test_monitor_reports_a_stopped_server_as_down_and_keeps_reading_the_other(
     assert by[("a", SERVER_ROW)].status == "ok"
 
 
+def _restart_on(ports: dict[str, int], start: Callable[[], Server], within_s: float = 30.0) -> Server:
+    """Start again on ``ports``; if another process briefly holds one (an outgoing connection's
+    ephemeral port), wait for it to go instead of failing."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return start()
+        except PortInUseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_monitor_counts_from_zero_after_a_server_restarts_on_the_same_ports(tmp_path, start_triton):
     repo = tmp_path / "repo"
     repo.mkdir()
     write_plus_one(repo)
-    http, grpc, metrics = free_ports(3)
-    ports = {"http_port": http, "grpc_port": grpc, "metrics_port": metrics}
-    first = start_triton(repo, models=["plus_one"], **ports)
+    first = serve_on_free_ports(repo, models=["plus_one"], log_file=tmp_path / "first.log", exit_timeout_s=2)
+    ports = {"http_port": first.spec.http_port, "grpc_port": first.spec.grpc_port}
+    ports["metrics_port"] = first.spec.metrics_port
     endpoint = Endpoint.from_server(first, "node")
-    with Monitor(endpoint, csv_path=tmp_path / "m.csv") as monitor:
+    with first, Monitor(endpoint, csv_path=tmp_path / "m.csv") as monitor:
         monitor.poll()
         send(first, count=6, batch=1)
         assert [r.requests for r in monitor.poll() if r.model == "plus_one"] == [6]
         first.close()
+        assert wait_until_released(first) == []
         down = monitor.poll()
         assert down[0].status.startswith("down")
-        second = start_triton(repo, models=["plus_one"], **ports)
+        second = _restart_on(ports, lambda: start_triton(repo, models=["plus_one"], **ports))
         send(second, count=2, batch=3)
         rows = monitor.poll()
     model_rows = [r for r in rows if r.model == "plus_one"]
@@ -220,7 +242,14 @@ def test_monitor_background_thread_writes_rows_until_closed(two_servers, tmp_pat
 
 def test_monitor_command_writes_csv_and_names_a_down_server(two_servers, tmp_path):
     a, _ = two_servers
-    dead_http, dead_grpc, dead_metrics = free_ports(3)
+    with contextlib.ExitStack() as ports:  # held, not listening: nothing can answer on them
+        dead_http, dead_grpc, dead_metrics = (ports.enter_context(refusing_port()) for _ in range(3))
+        _run_monitor_command(a, tmp_path, dead_http, dead_grpc, dead_metrics)
+
+
+def _run_monitor_command(
+    a: Server, tmp_path: Path, dead_http: int, dead_grpc: int, dead_metrics: int
+) -> None:
     endpoints_file = tmp_path / "endpoints.json"
     dead = {"name": "dead", "grpc": f"127.0.0.1:{dead_grpc}", "http": f"127.0.0.1:{dead_http}"}
     dead["metrics"] = f"127.0.0.1:{dead_metrics}"
