@@ -328,16 +328,18 @@ def test_dynamic_batching_merges_concurrent_requests_and_answers_each(triton_rep
 
 
 def test_idle_sequence_is_dropped_after_its_timeout(triton_repo, triton_server):
-    write_accumulator(triton_repo, "acc", max_batch_size=0, idle_us=200_000)
+    # 2 s idle: far longer than two back-to-back requests take on a loaded machine, so only the
+    # deliberate pause below (which can only run longer under load, never shorter) expires it
+    write_accumulator(triton_repo, "acc", max_batch_size=0, idle_us=2_000_000)
     triton_server.load_model("acc")
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         assert infer_step(client, "acc", 1.0, sequence_id=7, start=True, end=False, batched=False) == 1.0
         assert infer_step(client, "acc", 2.0, sequence_id=7, start=False, end=False, batched=False) == 3.0
-        time.sleep(0.5)  # idle past max_sequence_idle_microseconds (0.2 s)
+        time.sleep(2.5)  # idle past max_sequence_idle_microseconds (2 s)
         # Expiry runs whenever the backend executes: another sequence wakes it.
         assert infer_step(client, "acc", 0.0, sequence_id=8, start=True, end=True, batched=False) == 0.0
         wait_for_log(triton_server, "dropped sequence 7")
-        assert "dropped sequence 7: idle longer than 0.200000 s" in triton_server.read_log()
+        assert "dropped sequence 7: idle longer than 2.000000 s" in triton_server.read_log()
         with pytest.raises(InferenceServerException, match="7"):
             infer_step(client, "acc", 3.0, sequence_id=7, start=False, end=False, batched=False)
         assert infer_step(client, "acc", 3.0, sequence_id=7, start=True, end=True, batched=False) == 3.0
