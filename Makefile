@@ -1,28 +1,40 @@
 # Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
 # Set-up is idempotent: the venv is rebuilt only when the lock or a subpackage's pyproject changes.
+#
+# The environment: poetry.lock is the single source of truth. `make lock` runs Poetry (pinned in
+# the lock's own dev group) to re-resolve it and exports it, with hashes, to requirements/dev.lock;
+# `make venv` installs that export with `pip install --require-hashes --no-deps` (no resolver at
+# install time, fast with a warm pip cache, works with any PyPI mirror). tests/test_lock.py fails
+# when poetry.lock, requirements/dev.lock and the pyprojects disagree.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hermes-installed
-TORCH := torch==2.13.0
+# torch: exactly the 2.13.0 CPU build, never from the lock and never with its (CUDA) dependencies.
+# PyPI's Linux torch wheel is the CUDA build, so the CPU build comes from PyTorch's CPU index (pip's
+# own configuration, e.g. a local wheel folder, is consulted too).
+TORCH_VERSION := 2.13.0+cpu
+TORCH := torch==$(TORCH_VERSION)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 SUBPACKAGES := quiver aeriel stillwater cloudbreak
 PYPROJECTS := $(foreach p,$(SUBPACKAGES),$(p)/pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench lock lint format typecheck build clean
+.PHONY: venv test demo bench lock lint format typecheck docs docs-serve build clean
 
 venv: $(STAMP)
 
 $(STAMP): requirements/dev.lock $(PYPROJECTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.lock
-	@# torch: exactly 2.13.0 (pip takes the local CPU build); --no-deps so nothing pulls CUDA wheels
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
-		$(foreach p,$(SUBPACKAGES),-e ./$(p))
-	$(BIN)/python -m pip check
+	$(PIP) install --quiet --upgrade "pip>=24"
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	@# torch: skipped when the exact build is there already (keeps a re-run fast and offline)
+	$(BIN)/python -c "import importlib.metadata as m, sys; sys.exit(m.version('torch') != '$(TORCH_VERSION)')" 2>/dev/null \
+		|| $(PIP) install --quiet --retries 1 --no-deps --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"
+	$(PIP) install --quiet --no-deps --no-build-isolation $(foreach p,$(SUBPACKAGES),-e ./$(p))
+	$(PIP) check
 	$(BIN)/python -c "import numpy, sys; sys.exit('numpy>=2 breaks the local Triton python backend') if int(numpy.__version__.split('.')[0]) >= 2 else None"
 	@touch $(STAMP)
 
@@ -44,16 +56,27 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy quiver/src aeriel/src stillwater/src cloudbreak/src
 
-# Regenerate the hash-pinned development lock (versions and hashes, no index URL).
-lock:
-	@command -v uv >/dev/null || test -x $(BIN)/uv || { echo "uv missing: pip install uv"; exit 1; }
-	$$(command -v $(BIN)/uv || command -v uv) pip compile --quiet --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_35 --generate-hashes --no-header --no-annotate \
-		$(foreach p,$(SUBPACKAGES),--no-emit-package hermes-$(p)) \
-		--group pyproject.toml:dev requirements/dev.in -o requirements/dev.lock
+# The API reference (mkdocs-material + mkdocstrings): warnings are errors. Output in site/.
+docs: venv
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: venv
+	$(BIN)/mkdocs serve
+
+# Re-resolve poetry.lock from the pyprojects, then export it to requirements/dev.lock.
+# Needs only the lock's own Poetry, so it works while the venv is out of date (a pyproject gained
+# a dependency that `make venv`'s `pip check` would refuse): $(BIN)/poetry is bootstrapped from
+# the current dev.lock without the full set-up.
+lock: $(BIN)/poetry
+	$(BIN)/poetry lock --no-interaction
+	$(BIN)/python requirements/lock.py write
+
+$(BIN)/poetry:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/dev.lock
 
 build:
 	for p in $(SUBPACKAGES); do $(BIN)/python -m build --no-isolation --wheel --outdir dist $$p || exit 1; done
 
 clean:
-	rm -rf $(VENV) dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist site .pytest_cache .mypy_cache .ruff_cache
