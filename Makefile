@@ -58,10 +58,10 @@ typecheck: venv
 
 # The API reference (mkdocs-material + mkdocstrings): warnings are errors. Output in site/.
 docs: venv
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 docs-serve: venv
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 # Re-resolve poetry.lock from the pyprojects, then export it to requirements/dev.lock.
 # Needs only the lock's own Poetry, so it works while the venv is out of date (a pyproject gained

@@ -190,7 +190,8 @@ class EnsembleModel(Model):
             inbound: the consuming model's input.
             key: the name of the intermediate tensor (default: the output's existing key, or
                 its name, qualified by the model name when that is taken).
-            outbound_version / inbound_version: the versions of the two steps (default: latest).
+            outbound_version: the version of that step (default: latest).
+            inbound_version: the version of that step (default: latest).
 
         Returns:
             The intermediate tensor's name.

@@ -140,7 +140,10 @@ class InferenceStage(Map):
         result_timeout_s: longest wait (s) for one result.
         client_kwargs: passed to ``hermes.aeriel.client.InferenceClient`` (e.g.
             ``max_in_flight``, ``shared_memory``, ``timeout_s``).
-        name, output, capacity, copy: see :class:`~hermes.stillwater.Stage`.
+        name: see :class:`~hermes.stillwater.Stage`.
+        output: see :class:`~hermes.stillwater.Stage`.
+        capacity: see :class:`~hermes.stillwater.Stage`.
+        copy: see :class:`~hermes.stillwater.Stage`.
 
     Raises:
         ImportError: hermes-aeriel is not installed (with the pip command to fix it).

@@ -142,7 +142,9 @@ class Source(Stage):
         rate_hz: emit at most this many items per second on a drift-free schedule
             (see :class:`Throttle`); ``None`` emits as fast as downstream accepts.
         max_lag_s: passed to the :class:`Throttle`.
-        name, output, capacity: see :class:`Stage`.
+        name: see :class:`Stage`.
+        output: see :class:`Stage`.
+        capacity: see :class:`Stage`.
 
     Example:
         >>> Source(read_frames, args=("/data/frames",), rate_hz=512.0)  # doctest: +SKIP
@@ -211,8 +213,12 @@ class Map(Stage):
             ``__call__(item)`` works the same way, with optional ``setup()``, ``flush()``
             (returns an iterable of last items, emitted at the end of the stream) and
             ``teardown()``.
-        args, kwargs: extra arguments (see ``target``).
-        name, output, capacity, copy: see :class:`Stage`.
+        args: extra arguments (see ``target``).
+        kwargs: extra arguments (see ``target``).
+        name: see :class:`Stage`.
+        output: see :class:`Stage`.
+        capacity: see :class:`Stage`.
+        copy: see :class:`Stage`.
     """
 
     kind = "map"
@@ -284,7 +290,10 @@ class Sink(Map):
         target: a function ``f(item, *args, **kwargs)``, or a class instantiated in the
             stage process with ``__call__(item)`` and optional ``setup()``/``teardown()``
             (e.g. open the output file in ``setup``).
-        args, kwargs, name, copy: see :class:`Map` and :class:`Stage`.
+        args: see :class:`Map` and :class:`Stage`.
+        kwargs: see :class:`Map` and :class:`Stage`.
+        name: see :class:`Map` and :class:`Stage`.
+        copy: see :class:`Map` and :class:`Stage`.
     """
 
     kind = "sink"

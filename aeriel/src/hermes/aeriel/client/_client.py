@@ -371,7 +371,9 @@ class Sequence(SequenceCore):
             inputs: an array, ``{input: array}``, or the parts of a streaming update
                 (``{"model/input": part, ...}``; every part of a group is required).
             end: this is the last request (carries END).
-            request_id, callback, timeout_s: as for :meth:`InferenceClient.infer`.
+            request_id: as for :meth:`InferenceClient.infer`.
+            callback: as for :meth:`InferenceClient.infer`.
+            timeout_s: as for :meth:`InferenceClient.infer`.
 
         Raises:
             SequenceError: the sequence already ended (or was abandoned).

@@ -543,7 +543,9 @@ def serve(
         models: models to load (explicit mode); default every model in the repository.
         model_control: ``"explicit"`` (default), ``"poll"`` or ``"none"``.
         address: address all endpoints bind (loopback by default).
-        http_port, grpc_port, metrics_port: ports; free ones are picked when omitted.
+        http_port: its port; a free one is picked when all three are omitted.
+        grpc_port: its port; a free one is picked when all three are omitted.
+        metrics_port: its port; a free one is picked when all three are omitted.
         log_file: where the server log goes; a temporary file by default.
         server_args: extra ``tritonserver`` arguments.
         gpus: GPU indices (relative to this job's ``CUDA_VISIBLE_DEVICES``) the server may use.

@@ -207,8 +207,8 @@ class Optimization:
         gpu_accelerators: e.g. ONNX Runtime's TensorRT provider.
         cpu_accelerators: e.g. ``openvino``.
         cuda_graphs: capture CUDA graphs (TensorRT models).
-        input_pinned_memory / output_pinned_memory: use pinned host memory for transfers
-            (``None`` leaves Triton's default).
+        input_pinned_memory: use pinned host memory for transfers (``None`` leaves Triton's default).
+        output_pinned_memory: use pinned host memory for transfers (``None`` leaves Triton's default).
         priority: ``"default"``, ``"max"`` or ``"min"``.
     """
 

@@ -232,7 +232,9 @@ def export_streaming_model(
             (ONNX only) a ready ``onnx.ModelProto`` with those inputs and outputs in that order.
         directory: the model folder (``<repository>/<name>``); its name is the model name.
         platform: ONNX (default) or TorchScript.
-        inputs, outputs, states: the tensors, per-sequence shapes.
+        inputs: those tensors, with per-sequence shapes.
+        outputs: those tensors, with per-sequence shapes.
+        states: those tensors, with per-sequence shapes.
         sequence: scheduling options.
         version: the version folder to write.
 
