@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,20 @@ def _segments() -> set[str]:
     return {path.name for path in Path("/dev/shm").iterdir() if path.name.startswith(SHM_PREFIX)}
 
 
+def _ours(segment: str) -> bool:
+    """Whether a new segment can be this test's: other test runs on a shared machine make some too.
+
+    Stillwater names a segment after its creator (``hermes-sw-<pid>-...``); a segment whose
+    creator is alive and outside this process tree belongs to someone else. One whose creator is
+    gone (a stage process of this test that exited) counts.
+    """
+    try:
+        creator = int(segment.removeprefix(SHM_PREFIX).split("-")[0])
+    except ValueError:
+        return True
+    return creator == os.getpid() or creator in _children() or not psutil.pid_exists(creator)
+
+
 def _threads() -> set[threading.Thread]:
     return set(threading.enumerate())
 
@@ -43,7 +58,7 @@ def leak_check() -> Iterator[None]:
     gc.collect()
     left = {
         "child processes": sorted(_children() - children),
-        "/dev/shm segments": sorted(_segments() - segments),
+        "/dev/shm segments": sorted(s for s in _segments() - segments if _ours(s)),
         "threads": sorted(t.name for t in _threads() - threads),
     }
     left = {k: v for k, v in left.items() if v}
