@@ -18,7 +18,7 @@ import pytest
 from hermes.aeriel import ClientClosedError, InputValidationError, ModelLoadError, SequenceError, ServerLost
 from hermes.aeriel.cluster import ClusterClient, Endpoint, ModelManager
 from hermes.aeriel.serve import serve
-from hermes.aeriel.testing import leftover_resources
+from hermes.aeriel.testing import leftover_resources, retry_while_port_in_use
 
 # A stateful model: y = SCALE * (running sum of x over the sequence), and which server answered.
 ACC_CONFIG = textwrap.dedent(
@@ -254,12 +254,14 @@ def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, s
 
         # the server comes back on the same ports: probe() reconnects, its ids return to it
         spec = victim.spec
-        start_triton(
-            Path(spec.repository),
-            models=["acc", "where"],
-            http_port=spec.http_port,
-            grpc_port=spec.grpc_port,
-            metrics_port=spec.metrics_port,
+        retry_while_port_in_use(
+            lambda: start_triton(
+                Path(spec.repository),
+                models=["acc", "where"],
+                http_port=spec.http_port,
+                grpc_port=spec.grpc_port,
+                metrics_port=spec.metrics_port,
+            )
         )
         assert client.probe() == ["server-0", "server-1"]
         back = client.sequence(on_victim[0])  # an id the ring gives to server-1

@@ -9,7 +9,6 @@ import json
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import pytest
 import tritonclient.grpc as grpcclient
 from typer.testing import CliRunner
 
-from hermes.aeriel import PortInUseError
 from hermes.aeriel._cli import _load_plugins, app
 from hermes.aeriel.cluster import Endpoint
 from hermes.aeriel.monitor import CSV_COLUMNS, SERVER_ROW, Monitor
@@ -25,6 +23,7 @@ from hermes.aeriel.serve import Server, serve
 from hermes.aeriel.testing import (
     leftover_resources,
     refusing_port,
+    retry_while_port_in_use,
     serve_on_free_ports,
     wait_until_released,
 )
@@ -186,19 +185,6 @@ def test_monitor_reports_a_stopped_server_as_down_and_keeps_reading_the_other(
     assert by[("a", SERVER_ROW)].status == "ok"
 
 
-def _restart_on(ports: dict[str, int], start: Callable[[], Server], within_s: float = 30.0) -> Server:
-    """Start again on ``ports``; if another process briefly holds one (an outgoing connection's
-    ephemeral port), wait for it to go instead of failing."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            return start()
-        except PortInUseError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_monitor_counts_from_zero_after_a_server_restarts_on_the_same_ports(tmp_path, start_triton):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -215,7 +201,7 @@ def test_monitor_counts_from_zero_after_a_server_restarts_on_the_same_ports(tmp_
         assert wait_until_released(first) == []
         down = monitor.poll()
         assert down[0].status.startswith("down")
-        second = _restart_on(ports, lambda: start_triton(repo, models=["plus_one"], **ports))
+        second = retry_while_port_in_use(lambda: start_triton(repo, models=["plus_one"], **ports))
         send(second, count=2, batch=3)
         rows = monitor.poll()
     model_rows = [r for r in rows if r.model == "plus_one"]

@@ -53,6 +53,7 @@ __all__ = [
     "SharedTriton",
     "leftover_resources",
     "refusing_port",
+    "retry_while_port_in_use",
     "serve_on_free_ports",
     "shared_triton",
     "start_triton",
@@ -111,6 +112,22 @@ def serve_on_free_ports(repository: str | os.PathLike[str], *, attempts: int = 5
             if attempt + 1 == attempts:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry_while_port_in_use(start: Callable[[], Server], within_s: float = 30.0) -> Server:
+    """``start()`` again while it fails with :class:`~hermes.aeriel.PortInUseError`, up to ``within_s``.
+
+    For a server restarted on the ports of one just stopped: another process may hold one of
+    them for a moment (an outgoing connection's ephemeral port), which is no reason to fail.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return start()
+        except PortInUseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
