@@ -98,7 +98,9 @@ def test_cluster_up_dry_run_prints_the_exact_request_and_sends_nothing(fake_gke:
     assert entry["method"] == "google.container.v1.ClusterManager/CreateCluster"
     sent = container_v1.CreateClusterRequest.from_json(json.dumps(entry["request"]))
     pool = NodePoolSpec(name="gpus", accelerator_type="nvidia-l4", accelerator_count=2, spot=True)
-    assert sent == create_cluster_request("hermes-p1", "us-central1-a", ClusterSpec(name="c1", node_pools=(pool,)))
+    assert sent == create_cluster_request(
+        "hermes-p1", "us-central1-a", ClusterSpec(name="c1", node_pools=(pool,))
+    )
     assert fake_gke.requests == []
 
 

@@ -170,7 +170,7 @@ def _cli(*args: str) -> object:
             ],
             "'nvidia-tesla-h9000' is not a GPU type GKE documents",
         ),
-    ],  # fmt: skip
+    ],
 )
 def test_dry_runs_refuse_what_google_would_refuse_and_print_no_plan(args: list[str], expected: str) -> None:
     result = _cli(*args, "--dry-run")
