@@ -197,3 +197,9 @@ def emit_then_fail(n: int) -> Iterator[int]:
     yield from range(n)
     time.sleep(0.2)
     raise RuntimeError(f"source gave up after {n} items")
+
+
+def sleep_then_echo(x: int, delay_s: float = 20.0) -> int:
+    """A stage stuck for ``delay_s`` on its first item."""
+    time.sleep(delay_s)
+    return x

@@ -80,10 +80,6 @@ logger = logging.getLogger("hermes.stillwater.pipeline")
 _START_METHODS = ("spawn", "forkserver")
 
 
-class _Sigterm(SystemExit):
-    """SIGTERM in the parent: leaves like ``sys.exit(143)`` after a clean shutdown."""
-
-
 class Pipeline:
     """Stages run in their own processes, linked by bounded channels.
 
@@ -172,6 +168,7 @@ class Pipeline:
         self._forwarder: LogForwarder | None = None
         self._lifeline: Connection | None = None
         self._failure: BaseException | None = None
+        self._fail_lock = threading.Lock()
         self._secondary: str | None = None
         self._old_sigterm: Any = None
         self._pids: list[int | None] = []
@@ -411,6 +408,7 @@ class Pipeline:
             PipelineTimeout: ``timeout_s`` passed first (the pipeline keeps running).
             PipelineStateError: the pipeline is not running, or its output is not consumed yet.
         """
+        _check_timeout(timeout_s)
         if self._state != "running":
             raise PipelineStateError(f"join needs a running pipeline (it is {self._state})")
         if self._output is not None and not self._output_done:
@@ -427,12 +425,34 @@ class Pipeline:
         self._raise_failure()
 
     def run(self, timeout_s: float | None = None) -> list[Any]:
-        """Start, run to the end and close; returns the outputs (empty when it ends in a Sink)."""
+        """Start, run to the end and close; returns the outputs (empty when it ends in a Sink).
+
+        Args:
+            timeout_s: seconds the whole run may take (``None``: as long as it runs). Past
+                it, every stage is stopped and :class:`PipelineTimeout` is raised, whether
+                the pipeline ends in a Sink or its outputs are collected here.
+
+        Raises:
+            PipelineTimeout: the run took longer than ``timeout_s``.
+            ValueError: ``timeout_s`` is not None or a positive number (before anything starts).
+        """
+        _check_timeout(timeout_s)
         with self:
             if self._output is None:
                 self.join(timeout_s)
                 return []
-            return list(self)
+            if timeout_s is None:
+                return list(self)
+            expired = PipelineTimeout(f"the pipeline did not finish within {timeout_s} s")
+            timer = threading.Timer(timeout_s, self._fail, args=(expired,))
+            timer.name = "hermes-stillwater-run-timeout"
+            timer.daemon = True
+            timer.start()
+            try:
+                return list(self)
+            finally:
+                timer.cancel()
+                timer.join()
 
     def stats(self) -> list[StageStats]:
         """Per-stage counters (items in/out, source lag), readable while running."""
@@ -544,13 +564,15 @@ class Pipeline:
             self._secondary = f"stage {i} {name!r} lost a neighbour: {payload}"
 
     def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
+        with self._fail_lock:  # the supervisor and a run() timer may both fail the pipeline
+            if self._failure is not None:
+                return
             self._failure = exc
-            logger.debug("pipeline failed: %s; stopping the stages", exc)
-            if self._lifeline is not None:
-                self._lifeline.close()  # SIGTERM to every stage: a wait on a ring ends in EINTR
-            if self._output is not None:
-                self._output.receiver.interrupt()  # wakes the parent's own wait on the output ring
+        logger.debug("pipeline failed: %s; stopping the stages", exc)
+        if self._lifeline is not None:
+            self._lifeline.close()  # SIGTERM to every stage: a wait on a ring ends in EINTR
+        if self._output is not None:
+            self._output.receiver.interrupt()  # wakes the parent's own wait on the output ring
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -572,7 +594,7 @@ class Pipeline:
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         logger.warning("SIGTERM: stopping the pipeline")
-        raise _Sigterm(128 + signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM)  # leaves like sys.exit(143), after a clean shutdown
 
     def _restore_sigterm(self) -> None:
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
@@ -631,3 +653,11 @@ class Pipeline:
             self._procs, self._channels, self._status = [], [], []
             self._output = self._forwarder = self._lifeline = self._counters = None
             self._state = "closed"
+
+
+def _check_timeout(timeout_s: float | None) -> None:
+    """Refuse a timeout that is not None or a positive finite number of seconds."""
+    if timeout_s is None:
+        return
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s < float("inf"):
+        raise ValueError(f"timeout_s must be None or a positive number of seconds, got {timeout_s!r}")
