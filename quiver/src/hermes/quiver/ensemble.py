@@ -300,12 +300,25 @@ class EnsembleModel(Model):
             module: must be None (kept for the predecessor's ``export_version(None)``).
             version: the version (default: latest + 1).
         """
-        from hermes.quiver.exporters.pipeline import ExportResult, _commit
-
         if module is not None or args or kwargs:
             raise ExportError(
                 f"{self.name}: an ensemble exports no module; call export_version() with no arguments"
             )
+        if self.repository.models.get(self.name) is not self:
+            raise ExportError(
+                f"{self.name}: the ensemble is no longer in {self.repository.root} (a failed build step rolled "
+                f"it back, or it was removed); start again with repo.add({self.name!r}, platform=Platform.ENSEMBLE)"
+            )
+        if self.versions:
+            return self._export(version)
+        from hermes.quiver.streaming.ensemble import _all_or_nothing
+
+        with _all_or_nothing(self):  # the first export fails: nothing of the build is left behind
+            return self._export(version)
+
+    def _export(self, version: int | None) -> ExportResult:
+        from hermes.quiver.exporters.pipeline import ExportResult, _commit
+
         self.check()
         if version is None:
             version = max(self.versions, default=0) + 1
