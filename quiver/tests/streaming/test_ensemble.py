@@ -156,7 +156,9 @@ def test_streaming_inputs_reject_colliding_names(
     ) as info:
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="data")
     assert sorted(m.name for m in repo) == ["net"]  # all or nothing: the snapshotter went too
-    assert "the ensemble build was rolled back: removed snapshotter, stream" in "\n".join(info.value.__notes__)
+    assert "the ensemble build was rolled back: removed snapshotter, stream" in "\n".join(
+        info.value.__notes__
+    )
 
 
 def test_streaming_output_rejects_more_updates_than_fit_the_kernel(
@@ -214,7 +216,9 @@ def test_an_output_reached_through_another_model_is_checked_against_the_input_st
     post = declared(repo, "post", {"z": [4, 1, 64]}, {"y": [4, 64]})
     ensemble.add_streaming_inputs(pre.inputs["x"], stride=4, batch_size=4, key="update")
     ensemble.pipe(pre.outputs["z"], post.inputs["z"])
-    with pytest.raises(StreamingConfigError, match=r"stride 2 differs from stride 4 of the streaming input 'update'"):
+    with pytest.raises(
+        StreamingConfigError, match=r"stride 2 differs from stride 4 of the streaming input 'update'"
+    ):
         ensemble.add_streaming_output(post.outputs["y"], stride=2, num_updates=2)
 
 
@@ -230,7 +234,9 @@ def test_a_failed_streaming_build_leaves_nothing_behind_and_can_be_rerun(
     assert sorted(m.name for m in repo) == ["net"]
     assert sorted(p.name for p in Path(repo.root).iterdir()) == ["net"]  # on disk too
     assert sorted(m.name for m in ModelRepository(repo.root)) == ["net"]
-    with pytest.raises(StreamingConfigError, match=r"ensemble 'stream' is no longer in .* start again with repo.add"):
+    with pytest.raises(
+        StreamingConfigError, match=r"ensemble 'stream' is no longer in .* start again with repo.add"
+    ):
         ensemble.add_streaming_output(net.outputs["noise"], stride=4, num_updates=2)
     # the same build again, now correct, succeeds under the same names
     again = repo.add("stream", platform=Platform.ENSEMBLE)
@@ -238,7 +244,12 @@ def test_a_failed_streaming_build_leaves_nothing_behind_and_can_be_rerun(
     again.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="update")
     again.add_streaming_output(net.outputs["noise"], stride=4, num_updates=2, key="out")
     assert again.export_version().version == 1
-    assert sorted(m.name for m in ModelRepository(repo.root)) == ["aggregator", "net", "snapshotter", "stream"]
+    assert sorted(m.name for m in ModelRepository(repo.root)) == [
+        "aggregator",
+        "net",
+        "snapshotter",
+        "stream",
+    ]
 
 
 def test_a_failed_first_export_rolls_the_ensemble_back(
