@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import stillwater_test_stages as st
 
-from hermes.stillwater import Map, Pipeline, PipelineTimeout, Sink, Source, StageFailed
+from hermes.stillwater import Map, PipelineTimeout, Sink, Source, StageFailed
 
 
 def _semaphores() -> set[str]:
@@ -29,8 +29,12 @@ def test_run_with_an_output_enforces_its_timeout_and_stops_the_stuck_stage() -> 
 
 
 def test_run_with_a_sink_enforces_its_timeout_too(tmp_path: Path) -> None:
-    pipeline = Source(range(3)) >> Map(st.sleep_then_echo, args=(20.0,)) >> Sink(st.LineWriter, args=(str(tmp_path / "o"),))
-    with pytest.raises(PipelineTimeout, match="within 1.5 s"):
+    pipeline = (
+        Source(range(3))
+        >> Map(st.sleep_then_echo, args=(20.0,))
+        >> Sink(st.LineWriter, args=(str(tmp_path / "o"),))
+    )
+    with pytest.raises(PipelineTimeout, match=r"within 1\.5 s"):
         pipeline.run(timeout_s=1.5)
 
 

@@ -46,18 +46,21 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import re
 import selectors
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from hermes.stillwater._logging import LogForwarder, logger_levels
-from hermes.stillwater._remote_error import load_exception
+from hermes.stillwater._remote_error import load_exception, stage_failure
 from hermes.stillwater._worker import stage_main
 from hermes.stillwater.channel import Channel, EndOfStream
 from hermes.stillwater.exceptions import (
@@ -67,7 +70,6 @@ from hermes.stillwater.exceptions import (
     PipelineStateError,
     PipelineTimeout,
     StageDied,
-    StageFailed,
 )
 from hermes.stillwater.progress import PipelineProgress
 from hermes.stillwater.stage import Sink, Source, Stage
@@ -259,6 +261,7 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f"the first stage must be a Source, got {type(self.stages[0]).__name__} {self.stages[0].name!r}"
             )
+        _check_main_guard()
         self._state = "running"
         ctx: Any = mp.get_context(self.start_method)
         try:
@@ -549,7 +552,9 @@ class Pipeline:
         if kind == "error":
             assert isinstance(payload, bytes)
             cause = load_exception(payload)
-            failure = StageFailed(f"stage {i} {name!r} raised {type(cause).__name__}: {cause}", stage=name)
+            failure = stage_failure(
+                f"stage {i} {name!r} raised {type(cause).__name__}: {cause}", stage=name, cause=cause
+            )
             failure.__cause__ = cause
             self._fail(failure)
         elif kind == "stopped" and self._state == "running":
@@ -659,5 +664,41 @@ def _check_timeout(timeout_s: float | None) -> None:
     """Refuse a timeout that is not None or a positive finite number of seconds."""
     if timeout_s is None:
         return
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s < float("inf"):
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s < float("inf")
+    ):
         raise ValueError(f"timeout_s must be None or a positive number of seconds, got {timeout_s!r}")
+
+
+_GUARD = re.compile(r"""__name__\s*==\s*["']__main__["']""")
+
+
+def _check_main_guard() -> None:
+    """Refuse to start from a main script that spawn would run again in every stage process.
+
+    ``spawn`` and ``forkserver`` start each stage by importing the parent's main module
+    (as ``__mp_main__``). Without an ``if __name__ == "__main__":`` guard that import runs the
+    script's pipeline again inside the stage, where starting processes fails, and the stage
+    dies before its first item with nothing but exit status 1 in the parent.
+    """
+    if getattr(mp.process.current_process(), "_inheriting", False):
+        raise PipelineDefinitionError(
+            "a stage process is running the main script again while it starts (spawn imports the main "
+            'module): put the code that builds and runs the pipeline under if __name__ == "__main__":'
+        )
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return  # an interactive session, python -c, or a frozen program: nothing is re-imported
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    if not _GUARD.search(source):
+        raise PipelineDefinitionError(
+            f'the main script {path} has no if __name__ == "__main__": guard; every stage process imports it '
+            "again (multiprocessing spawn) and would start the pipeline a second time. Put the code that builds "
+            'and runs the pipeline under if __name__ == "__main__":'
+        )
