@@ -78,3 +78,13 @@ def test_a_port_in_use_is_named_in_the_message(tmp_path: Path, no_server_started
             serve(tmp_path, grpc_port=port)
     assert str(info.value).startswith(f"grpc_port={port} is already in use on 127.0.0.1")
     assert "leave grpc_port out and a free one is picked" in str(info.value)
+
+
+def test_monitor_refuses_a_string_for_models() -> None:
+    from hermes.aeriel.monitor import Monitor
+
+    with pytest.raises(
+        TypeError,
+        match=r"models must be a list of model names, got the string 'stream'; write models=\['stream'\]",
+    ):
+        Monitor(["127.0.0.1:8002"], models="stream")

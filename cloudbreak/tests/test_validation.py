@@ -177,3 +177,17 @@ def test_dry_runs_refuse_what_google_would_refuse_and_print_no_plan(args: list[s
     assert result.exit_code == 1
     assert expected in result.stderr
     assert result.stdout == ""  # no plan printed
+
+
+def test_a_string_where_a_list_is_expected_is_refused() -> None:
+    from hermes.cloudbreak._leftovers import find_leftovers
+
+    with pytest.raises(
+        CloudConfigError,
+        match=r"locations must be a list of zones or regions, got the string 'us-central1-a'",
+    ):
+        find_leftovers(project="my-project", locations="us-central1-a")
+    with pytest.raises(
+        CloudConfigError, match=r"server_args must be a tuple of '--flag=value' strings, got the string"
+    ):
+        TritonSpec(name="t", model_repository="gs://b/r", server_args="--log-verbose=1")  # type: ignore[arg-type]

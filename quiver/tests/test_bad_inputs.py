@@ -140,3 +140,26 @@ def test_onnx_export_prints_no_torchvision_notices_or_future_warnings(
         model.export_version(_mlp(), input_shapes={"x": (None, 16)})
     assert [r.getMessage() for r in caplog.records if "torchvision" in r.getMessage()] == []
     assert [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)] == []
+
+
+def test_a_string_for_output_names_is_refused_not_split_into_letters(repo: ModelRepository) -> None:
+    model = repo.add("mlp", platform=Platform.TORCHSCRIPT)
+    with pytest.raises(
+        ExportError,
+        match=r"output_names must be a list of names, got the string 'out'; write output_names=\['out'\]",
+    ):
+        model.export_version(_mlp(), example_inputs=[torch.ones(1, 16)], output_names="out")  # type: ignore[arg-type]
+
+
+def test_a_string_for_output_keys_is_refused(repo: ModelRepository) -> None:
+    from hermes.quiver.streaming import StreamingConfigError
+
+    net = repo.add("net", platform=Platform.ONNX)
+    net.config.add_input("x", [4, 1, 64])
+    net.config.add_output("y", [4, 64])
+    net.config.write()
+    ensemble = repo.add("stream", platform=Platform.ENSEMBLE)
+    with pytest.raises(
+        StreamingConfigError, match=r"output_keys must be a list of names, .* got the string 'win'"
+    ):
+        ensemble.add_streaming_inputs(net.inputs["x"], stride=4, batch_size=4, output_keys="win")

@@ -120,3 +120,11 @@ def test_a_script_without_a_main_guard_is_refused_before_any_stage_starts(tmp_pa
 
 def test_the_definition_error_is_importable_from_the_package() -> None:
     assert issubclass(PipelineDefinitionError, ValueError)
+
+
+@pytest.mark.parametrize("args", [20, "abc", None])
+def test_stage_args_must_be_a_tuple(args: object) -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"args must be a tuple of positional arguments, got"):
+        Source(st.frames, args=args)  # type: ignore[arg-type]
+    with pytest.raises(PipelineDefinitionError, match=r"write args=\("):
+        Map(st.square, args=args)  # type: ignore[arg-type]

@@ -212,6 +212,11 @@ def find_leftovers(
     if not locations:
         raise CloudConfigError("locations must name at least one zone or region ('-' for all)")
     check_project("find_leftovers", project)
+    if isinstance(locations, str):
+        raise CloudConfigError(
+            f"find_leftovers: locations must be a list of zones or regions, got the string {locations!r}; "
+            f"write locations=[{locations!r}]"
+        )
     for location in locations:
         check_location("find_leftovers", location, allow_all=True)
     now = now or datetime.datetime.now(datetime.UTC)

@@ -87,6 +87,10 @@ class Stage:
         copy: bool = True,
     ) -> None:
         self.target = target
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            raise PipelineDefinitionError(
+                f"args must be a tuple of positional arguments, got {args!r}; write args=({args!r},)"
+            )
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.name = name if name is not None else f"{self.kind}:{_describe(target)}"

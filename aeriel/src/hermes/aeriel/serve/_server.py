@@ -329,6 +329,7 @@ class Server:
         """
         if self.process is None:
             raise ServerError("the server was not started")
+        models = check_names("models", models)
         wanted = list(models if models is not None else (self.spec.models or ()))
         deadline = time.monotonic() + timeout_s
         interval = 0.02

@@ -101,6 +101,11 @@ class TritonSpec:
             raise CloudConfigError(
                 f"TritonSpec.service_type must be one of {_SERVICE_TYPES}, got {self.service_type!r}"
             )
+        if isinstance(self.server_args, str):
+            raise CloudConfigError(
+                f"TritonSpec.server_args must be a tuple of '--flag=value' strings, got the string "
+                f"{self.server_args!r}; write server_args=({self.server_args!r},)"
+            )
         args = tuple(self.server_args)
         for arg in args:
             if not isinstance(arg, str) or not arg.startswith("--"):

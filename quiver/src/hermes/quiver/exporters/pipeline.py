@@ -255,6 +255,11 @@ def export_module(
     t = torch()
     if not isinstance(module, t.nn.Module):
         raise ExportError(f"{model.name}: expected a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(output_names, str):
+        raise ExportError(
+            f"{model.name}: output_names must be a list of names, got the string {output_names!r}; "
+            f"write output_names=[{output_names!r}]"
+        )
     module.eval()
     config = model.config.copy()
     mbs = config.max_batch_size

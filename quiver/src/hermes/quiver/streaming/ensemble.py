@@ -290,6 +290,11 @@ def _add_streaming_inputs(
                 f"but {label} has no batch axis for it (shape {list(shape)}); use sequences_per_instance=1 or a "
                 "downstream model that takes (sequences, B, C, K)"
             )
+    if isinstance(output_keys, str):
+        raise StreamingConfigError(
+            f"output_keys must be a list of names, one per streaming tensor, got the string {output_keys!r}; "
+            f"write output_keys=[{output_keys!r}]"
+        )
     keys = list(output_keys) if output_keys is not None else [t.name for t in described]
     if len(keys) != len(tensors):
         raise StreamingConfigError(f"output_keys has {len(keys)} names for {len(tensors)} streaming tensors")
