@@ -21,7 +21,7 @@ def unlink_name(lock: Any) -> None:
     """Run the finalizer that unlinks ``lock``'s semaphore name (no-op when it has none or ran)."""
     if lock is None or getattr(getattr(lock, "_semlock", None), "name", None) is None:
         return
-    registry = util._finalizer_registry  # the finalizers multiprocessing registered
+    registry = util._finalizer_registry  # type: ignore[attr-defined]  # the finalizers multiprocessing registered
     for finalizer in list(registry.values()):
         ref = getattr(finalizer, "_weakref", None)
         if ref is not None and ref() is lock:

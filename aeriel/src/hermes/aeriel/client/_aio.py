@@ -26,7 +26,7 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 
-from hermes.aeriel.client._core import ClientCore, SequenceCore, _Pending
+from hermes.aeriel.client._core import AbandonRequest, ClientCore, SequenceCore, _Pending
 from hermes.aeriel.client._discovery import discover_async
 from hermes.aeriel.client._errors import translated
 from hermes.aeriel.client._options import SequenceId
@@ -315,7 +315,7 @@ class AsyncSequence(SequenceCore):
             task.add_done_callback(self.client._background.discard)
         self._close()
 
-    async def _send_end(self, request: tuple[Any, ...]) -> None:
+    async def _send_end(self, request: AbandonRequest) -> None:
         try:
             await self.client._submit(*request, None, None)
         except Exception as exc:  # the original error matters more; the slot idles out

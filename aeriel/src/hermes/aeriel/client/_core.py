@@ -48,7 +48,10 @@ from hermes.aeriel.exceptions import (
     SequenceError,
 )
 
-__all__ = ["ClientCore", "SequenceCore", "decode_outputs", "warm_up_inputs"]
+__all__ = ["AbandonRequest", "ClientCore", "SequenceCore", "decode_outputs", "warm_up_inputs"]
+
+#: ``(inputs, sequence id, start, end, version, request id)`` of the END sent for an abandoned sequence.
+AbandonRequest = tuple[InputsLike, SequenceId, bool, bool, str, str]
 
 logger = logging.getLogger("hermes.aeriel.client")
 
@@ -626,7 +629,7 @@ class SequenceCore:
     def _close(self) -> None:
         self._release()
 
-    def _abandon_request(self) -> tuple[InputsLike, SequenceId, bool, bool, str, str] | None:
+    def _abandon_request(self) -> AbandonRequest | None:
         """The END request that frees an abandoned sequence's slot on the server, or None.
 
         A sequence left after it started but before END still holds a slot of every stateful
