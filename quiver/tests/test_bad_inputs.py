@@ -163,3 +163,17 @@ def test_a_string_for_output_keys_is_refused(repo: ModelRepository) -> None:
         StreamingConfigError, match=r"output_keys must be a list of names, .* got the string 'win'"
     ):
         ensemble.add_streaming_inputs(net.inputs["x"], stride=4, batch_size=4, output_keys="win")
+
+
+def test_an_ensemble_key_with_spaces_is_refused(repo: ModelRepository) -> None:
+    pre = repo.add("pre", platform=Platform.ONNX)
+    pre.config.add_input("x", [4])
+    pre.config.add_output("y", [4])
+    post = repo.add("post", platform=Platform.ONNX)
+    post.config.add_input("y", [4])
+    post.config.add_output("z", [4])
+    ensemble = repo.add("ens", platform=Platform.ENSEMBLE)
+    with pytest.raises(ModelConfigError, match=r"ensemble tensor.name 'my key!': expected letters, digits"):
+        ensemble.pipe(pre.outputs["y"], post.inputs["y"], key="my key!")
+    with pytest.raises(ModelConfigError, match=r"input.name 'in put': expected letters"):
+        ensemble.add_input(pre.inputs["x"], key="in put")

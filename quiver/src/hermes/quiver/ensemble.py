@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.quiver._types import Shape, shape_to_dims
+from hermes.quiver.config.model_config import check_tensor_name
 from hermes.quiver.exceptions import EnsembleError, ExportError
 from hermes.quiver.model import ExposedTensor, Model
 from hermes.quiver.platform import Platform
@@ -241,6 +242,7 @@ class EnsembleModel(Model):
                 raise EnsembleError(
                     f"{self.name}: the name {key!r} is already used by another ensemble tensor"
                 )
+            check_tensor_name("ensemble tensor", key)
             out_step.output_map[outbound.name] = key
         in_step.input_map[inbound.name] = key
         return key

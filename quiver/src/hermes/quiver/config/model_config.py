@@ -48,6 +48,15 @@ __all__ = ["ModelConfig", "TensorSpec"]
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/\-]*$")
 
 
+def check_tensor_name(kind: str, name: str) -> None:
+    """Refuse a tensor name with spaces or symbols (``kind`` names the field in the message)."""
+    if not _TENSOR_NAME.match(name):
+        raise ModelConfigError(
+            f"{kind}.name {name!r}: expected letters, digits, '_', '.', '-', '/' and ':' only (no spaces "
+            "or other symbols): clients, ensembles and exported graphs address the tensor by this name"
+        )
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TensorSpec:
     """An input or output as a config declares it.
@@ -188,11 +197,7 @@ class ModelConfig:
     def _add_tensor(self, kind: str, name: str, dims: Sequence[int | None], dtype: Any) -> Any:
         if not name or not isinstance(name, str):
             raise ModelConfigError(f"{kind}.name: expected a non-empty string, got {name!r}")
-        if not _TENSOR_NAME.match(name):
-            raise ModelConfigError(
-                f"{kind}.name {name!r}: expected letters, digits, '_', '.', '-', '/' and ':' only (no spaces "
-                "or other symbols): clients, ensembles and exported graphs address the tensor by this name"
-            )
+        check_tensor_name(kind, name)
         field = self._proto.input if kind == "input" else self._proto.output
         if any(t.name == name for t in field):
             raise ModelConfigError(f"{kind}[{name}]: already declared")
