@@ -120,6 +120,7 @@ class EnsembleModel(Model):
             raise EnsembleError(f"{self.name}: {input.model.name} has no input {input.name!r}")
         self._check_batching(input)
         key = key or input.name
+        check_tensor_name("input", key)  # before a step is added for it
         existing = {t.name: t for t in self.inputs.values()}
         if key in existing:
             if (
@@ -159,6 +160,8 @@ class EnsembleModel(Model):
         if output.name not in {t.name for t in output.model.config.proto.output}:
             raise EnsembleError(f"{self.name}: {output.model.name} has no output {output.name!r}")
         self._check_batching(output)
+        if key is not None:
+            check_tensor_name("output", key)  # before a step is added for it
         step = self._step(output.model, version)
         key = key or step.output_map.get(output.name) or output.name
         if key in {t.name for t in self.config.proto.output}:
