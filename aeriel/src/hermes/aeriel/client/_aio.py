@@ -306,9 +306,12 @@ class AsyncSequence(SequenceCore):
             self._sent_one(end)
             return future
 
-    def close(self) -> None:
-        """End the sequence (idempotent); a started one without END gets an END of zeros, scheduled."""
-        request = self._abandon_request()
+    def close(self, *, send_end: bool = True) -> None:
+        """End the sequence (idempotent); a started one without END gets an END of zeros, scheduled.
+
+        ``send_end=False`` only forgets it here (for a server that is gone).
+        """
+        request = self._abandon_request() if send_end else None
         if request is not None:
             task = asyncio.get_running_loop().create_task(self._send_end(request))
             self.client._background.add(task)

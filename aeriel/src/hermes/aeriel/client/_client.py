@@ -386,10 +386,16 @@ class Sequence(SequenceCore):
             self._sent_one(end)
             return future
 
-    def close(self) -> None:
-        """End the sequence (idempotent): a started sequence without END gets an END of zeros."""
+    def close(self, *, send_end: bool = True) -> None:
+        """End the sequence (idempotent): a started sequence without END gets an END of zeros.
+
+        Args:
+            send_end: False only forgets the sequence here (its server keeps the slot until
+                the idle timeout): for a server that is gone.
+        """
         with self._lock:
-            self._end_abandoned()
+            if send_end:
+                self._end_abandoned()
             self._close()
 
     def _end_abandoned(self) -> None:

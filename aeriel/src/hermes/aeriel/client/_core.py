@@ -627,6 +627,11 @@ class SequenceCore:
             self.client._release_sequence(self.sequence_id)
 
     def _close(self) -> None:
+        if self._started and not self._ended and not self._released:
+            logger.warning(
+                "sequence %r closed without END; the server keeps its state until it idles out",
+                self.sequence_id,
+            )
         self._release()
 
     def _abandon_request(self) -> AbandonRequest | None:
