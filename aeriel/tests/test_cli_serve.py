@@ -169,6 +169,8 @@ def test_serve_reports_a_missing_repository_and_exits_1(tmp_path):
     [
         (["--gpus", "zero"], "expected comma-separated GPU indices such as 0,1; got 'zero'"),
         (["--runtime", "docker"], "unknown runtime 'docker'"),
+        (["--address", "203.0.113.7"], "address '203.0.113.7' cannot be bound on this machine"),
+        (["--timeout", "-5"], "timeout_s must be a finite number of seconds > 0, got -5.0"),
     ],
 )
 def test_serve_rejects_bad_options_with_a_clear_message(triton_repo, args, message):
@@ -182,6 +184,7 @@ def test_serve_rejects_bad_options_with_a_clear_message(triton_repo, args, messa
     )
     assert proc.returncode != 0
     assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 SLOW_CONFIG = """\

@@ -6,6 +6,7 @@ One server holds a quiver streaming ensemble (ONNX snapshotter → network → a
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 from collections.abc import Iterator
@@ -140,3 +141,62 @@ def test_setting_model_version_moves_new_requests_and_keeps_live_sequences(serve
         assert (seq.model_version, client.model_version) == ("", "1")
         result = seq.send(np.ones((1, 1, UPDATE), np.float32), end=True).result(timeout=30)
         assert result.model_version == "1"
+
+
+class _Boom(Exception):
+    pass
+
+
+def test_an_exception_inside_a_sequence_ends_it_on_the_server_so_the_next_one_does_not_stall(server):
+    # Issue 16 item 1: the abandoned sequence held the ensemble's only slot until the idle
+    # timeout (60 s), and the next sequence's first request waited that long without an error.
+    data = np.random.rand(1, 3 * UPDATE).astype(np.float32)
+    with InferenceClient(server.grpc_url, "stream") as client:
+        with pytest.raises(_Boom), client.sequence(1) as seq:
+            seq.send(data[None, :, :UPDATE]).result(timeout=30)
+            raise _Boom
+        assert client.live_sequences == 0
+        with client.sequence(2) as second:
+            second_out = _run(second, data)  # each result(timeout=30), far below the 60 s idle timeout
+        with client.sequence(3) as third:
+            third_out = _run(third, data)
+    # the fresh sequence started from fresh state: the same data gives the same outputs
+    np.testing.assert_allclose(second_out, third_out, rtol=1e-6)
+
+
+def test_a_duplicate_sequence_id_error_ends_the_outer_sequence_on_the_server(server):
+    data = np.ones((1, 1, UPDATE), np.float32)
+    with InferenceClient(server.grpc_url, "stream") as client:
+        with pytest.raises(SequenceError, match="already live"), client.sequence(4) as seq:
+            seq.send(data)
+            client.sequence(4)
+        with client.sequence(5) as other:
+            result = other.send(data, end=True).result(timeout=30)
+    assert result.outputs["averaged"].shape == (1, UPDATE)
+
+
+def test_closing_a_started_sequence_early_sends_end_to_free_its_slot(server):
+    seen: list[object] = []
+    data = np.ones((1, 1, UPDATE), np.float32)
+    with InferenceClient(server.grpc_url, "stream", callback=lambda r, e: seen.append(r or e)) as client:
+        seq = client.sequence(6)
+        seq.send(data).result(timeout=30)
+        seq.close()
+        with client.sequence(7) as other:
+            other.send(data, end=True).result(timeout=30)
+        client.wait_all(timeout_s=30)
+    ids = [getattr(r, "request_id", None) for r in seen]
+    assert "end-of-abandoned-sequence-6" in ids
+
+
+async def test_async_sequence_left_on_an_exception_sends_end(server):
+    data = np.ones((1, 1, UPDATE), np.float32)
+    async with AsyncInferenceClient(server.grpc_url, "stream") as client:
+        with pytest.raises(_Boom):
+            async with client.sequence(1) as seq:
+                await (await seq.send(data))
+                raise _Boom
+        async with client.sequence(2) as seq:
+            future = await seq.send(data, end=True)
+        result = await asyncio.wait_for(future, 30)
+    assert result.outputs["averaged"].shape == (1, UPDATE)

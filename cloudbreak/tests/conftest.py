@@ -34,7 +34,7 @@ def gke(fake_gke: FakeGKE) -> Iterator[ClusterManager]:
     client, channel = client_for(fake_gke)
     try:
         yield ClusterManager(
-            project="p1",
+            project="hermes-p1",
             location="us-central1-a",
             client=client,
             retry=FAST_RETRY,

@@ -18,7 +18,7 @@ from hermes.cloudbreak._cli import app
 from hermes.cloudbreak.gke import ClusterSpec, NodePoolSpec, create_cluster_request
 
 runner = CliRunner()
-WHERE = ["--project", "p1", "--location", "us-central1-a"]
+WHERE = ["--project", "hermes-p1", "--location", "us-central1-a"]
 
 
 def gke_cli(fake: FakeGKE, *args: str) -> object:
@@ -98,7 +98,9 @@ def test_cluster_up_dry_run_prints_the_exact_request_and_sends_nothing(fake_gke:
     assert entry["method"] == "google.container.v1.ClusterManager/CreateCluster"
     sent = container_v1.CreateClusterRequest.from_json(json.dumps(entry["request"]))
     pool = NodePoolSpec(name="gpus", accelerator_type="nvidia-l4", accelerator_count=2, spot=True)
-    assert sent == create_cluster_request("p1", "us-central1-a", ClusterSpec(name="c1", node_pools=(pool,)))
+    assert sent == create_cluster_request(
+        "hermes-p1", "us-central1-a", ClusterSpec(name="c1", node_pools=(pool,))
+    )
     assert fake_gke.requests == []
 
 
@@ -181,7 +183,7 @@ def test_deploy_dry_run_prints_valid_manifests() -> None:
 
 def test_swarm_up_run_down(fake_compute: FakeCompute, ssh: dict) -> None:
     base = ["--compute-endpoint", fake_compute.endpoint, "--anonymous", "swarm"]
-    where = ["--name", "w", "--project", "p1", "--zone", "us-central1-a"]
+    where = ["--name", "w", "--project", "hermes-p1", "--zone", "us-central1-a"]
     up = runner.invoke(
         app, [*base, "up", *where, "--count", "2", "--poll-interval-s", "0.01"], catch_exceptions=False
     )
@@ -228,7 +230,7 @@ def test_swarm_up_dry_run_prints_one_insert_per_vm(fake_compute: FakeCompute, tm
             "--count",
             "3",
             "--project",
-            "p1",
+            "hermes-p1",
             "--zone",
             "us-central1-a",
             "--gpu-type",
@@ -292,7 +294,7 @@ def test_deploy_to_a_gke_cluster_by_name_uses_its_endpoint_and_ca(
     assert json.loads(path.read_text()) == json.loads(result.stdout)
     assert fake_gke.methods()[-1] == "GetCluster"
     (_, request, _) = fake_gke.requests[-1]
-    assert request.name == "projects/p1/locations/us-central1-a/clusters/c1"
+    assert request.name == "projects/hermes-p1/locations/us-central1-a/clusters/c1"
     posted = [r for r in list(kube_tls["emu"]) if r.method.value == "POST"]
     assert [r.url.path for r in posted] == [
         "/apis/apps/v1/namespaces/default/deployments",
@@ -301,7 +303,7 @@ def test_deploy_to_a_gke_cluster_by_name_uses_its_endpoint_and_ca(
         "/api/v1/namespaces/default/services",
     ]
     assert {r.headers.get("Authorization") for r in posted} == {None}  # anonymous: no token sent
-    assert list(fake_gke.clusters) == ["projects/p1/locations/us-central1-a/clusters/c1"]
+    assert list(fake_gke.clusters) == ["projects/hermes-p1/locations/us-central1-a/clusters/c1"]
 
 
 def test_deploy_to_a_missing_gke_cluster_fails_naming_it(fake_gke: FakeGKE) -> None:
@@ -319,13 +321,13 @@ def test_deploy_to_a_missing_gke_cluster_fails_naming_it(fake_gke: FakeGKE) -> N
     )
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        "error: get cluster nope: Not found: projects/p1/locations/us-central1-a/clusters/nope"
+        "error: get cluster nope: Not found: projects/hermes-p1/locations/us-central1-a/clusters/nope"
     )
 
 
 def test_deploy_cluster_needs_a_location_and_no_kubeconfig(tmp_path: Path) -> None:
     base = ["deploy", "--name", "tr", "--repository", "gs://b/r", "--cluster", "c1"]
-    no_location = runner.invoke(app, [*base, "--project", "p1"])
+    no_location = runner.invoke(app, [*base, "--project", "hermes-p1"])
     assert no_location.exit_code == 1
     assert "error: --cluster c1 needs --project and --location" in no_location.stderr
     both = runner.invoke(app, [*base, *WHERE, "--kubeconfig", str(tmp_path / "kc")])

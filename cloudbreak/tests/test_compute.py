@@ -23,7 +23,7 @@ def swarm(clients: ComputeClients, count: int = 3, **kwargs: object) -> Swarm:
     return Swarm(
         SPEC,
         count,
-        project="p1",
+        project="hermes-p1",
         zone="us-central1-a",
         clients=clients,
         retry=FAST,
@@ -110,13 +110,13 @@ def test_list_and_delete_swarm_by_label_across_pages(
 ) -> None:
     with swarm(compute, count=3, keep=True):
         pass
-    assert list_swarm(compute, project="p1", zone="us-central1-a", name="clients") == {
+    assert list_swarm(compute, project="hermes-p1", zone="us-central1-a", name="clients") == {
         "clients-0": "127.0.0.1",
         "clients-1": "127.0.0.1",
         "clients-2": "127.0.0.1",
     }
     assert delete_swarm(
-        compute, project="p1", zone="us-central1-a", name="clients", poll_interval_s=0.01
+        compute, project="hermes-p1", zone="us-central1-a", name="clients", poll_interval_s=0.01
     ) == ["clients-0", "clients-1", "clients-2"]
     assert fake_compute.instances == {}
 

@@ -45,7 +45,7 @@ def test_create_cluster_sends_gpu_pool_and_waits_until_running(
         "GetCluster",
     ]
     _, request, metadata = fake_gke.requests[0]
-    assert request.parent == "projects/p1/locations/us-central1-a"
+    assert request.parent == "projects/hermes-p1/locations/us-central1-a"
     pool = request.cluster.node_pools[0]
     assert pool.config.accelerators[0].accelerator_type == "nvidia-tesla-t4"
     assert pool.config.accelerators[0].accelerator_count == 2
@@ -57,7 +57,7 @@ def test_create_cluster_sends_gpu_pool_and_waits_until_running(
         4,
     )
     assert dict(request.cluster.resource_labels) == {"managed-by": "hermes-cloudbreak", "job": "o3-offline"}
-    assert metadata["x-goog-request-params"] == "parent=projects/p1/locations/us-central1-a"
+    assert metadata["x-goog-request-params"] == "parent=projects/hermes-p1/locations/us-central1-a"
 
 
 def test_get_and_list_clusters_and_delete(gke: ClusterManager) -> None:
@@ -70,7 +70,7 @@ def test_get_and_list_clusters_and_delete(gke: ClusterManager) -> None:
 
 def test_missing_cluster_raises_not_found_naming_it(gke: ClusterManager) -> None:
     with pytest.raises(
-        ResourceNotFound, match="get cluster nope: Not found: projects/p1/locations/us-central1-a"
+        ResourceNotFound, match="get cluster nope: Not found: projects/hermes-p1/locations/us-central1-a"
     ):
         gke.get_cluster("nope")
     with pytest.raises(ResourceNotFound) as info:
@@ -117,7 +117,7 @@ def test_quota_error_is_reported_clearly_and_bounded_by_attempts(
 ) -> None:
     fake_gke.quota_errors = 5
     once = ClusterManager(
-        project="p1",
+        project="hermes-p1",
         location="us-central1-a",
         client=gke.client,
         retry=RetryPolicy(attempts=2, backoff_s=0.0),

@@ -48,7 +48,7 @@ def test_attached_cluster_client_checks_the_cluster_ca_and_refreshes_the_token(
     gke: ClusterManager, fake_gke: FakeGKE, kube_tls: dict
 ) -> None:
     point_cluster_at(fake_gke, kube_tls["url"], kube_tls["ca_pem"])
-    fake_gke.add_cluster("p1", "us-central1-a", "o3", labels={}, create_time=NOW)
+    fake_gke.add_cluster("hermes-p1", "us-central1-a", "o3", labels={}, create_time=NOW)
     credentials, issued = rotating_credentials()
     gke.credentials = credentials
     with gke.attach("o3") as cluster:
@@ -65,7 +65,7 @@ def test_attached_cluster_client_checks_the_cluster_ca_and_refreshes_the_token(
     assert headers == ["Bearer tok-1", "Bearer tok-2"]
     assert issued == ["tok-1", "tok-2"]
     assert "DeleteCluster" not in fake_gke.methods()
-    assert list(fake_gke.clusters) == ["projects/p1/locations/us-central1-a/clusters/o3"]
+    assert list(fake_gke.clusters) == ["projects/hermes-p1/locations/us-central1-a/clusters/o3"]
 
 
 def test_kube_client_refuses_a_control_plane_not_signed_by_the_cluster_ca(
@@ -75,7 +75,7 @@ def test_kube_client_refuses_a_control_plane_not_signed_by_the_cluster_ca(
     other.mkdir()
     stranger_pem, _, _ = self_signed_certificate(other)
     point_cluster_at(fake_gke, kube_tls["url"], stranger_pem)
-    fake_gke.add_cluster("p1", "us-central1-a", "o3", labels={}, create_time=NOW)
+    fake_gke.add_cluster("hermes-p1", "us-central1-a", "o3", labels={}, create_time=NOW)
     gke.credentials = Credentials(token="tok")
     with gke.attach("o3") as cluster, cluster.kube_api_client() as api:
         api.configuration.retries = 0
@@ -89,7 +89,7 @@ def test_attaching_a_missing_cluster_raises_not_found_and_deletes_nothing(
 ) -> None:
     with (
         pytest.raises(
-            ResourceNotFound, match="get cluster nope: Not found: projects/p1/locations/us-central1-a"
+            ResourceNotFound, match="get cluster nope: Not found: projects/hermes-p1/locations/us-central1-a"
         ),
         gke.attach("nope"),
     ):
@@ -100,7 +100,7 @@ def test_attaching_a_missing_cluster_raises_not_found_and_deletes_nothing(
 def test_attached_cluster_without_credentials_explains_what_is_missing(
     gke: ClusterManager, fake_gke: FakeGKE
 ) -> None:
-    fake_gke.add_cluster("p1", "us-central1-a", "o3", labels={}, create_time=NOW)
+    fake_gke.add_cluster("hermes-p1", "us-central1-a", "o3", labels={}, create_time=NOW)
     with (
         gke.attach("o3") as cluster,
         pytest.raises(ValueError, match="kube_api_client needs the ClusterManager's Google credentials"),

@@ -62,7 +62,7 @@ def fake(transport: str) -> Iterator[FakeGKE]:
 @pytest.fixture
 def manager(fake: FakeGKE, transport: str) -> Iterator[ClusterManager]:
     with ClusterManager(
-        project="p1",
+        project="hermes-p1",
         location="us-central1-a",
         transport=transport,
         api_endpoint=f"http://127.0.0.1:{fake.port}",
@@ -88,7 +88,7 @@ def test_create_waits_until_running_and_sends_the_spec(
     if transport == "rest":
         assert metadata["query"] == "%24alt=json%3Benum-encoding%3Dint"
     else:
-        assert metadata["x-goog-request-params"] == "parent=projects/p1/locations/us-central1-a"
+        assert metadata["x-goog-request-params"] == "parent=projects/hermes-p1/locations/us-central1-a"
 
 
 def test_get_list_and_delete(manager: ClusterManager, fake: FakeGKE) -> None:
@@ -150,5 +150,5 @@ def test_unknown_transport_is_refused() -> None:
         CloudConfigError, match=r"ClusterManager.transport must be one of \['grpc', 'rest'\], got 'http'"
     ):
         ClusterManager(
-            project="p1", location="us-central1-a", transport="http", api_endpoint="http://127.0.0.1:1"
+            project="hermes-p1", location="us-central1-a", transport="http", api_endpoint="http://127.0.0.1:1"
         )

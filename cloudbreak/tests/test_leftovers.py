@@ -29,20 +29,20 @@ runner = CliRunner()
 def crashed_run(fake_gke: FakeGKE, fake_compute: FakeCompute) -> None:
     """A project after a crash: hermes' cluster and VMs, plus things hermes must never touch."""
     fake_gke.add_cluster(
-        "p1",
+        "hermes-p1",
         "us-central1-a",
         "crashed",
         labels={**OURS, "job": "o3"},
         create_time=gke_time(NOW, 4 * HOUR),
     )
     fake_gke.add_cluster(
-        "p1", "us-central1", "fresh", labels=OURS, create_time=gke_time(NOW, HOUR / 2).replace("+00:00", "Z")
+        "hermes-p1", "us-central1", "fresh", labels=OURS, create_time=gke_time(NOW, HOUR / 2).replace("+00:00", "Z")
     )
     fake_gke.add_cluster(
-        "p1", "us-central1-a", "someone-elses", labels={}, create_time=gke_time(NOW, 300 * 24 * HOUR)
+        "hermes-p1", "us-central1-a", "someone-elses", labels={}, create_time=gke_time(NOW, 300 * 24 * HOUR)
     )
     fake_gke.add_cluster(
-        "p1",
+        "hermes-p1",
         "us-central1-a",
         "terraformed",
         labels={"managed-by": "terraform"},
@@ -52,17 +52,17 @@ def crashed_run(fake_gke: FakeGKE, fake_compute: FakeCompute) -> None:
         "p2", "us-central1-a", "other-project", labels=OURS, create_time=gke_time(NOW, 300 * 24 * HOUR)
     )
     fake_compute.add_instance(
-        "p1",
+        "hermes-p1",
         "us-central1-a",
         "w-0",
         labels={**OURS, "hermes-swarm": "w"},
         creation_timestamp=compute_time(NOW, 3 * HOUR),
     )
     fake_compute.add_instance(
-        "p1", "europe-west4-b", "w-eu", labels=OURS, creation_timestamp=compute_time(NOW, 3 * HOUR)
+        "hermes-p1", "europe-west4-b", "w-eu", labels=OURS, creation_timestamp=compute_time(NOW, 3 * HOUR)
     )
     fake_compute.add_instance(
-        "p1", "us-central1-a", "bastion", labels={}, creation_timestamp=compute_time(NOW, 700 * 24 * HOUR)
+        "hermes-p1", "us-central1-a", "bastion", labels={}, creation_timestamp=compute_time(NOW, 700 * 24 * HOUR)
     )
 
 
@@ -73,7 +73,7 @@ def names(leftovers: list[Leftover]) -> list[str]:
 def test_find_leftovers_lists_only_what_carries_hermes_label(
     crashed_run: None, gke: ClusterManager, compute: Any
 ) -> None:
-    found = find_leftovers(project="p1", gke=gke, compute=compute, now=NOW)
+    found = find_leftovers(project="hermes-p1", gke=gke, compute=compute, now=NOW)
     assert names(found) == [
         "gke-cluster/us-central1/fresh",
         "gke-cluster/us-central1-a/crashed",
@@ -84,7 +84,7 @@ def test_find_leftovers_lists_only_what_carries_hermes_label(
     assert crashed.to_dict(NOW) == {
         "kind": "gke-cluster",
         "name": "crashed",
-        "project": "p1",
+        "project": "hermes-p1",
         "location": "us-central1-a",
         "created": gke_time(NOW, 4 * HOUR),
         "age_s": 4 * 3600,
@@ -96,22 +96,22 @@ def test_find_leftovers_lists_only_what_carries_hermes_label(
 def test_find_leftovers_filters_by_age_and_location(
     crashed_run: None, gke: ClusterManager, compute: Any
 ) -> None:
-    old = find_leftovers(project="p1", gke=gke, compute=compute, older_than_s=2 * 3600, now=NOW)
+    old = find_leftovers(project="hermes-p1", gke=gke, compute=compute, older_than_s=2 * 3600, now=NOW)
     assert names(old) == [
         "gke-cluster/us-central1-a/crashed",
         "vm/europe-west4-b/w-eu",
         "vm/us-central1-a/w-0",
     ]
-    zone = find_leftovers(project="p1", locations=["us-central1-a"], gke=gke, compute=compute, now=NOW)
+    zone = find_leftovers(project="hermes-p1", locations=["us-central1-a"], gke=gke, compute=compute, now=NOW)
     assert names(zone) == ["gke-cluster/us-central1-a/crashed", "vm/us-central1-a/w-0"]
-    region = find_leftovers(project="p1", locations=["europe-west4"], compute=compute, now=NOW)
+    region = find_leftovers(project="hermes-p1", locations=["europe-west4"], compute=compute, now=NOW)
     assert names(region) == ["vm/europe-west4-b/w-eu"]
 
 
 def test_delete_leftovers_deletes_them_and_never_touches_the_unlabelled(
     crashed_run: None, gke: ClusterManager, compute: Any, fake_gke: FakeGKE, fake_compute: FakeCompute
 ) -> None:
-    found = find_leftovers(project="p1", gke=gke, compute=compute, older_than_s=3600, now=NOW)
+    found = find_leftovers(project="hermes-p1", gke=gke, compute=compute, older_than_s=3600, now=NOW)
     deleted = delete_leftovers(found, gke=gke, compute=compute, poll_interval_s=0.01, timeout_s=10)
     assert names(deleted) == [
         "vm/europe-west4-b/w-eu",
@@ -119,20 +119,20 @@ def test_delete_leftovers_deletes_them_and_never_touches_the_unlabelled(
         "gke-cluster/us-central1-a/crashed",
     ]
     assert sorted(fake_gke.clusters) == [
-        "projects/p1/locations/us-central1-a/clusters/someone-elses",
-        "projects/p1/locations/us-central1-a/clusters/terraformed",
-        "projects/p1/locations/us-central1/clusters/fresh",
+        "projects/hermes-p1/locations/us-central1-a/clusters/someone-elses",
+        "projects/hermes-p1/locations/us-central1-a/clusters/terraformed",
+        "projects/hermes-p1/locations/us-central1/clusters/fresh",
         "projects/p2/locations/us-central1-a/clusters/other-project",
     ]
     assert sorted(fake_compute.instances) == ["bastion"]
     deleted_clusters = [r.name for m, r, _ in fake_gke.requests if m == "DeleteCluster"]
-    assert deleted_clusters == ["projects/p1/locations/us-central1-a/clusters/crashed"]
+    assert deleted_clusters == ["projects/hermes-p1/locations/us-central1-a/clusters/crashed"]
 
 
 def test_delete_leftovers_needs_the_client_of_each_kind(
     crashed_run: None, gke: ClusterManager, compute: Any
 ) -> None:
-    found = find_leftovers(project="p1", gke=gke, compute=compute)
+    found = find_leftovers(project="hermes-p1", gke=gke, compute=compute)
     with pytest.raises(CloudConfigError, match="delete_leftovers got VMs but no compute=ComputeClients"):
         delete_leftovers(found, gke=gke)
 
@@ -163,7 +163,7 @@ def gc_cli(fake_gke: FakeGKE, fake_compute: FakeCompute, *args: str) -> Any:
             "--anonymous",
             "gc",
             "--project",
-            "p1",
+            "hermes-p1",
             *args,
         ],
         catch_exceptions=False,
@@ -224,10 +224,10 @@ def test_gc_dry_run_prints_the_exact_delete_requests_and_sends_none(
         "compute.instances.delete",
     ]
     assert container_v1.DeleteClusterRequest.from_json(json.dumps(requests[1]["request"])) == (
-        container_v1.DeleteClusterRequest(name="projects/p1/locations/us-central1-a/clusters/crashed")
+        container_v1.DeleteClusterRequest(name="projects/hermes-p1/locations/us-central1-a/clusters/crashed")
     )
     assert compute_v1.DeleteInstanceRequest.from_json(json.dumps(requests[3]["request"])) == (
-        compute_v1.DeleteInstanceRequest(project="p1", zone="us-central1-a", instance="w-0")
+        compute_v1.DeleteInstanceRequest(project="hermes-p1", zone="us-central1-a", instance="w-0")
     )
     assert fake_gke.methods() == ["ListClusters"]  # only reads
     assert [m for m, _, _ in fake_compute.requests] == ["GET"]

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
 
     channel = grpc.insecure_channel(sys.argv[1])
     client = container_v1.ClusterManagerClient(transport=ClusterManagerGrpcTransport(channel=channel))
-    gke = ClusterManager(project="p1", location="us-central1-a", client=client, poll_interval_s=0.01)
+    gke = ClusterManager(project="hermes-p1", location="us-central1-a", client=client, poll_interval_s=0.01)
     spec = ClusterSpec(name="doomed", node_pools=(NodePoolSpec(name="cpu"),))
     with gke.cluster(spec):
         print("READY", flush=True)

@@ -29,7 +29,10 @@ def _children() -> set[int]:
 
 
 def _segments() -> set[str]:
-    return {path.name for path in Path("/dev/shm").iterdir() if path.name.startswith(SHM_PREFIX)}
+    # Only this process's segments (channels are named <prefix><pid>-...): other test runs on
+    # the same machine create theirs at the same time.
+    own = f"{SHM_PREFIX}{os.getpid()}-"
+    return {path.name for path in Path("/dev/shm").iterdir() if path.name.startswith(own)}
 
 
 def _ours(segment: str) -> bool:

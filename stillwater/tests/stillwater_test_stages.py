@@ -197,3 +197,31 @@ def emit_then_fail(n: int) -> Iterator[int]:
     yield from range(n)
     time.sleep(0.2)
     raise RuntimeError(f"source gave up after {n} items")
+
+
+def sleep_then_echo(x: int, delay_s: float = 20.0) -> int:
+    """A stage stuck for ``delay_s`` on its first item."""
+    time.sleep(delay_s)
+    return x
+
+
+def wrong_shape(x: np.ndarray) -> np.ndarray:
+    """Emits an array one sample short of the declared spec."""
+    return x[..., :-1]
+
+
+def as_text(x: object) -> str:
+    return str(x)
+
+
+def connect_to_nothing(x: int) -> int:
+    """Raises the aeriel client's ConnectionFailed (chained from an unpicklable tritonclient error)."""
+    import socket
+
+    from hermes.aeriel.client import InferenceClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    InferenceClient(f"127.0.0.1:{port}", "nothing", connect_timeout_s=2)
+    return x

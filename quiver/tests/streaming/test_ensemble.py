@@ -144,15 +144,21 @@ def test_streaming_inputs_reject_colliding_names(
         StreamingConfigError, match=r"model name 'net' collides with a model in the repository"
     ):
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, name="net")
+    # a failed build step rolls the (unexported) ensemble back: start it again
+    ensemble = repo.add("stream", platform=Platform.ENSEMBLE)
     with pytest.raises(StreamingConfigError, match=r"streaming tensor net.aux is given twice"):
         ensemble.add_streaming_inputs([net.inputs["aux"], net.inputs["aux"]], stride=4, batch_size=8)
+    ensemble = repo.add("stream", platform=Platform.ENSEMBLE)
     ensemble.add_streaming_inputs(net.inputs["strain"], stride=4, batch_size=8, key="data")
     with pytest.raises(
         StreamingConfigError,
         match=r"streaming update name 'data' collides with a tensor of ensemble 'stream'",
-    ):
+    ) as info:
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="data")
-    assert sorted(m.name for m in repo) == ["net", "snapshotter", "stream"]
+    assert sorted(m.name for m in repo) == ["net"]  # all or nothing: the snapshotter went too
+    assert "the ensemble build was rolled back: removed snapshotter, stream" in "\n".join(
+        info.value.__notes__
+    )
 
 
 def test_streaming_output_rejects_more_updates_than_fit_the_kernel(
@@ -185,3 +191,89 @@ def test_batched_state_needs_a_downstream_sequence_axis(net: Model, ensemble: En
 def test_unknown_streaming_option_is_a_type_error(net: Model, ensemble: EnsembleModel) -> None:
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['idle_timeout'\]"):
         ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, idle_timeout=3)
+
+
+# -- issue 16: strides that disagree, and all-or-nothing builds ------------------------------
+
+
+def test_an_output_stride_that_differs_from_the_input_stride_is_refused(
+    repo: ModelRepository, ensemble: EnsembleModel
+) -> None:
+    conv = declared(repo, "conv", {"x": [4, 3, 256]}, {"y": [4, 256]})
+    group = ensemble.add_streaming_inputs(conv.inputs["x"], stride=8, batch_size=4, key="update")
+    assert group.update_shape == (1, 3, 32)
+    with pytest.raises(StreamingConfigError) as info:
+        ensemble.add_streaming_output(conv.outputs["y"], stride=16, num_updates=8, key="output")
+    message = str(info.value)
+    assert "stride 16 differs from stride 8 of the streaming input 'update' that feeds conv" in message
+    assert "each update of 32 samples would come back as 64 samples. Use stride=8" in message
+
+
+def test_an_output_reached_through_another_model_is_checked_against_the_input_stride(
+    repo: ModelRepository, ensemble: EnsembleModel
+) -> None:
+    pre = declared(repo, "pre", {"x": [4, 1, 64]}, {"z": [4, 1, 64]})
+    post = declared(repo, "post", {"z": [4, 1, 64]}, {"y": [4, 64]})
+    ensemble.add_streaming_inputs(pre.inputs["x"], stride=4, batch_size=4, key="update")
+    ensemble.pipe(pre.outputs["z"], post.inputs["z"])
+    with pytest.raises(
+        StreamingConfigError, match=r"stride 2 differs from stride 4 of the streaming input 'update'"
+    ):
+        ensemble.add_streaming_output(post.outputs["y"], stride=2, num_updates=2)
+
+
+def test_a_failed_streaming_build_leaves_nothing_behind_and_can_be_rerun(
+    repo: ModelRepository, ensemble: EnsembleModel
+) -> None:
+    net = declared(repo, "net", {"aux": [8, 64]}, {"noise": [8, 64]})
+    ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="update")
+    assert sorted(m.name for m in repo) == ["net", "snapshotter", "stream"]
+    with pytest.raises(StreamingConfigError, match="num_updates") as info:
+        ensemble.add_streaming_output(net.outputs["noise"], stride=4, num_updates=0)
+    assert "rolled back: removed snapshotter, stream" in "\n".join(info.value.__notes__)
+    assert sorted(m.name for m in repo) == ["net"]
+    assert sorted(p.name for p in Path(repo.root).iterdir()) == ["net"]  # on disk too
+    assert sorted(m.name for m in ModelRepository(repo.root)) == ["net"]
+    with pytest.raises(
+        StreamingConfigError, match=r"ensemble 'stream' is no longer in .* start again with repo.add"
+    ):
+        ensemble.add_streaming_output(net.outputs["noise"], stride=4, num_updates=2)
+    # the same build again, now correct, succeeds under the same names
+    again = repo.add("stream", platform=Platform.ENSEMBLE)
+    assert isinstance(again, EnsembleModel)
+    again.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="update")
+    again.add_streaming_output(net.outputs["noise"], stride=4, num_updates=2, key="out")
+    assert again.export_version().version == 1
+    assert sorted(m.name for m in ModelRepository(repo.root)) == [
+        "aggregator",
+        "net",
+        "snapshotter",
+        "stream",
+    ]
+
+
+def test_a_failed_first_export_rolls_the_ensemble_back(
+    repo: ModelRepository, ensemble: EnsembleModel
+) -> None:
+    from hermes.quiver.exceptions import EnsembleError
+
+    net = declared(repo, "net", {"aux": [8, 64]}, {"noise": [8, 64]})
+    ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="update")
+    with pytest.raises(EnsembleError, match="the ensemble has no outputs"):
+        ensemble.export_version()
+    assert sorted(m.name for m in repo) == ["net"]
+
+
+def test_a_failed_step_on_an_exported_ensemble_restores_its_exported_config(
+    repo: ModelRepository, ensemble: EnsembleModel
+) -> None:
+    net = declared(repo, "net", {"aux": [8, 64]}, {"noise": [8, 64]})
+    ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="update")
+    ensemble.add_streaming_output(net.outputs["noise"], stride=4, num_updates=2, key="out")
+    ensemble.export_version()
+    exported = ensemble.config.to_text()
+    with pytest.raises(StreamingConfigError):
+        ensemble.add_streaming_inputs(net.inputs["aux"], stride=4, batch_size=8, key="out", name="late")
+    assert ensemble.config.to_text() == exported
+    assert sorted(m.name for m in repo) == ["aggregator", "net", "snapshotter", "stream"]
+    assert ensemble.versions == [1]

@@ -92,6 +92,29 @@ def _fail(exc: CloudbreakError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _validate(
+    *,
+    project: str | None = None,
+    location: str | None = None,
+    zone: str | None = None,
+    count: int | None = None,
+) -> None:
+    """Check the where (and how many) of a command against Google's rules, before any request or plan."""
+    from hermes.cloudbreak._validation import check_count, check_location, check_project, check_zone
+
+    try:
+        if project is not None:
+            check_project("--project", project)
+        if location is not None:
+            check_location("--location", location, allow_all=True)
+        if zone is not None:
+            check_zone("--zone", zone)
+        if count is not None:
+            check_count("--count", "the number of VMs", count)
+    except CloudbreakError as exc:
+        raise _fail(exc) from exc
+
+
 def _credentials() -> Any:
     if _options.anonymous:
         from google.auth.credentials import AnonymousCredentials
@@ -147,6 +170,8 @@ def cluster_up(
     """Create a GKE cluster and leave it running (it is deleted again if creation fails or is interrupted)."""
     from hermes.cloudbreak.gke import ClusterSpec, NodePoolSpec, create_cluster_request
 
+    _validate(project=project, location=location)
+
     try:
         spec = ClusterSpec(
             name=name,
@@ -196,6 +221,7 @@ def cluster_down(
     """Delete a GKE cluster and wait until it is gone (a missing cluster is not an error)."""
     from hermes.cloudbreak.gke import delete_cluster_request
 
+    _validate(project=project, location=location)
     if dry_run:
         _print_requests(
             [
@@ -222,6 +248,8 @@ def cluster_list(
 ) -> None:
     """List clusters as JSON lines: name, status, location, labels."""
     from google.cloud import container_v1
+
+    _validate(project=project, location=location)
 
     if dry_run:
         _print_requests(
@@ -328,6 +356,7 @@ def deploy(
         gpu_driver_installer_manifest,
     )
 
+    _validate(project=project, location=location)
     try:
         spec = TritonSpec(
             name=name,
@@ -382,6 +411,10 @@ def gc(
     requests instead (it only reads). Unlabelled resources are never listed, so never deleted.
     """
     from hermes.cloudbreak._leftovers import delete_leftovers, find_leftovers, parse_duration
+
+    _validate(project=project)
+    for where in location:
+        _validate(location=where)
 
     try:
         older_than_s = parse_duration(older_than) if older_than is not None else None
@@ -465,6 +498,8 @@ def swarm_up(
     """Create N VMs and leave them running (they are deleted again if creation fails or is interrupted)."""
     from hermes.cloudbreak.compute import Swarm, insert_requests
 
+    _validate(project=project, zone=zone, count=count)
+
     try:
         spec = _vm_spec(
             name, machine_type, gpu_type, gpus, image, startup_script, label, spot, ssh_user, ssh_public_key
@@ -509,6 +544,8 @@ def swarm_run(
     from google.cloud import compute_v1
 
     from hermes.cloudbreak.compute import SWARM_LABEL, list_swarm, run_on_hosts
+
+    _validate(project=project, zone=zone)
 
     if dry_run:
         _print_requests(
@@ -560,6 +597,8 @@ def swarm_down(
     from google.cloud import compute_v1
 
     from hermes.cloudbreak.compute import SWARM_LABEL, delete_swarm
+
+    _validate(project=project, zone=zone)
 
     if dry_run:
         _print_requests(

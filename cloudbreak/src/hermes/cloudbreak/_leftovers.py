@@ -23,6 +23,7 @@ from google.cloud import compute_v1, container_v1
 
 from hermes.cloudbreak._errors import translate_google_error
 from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL
+from hermes.cloudbreak._validation import check_location, check_project
 from hermes.cloudbreak.exceptions import CloudbreakError, CloudConfigError, ResourceNotFound, TeardownError
 
 if TYPE_CHECKING:
@@ -210,6 +211,14 @@ def find_leftovers(
         raise CloudConfigError(f"older_than_s must be >= 0, got {older_than_s}")
     if not locations:
         raise CloudConfigError("locations must name at least one zone or region ('-' for all)")
+    check_project("find_leftovers", project)
+    if isinstance(locations, str):
+        raise CloudConfigError(
+            f"find_leftovers: locations must be a list of zones or regions, got the string {locations!r}; "
+            f"write locations=[{locations!r}]"
+        )
+    for location in locations:
+        check_location("find_leftovers", location, allow_all=True)
     now = now or datetime.datetime.now(datetime.UTC)
     found: dict[tuple[str, str, str], Leftover] = {}
     for location in dict.fromkeys(locations):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.quiver._types import Shape, shape_to_dims
+from hermes.quiver.config.model_config import check_tensor_name
 from hermes.quiver.exceptions import EnsembleError, ExportError
 from hermes.quiver.model import ExposedTensor, Model
 from hermes.quiver.platform import Platform
@@ -119,6 +120,7 @@ class EnsembleModel(Model):
             raise EnsembleError(f"{self.name}: {input.model.name} has no input {input.name!r}")
         self._check_batching(input)
         key = key or input.name
+        check_tensor_name("input", key)  # before a step is added for it
         existing = {t.name: t for t in self.inputs.values()}
         if key in existing:
             if (
@@ -158,6 +160,8 @@ class EnsembleModel(Model):
         if output.name not in {t.name for t in output.model.config.proto.output}:
             raise EnsembleError(f"{self.name}: {output.model.name} has no output {output.name!r}")
         self._check_batching(output)
+        if key is not None:
+            check_tensor_name("output", key)  # before a step is added for it
         step = self._step(output.model, version)
         key = key or step.output_map.get(output.name) or output.name
         if key in {t.name for t in self.config.proto.output}:
@@ -242,6 +246,7 @@ class EnsembleModel(Model):
                 raise EnsembleError(
                     f"{self.name}: the name {key!r} is already used by another ensemble tensor"
                 )
+            check_tensor_name("ensemble tensor", key)
             out_step.output_map[outbound.name] = key
         in_step.input_map[inbound.name] = key
         return key
@@ -301,12 +306,25 @@ class EnsembleModel(Model):
             module: must be None (kept for the predecessor's ``export_version(None)``).
             version: the version (default: latest + 1).
         """
-        from hermes.quiver.exporters.pipeline import ExportResult, _commit
-
         if module is not None or args or kwargs:
             raise ExportError(
                 f"{self.name}: an ensemble exports no module; call export_version() with no arguments"
             )
+        if self.repository.models.get(self.name) is not self:
+            raise ExportError(
+                f"{self.name}: the ensemble is no longer in {self.repository.root} (a failed build step rolled "
+                f"it back, or it was removed); start again with repo.add({self.name!r}, platform=Platform.ENSEMBLE)"
+            )
+        if self.versions:
+            return self._export(version)
+        from hermes.quiver.streaming.ensemble import _all_or_nothing
+
+        with _all_or_nothing(self):  # the first export fails: nothing of the build is left behind
+            return self._export(version)
+
+    def _export(self, version: int | None) -> ExportResult:
+        from hermes.quiver.exporters.pipeline import ExportResult, _commit
+
         self.check()
         if version is None:
             version = max(self.versions, default=0) + 1

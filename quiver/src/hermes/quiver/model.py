@@ -148,6 +148,7 @@ class Model:
         verify: bool = True,
         atol: float = DEFAULT_ATOL,
         rtol: float = DEFAULT_RTOL,
+        allow_non_finite: bool = False,
         **exporter_options: Any,
     ) -> ExportResult:
         """Export a ``torch.nn.Module`` as a new version, verified against the module.
@@ -169,6 +170,8 @@ class Model:
             verify: compare the artifact with the module (default True).
             atol: absolute tolerance of the comparison.
             rtol: relative tolerance of the comparison.
+            allow_non_finite: accept NaN/inf outputs (at the same places in both); by default
+                they fail the verification.
             **exporter_options: per platform: TorchScript ``method``; ONNX ``exporter``,
                 ``opset``, ``optimize``; python ``source``, ``module_args``,
                 ``module_kwargs``, ``code_paths``; TensorRT ``fp16``, ``int8``,
@@ -198,4 +201,5 @@ class Model:
             verify=verify,
             atol=atol,
             rtol=rtol,
+            allow_non_finite=allow_non_finite,
         )

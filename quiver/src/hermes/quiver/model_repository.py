@@ -131,7 +131,11 @@ class ModelRepository:
         platform = Platform(platform)
         if name in self._models or self.storage.exists(name):
             if not force:
-                raise ModelExistsError(f"{self.storage.display(name)}: a model named {name!r} exists")
+                raise ModelExistsError(
+                    f"{self.storage.display(name)}: a model named {name!r} exists; reuse it "
+                    f"(repo.models[{name!r}]), remove it first (repo.remove({name!r})), or pass force=True "
+                    f"to add it under the next free name ({name}_0, ...)"
+                )
             n = 0
             while f"{name}_{n}" in self._models or self.storage.exists(f"{name}_{n}"):
                 n += 1

@@ -37,6 +37,16 @@ class Platform(enum.StrEnum):
         return self is Platform.PYTHON
 
     @classmethod
+    def _missing_(cls, value: object) -> Platform:
+        """A member's name in any case (``"onnx"``); otherwise an error listing the valid values."""
+        if isinstance(value, str) and value.upper() in cls.__members__:
+            return cls.__members__[value.upper()]
+        raise ModelConfigError(
+            f"platform: unknown value {value!r}; expected one of {sorted(p.value for p in cls)} "
+            f"or a name {sorted(cls.__members__)} (e.g. Platform.ONNX)"
+        )
+
+    @classmethod
     def from_config(cls, platform: str, backend: str) -> Platform:
         """The platform a config's ``platform``/``backend`` fields describe.
 

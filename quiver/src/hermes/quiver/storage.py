@@ -24,6 +24,8 @@ logger = logging.getLogger("hermes.quiver.storage")
 
 _EXTRA_PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "s3a": "s3fs"}
 _BUCKET_PROTOCOLS = frozenset({"gs", "gcs", "s3", "s3a"})
+#: Schemes a repository may use (Triton reads local folders, gs:// and s3://; memory:// is for tests).
+_PROTOCOLS = frozenset({"file", "memory"}) | _BUCKET_PROTOCOLS
 
 
 class Storage:
@@ -41,6 +43,11 @@ class Storage:
     def __init__(self, root: str | Path, **storage_options: Any) -> None:
         text = str(root)
         protocol = text.split("://", 1)[0] if "://" in text else "file"
+        if protocol not in _PROTOCOLS:
+            raise RepositoryError(
+                f"{text}: unsupported scheme {protocol + '://'!r}; a model repository is a local path, "
+                "gs://bucket/prefix (hermes-quiver[gcs]), s3://bucket/prefix (hermes-quiver[s3]) or memory://name"
+            )
         if protocol in _EXTRA_PACKAGES:
             require(_EXTRA_PACKAGES[protocol], f"a {protocol}:// repository")
         self.protocol = protocol

@@ -96,8 +96,14 @@ def compare_outputs(
     batch_size: int | None,
     atol: float,
     rtol: float,
+    allow_non_finite: bool = False,
 ) -> list[OutputComparison]:
-    """Compare each expected output with the actual one of the same name."""
+    """Compare each expected output with the actual one of the same name.
+
+    NaN or infinite values fail the comparison (a module that returns NaN everywhere would
+    otherwise "match" its export) unless ``allow_non_finite``; then they must sit at the same
+    places in both.
+    """
     results = []
     for name, want in expected.items():
         if name not in actual:
@@ -148,9 +154,17 @@ def compare_outputs(
         max_abs = float(diff.max()) if diff.size else 0.0
         max_rel = float(rel.max()) if rel.size else 0.0
         passed = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(w))))
+        note = ""
+        eager_bad, export_bad = int(np.size(w) - np.isfinite(w).sum()), int(np.size(g) - np.isfinite(g).sum())
+        if (eager_bad or export_bad) and not allow_non_finite:
+            passed = False
+            note = (
+                f"non-finite (NaN/inf) values: {eager_bad} from the module, {export_bad} from the export; "
+                "pass allow_non_finite=True if the model may return them"
+            )
         results.append(
             OutputComparison(
-                batch_size=batch_size, output=name, max_abs=max_abs, max_rel=max_rel, passed=passed
+                batch_size=batch_size, output=name, max_abs=max_abs, max_rel=max_rel, passed=passed, note=note
             )
         )
     return results

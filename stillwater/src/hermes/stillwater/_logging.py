@@ -21,6 +21,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.synchronize import Lock
 
+from hermes.stillwater._semaphores import unlink_name
+
 __all__ = ["LogForwarder", "LogSink", "configure_child_logging", "logger_levels"]
 
 
@@ -112,3 +114,4 @@ class LogForwarder:
         if self._thread.is_alive():  # pragma: no cover - a writer survived its process
             logging.getLogger("hermes.stillwater").warning("log forwarder did not reach EOF")
         self._reader.close()
+        unlink_name(self.sink.lock)

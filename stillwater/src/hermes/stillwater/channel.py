@@ -64,6 +64,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from hermes.stillwater._semaphores import unlink_name
 from hermes.stillwater.array_spec import ArraySpec
 from hermes.stillwater.exceptions import ChannelClosed, PipelineStateError
 
@@ -494,6 +495,7 @@ class Channel:
         self._free = ctx.Semaphore(capacity)
         self._filled = ctx.Semaphore(0)
         lock = ctx.Lock() if writers > 1 else None
+        self._lock = lock
         self.sender = Sender(writer, self._free, self._filled, name, spec, capacity, writers, lock)
         self.receiver = Receiver(
             reader, self._free, self._filled, name, spec, capacity, copy=copy, writers=writers
@@ -525,6 +527,8 @@ class Channel:
         self.abort()
         self.sender.close()
         self.receiver.close()
+        for semaphore in (self._free, self._filled, self._lock):
+            unlink_name(semaphore)  # now, not when a traceback holding it is collected
         if self._shm is not None:
             shm, self._shm = self._shm, None
             shm.close()

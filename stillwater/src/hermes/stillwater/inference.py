@@ -167,11 +167,28 @@ class InferenceStage(Map):
         copy: bool = True,
     ) -> None:
         _client_module()
+        if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str) or not sequence_id:
+            raise ValueError(
+                f"InferenceStage.sequence_id must be a positive int or a non-empty str (Triton's correlation id; "
+                f"0 means no sequence), got {sequence_id!r}"
+            )
+        if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
+            raise ValueError(f"InferenceStage.sequence_id must be in 1..2**64-1, got {sequence_id}")
+        if not isinstance(url, str) or not url:
+            raise ValueError(
+                f"InferenceStage.url must be the server's gRPC endpoint 'host:port', got {url!r}"
+            )
+        if not isinstance(model_name, str) or not model_name:
+            raise ValueError(f"InferenceStage.model_name must be a non-empty str, got {model_name!r}")
         if emit not in _EMIT:
             raise ValueError(f"InferenceStage.emit must be one of {_EMIT}, got {emit!r}")
         if not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"InferenceStage.max_pending must be an int >= 1, got {max_pending!r}")
-        if not result_timeout_s > 0:
+        if (
+            isinstance(result_timeout_s, bool)
+            or not isinstance(result_timeout_s, int | float)
+            or not (0 < result_timeout_s < float("inf"))
+        ):
             raise ValueError(f"InferenceStage.result_timeout_s must be > 0, got {result_timeout_s!r}")
         super().__init__(
             _InferenceWorker,

@@ -46,18 +46,21 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import re
 import selectors
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from hermes.stillwater._logging import LogForwarder, logger_levels
-from hermes.stillwater._remote_error import load_exception
+from hermes.stillwater._remote_error import load_exception, stage_failure
 from hermes.stillwater._worker import stage_main
 from hermes.stillwater.channel import Channel, EndOfStream
 from hermes.stillwater.exceptions import (
@@ -67,7 +70,6 @@ from hermes.stillwater.exceptions import (
     PipelineStateError,
     PipelineTimeout,
     StageDied,
-    StageFailed,
 )
 from hermes.stillwater.progress import PipelineProgress
 from hermes.stillwater.stage import Sink, Source, Stage
@@ -78,10 +80,6 @@ __all__ = ["Pipeline"]
 logger = logging.getLogger("hermes.stillwater.pipeline")
 
 _START_METHODS = ("spawn", "forkserver")
-
-
-class _Sigterm(SystemExit):
-    """SIGTERM in the parent: leaves like ``sys.exit(143)`` after a clean shutdown."""
 
 
 class Pipeline:
@@ -172,6 +170,7 @@ class Pipeline:
         self._forwarder: LogForwarder | None = None
         self._lifeline: Connection | None = None
         self._failure: BaseException | None = None
+        self._fail_lock = threading.Lock()
         self._secondary: str | None = None
         self._old_sigterm: Any = None
         self._pids: list[int | None] = []
@@ -262,6 +261,7 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f"the first stage must be a Source, got {type(self.stages[0]).__name__} {self.stages[0].name!r}"
             )
+        _check_main_guard()
         self._state = "running"
         ctx: Any = mp.get_context(self.start_method)
         try:
@@ -411,6 +411,7 @@ class Pipeline:
             PipelineTimeout: ``timeout_s`` passed first (the pipeline keeps running).
             PipelineStateError: the pipeline is not running, or its output is not consumed yet.
         """
+        _check_timeout(timeout_s)
         if self._state != "running":
             raise PipelineStateError(f"join needs a running pipeline (it is {self._state})")
         if self._output is not None and not self._output_done:
@@ -427,12 +428,34 @@ class Pipeline:
         self._raise_failure()
 
     def run(self, timeout_s: float | None = None) -> list[Any]:
-        """Start, run to the end and close; returns the outputs (empty when it ends in a Sink)."""
+        """Start, run to the end and close; returns the outputs (empty when it ends in a Sink).
+
+        Args:
+            timeout_s: seconds the whole run may take (``None``: as long as it runs). Past
+                it, every stage is stopped and :class:`PipelineTimeout` is raised, whether
+                the pipeline ends in a Sink or its outputs are collected here.
+
+        Raises:
+            PipelineTimeout: the run took longer than ``timeout_s``.
+            ValueError: ``timeout_s`` is not None or a positive number (before anything starts).
+        """
+        _check_timeout(timeout_s)
         with self:
             if self._output is None:
                 self.join(timeout_s)
                 return []
-            return list(self)
+            if timeout_s is None:
+                return list(self)
+            expired = PipelineTimeout(f"the pipeline did not finish within {timeout_s} s")
+            timer = threading.Timer(timeout_s, self._fail, args=(expired,))
+            timer.name = "hermes-stillwater-run-timeout"
+            timer.daemon = True
+            timer.start()
+            try:
+                return list(self)
+            finally:
+                timer.cancel()
+                timer.join()
 
     def stats(self) -> list[StageStats]:
         """Per-stage counters (items in/out, source lag), readable while running."""
@@ -529,7 +552,9 @@ class Pipeline:
         if kind == "error":
             assert isinstance(payload, bytes)
             cause = load_exception(payload)
-            failure = StageFailed(f"stage {i} {name!r} raised {type(cause).__name__}: {cause}", stage=name)
+            failure = stage_failure(
+                f"stage {i} {name!r} raised {type(cause).__name__}: {cause}", stage=name, cause=cause
+            )
             failure.__cause__ = cause
             self._fail(failure)
         elif kind == "stopped" and self._state == "running":
@@ -544,13 +569,15 @@ class Pipeline:
             self._secondary = f"stage {i} {name!r} lost a neighbour: {payload}"
 
     def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
+        with self._fail_lock:  # the supervisor and a run() timer may both fail the pipeline
+            if self._failure is not None:
+                return
             self._failure = exc
-            logger.debug("pipeline failed: %s; stopping the stages", exc)
-            if self._lifeline is not None:
-                self._lifeline.close()  # SIGTERM to every stage: a wait on a ring ends in EINTR
-            if self._output is not None:
-                self._output.receiver.interrupt()  # wakes the parent's own wait on the output ring
+        logger.debug("pipeline failed: %s; stopping the stages", exc)
+        if self._lifeline is not None:
+            self._lifeline.close()  # SIGTERM to every stage: a wait on a ring ends in EINTR
+        if self._output is not None:
+            self._output.receiver.interrupt()  # wakes the parent's own wait on the output ring
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -572,7 +599,7 @@ class Pipeline:
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         logger.warning("SIGTERM: stopping the pipeline")
-        raise _Sigterm(128 + signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM)  # leaves like sys.exit(143), after a clean shutdown
 
     def _restore_sigterm(self) -> None:
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
@@ -631,3 +658,47 @@ class Pipeline:
             self._procs, self._channels, self._status = [], [], []
             self._output = self._forwarder = self._lifeline = self._counters = None
             self._state = "closed"
+
+
+def _check_timeout(timeout_s: float | None) -> None:
+    """Refuse a timeout that is not None or a positive finite number of seconds."""
+    if timeout_s is None:
+        return
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s < float("inf")
+    ):
+        raise ValueError(f"timeout_s must be None or a positive number of seconds, got {timeout_s!r}")
+
+
+_GUARD = re.compile(r"""__name__\s*==\s*["']__main__["']""")
+
+
+def _check_main_guard() -> None:
+    """Refuse to start from a main script that spawn would run again in every stage process.
+
+    ``spawn`` and ``forkserver`` start each stage by importing the parent's main module
+    (as ``__mp_main__``). Without an ``if __name__ == "__main__":`` guard that import runs the
+    script's pipeline again inside the stage, where starting processes fails, and the stage
+    dies before its first item with nothing but exit status 1 in the parent.
+    """
+    if getattr(mp.process.current_process(), "_inheriting", False):
+        raise PipelineDefinitionError(
+            "a stage process is running the main script again while it starts (spawn imports the main "
+            'module): put the code that builds and runs the pipeline under if __name__ == "__main__":'
+        )
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return  # an interactive session, python -c, or a frozen program: nothing is re-imported
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    if not _GUARD.search(source):
+        raise PipelineDefinitionError(
+            f'the main script {path} has no if __name__ == "__main__": guard; every stage process imports it '
+            "again (multiprocessing spawn) and would start the pipeline a second time. Put the code that builds "
+            'and runs the pipeline under if __name__ == "__main__":'
+        )

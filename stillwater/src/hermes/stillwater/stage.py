@@ -87,6 +87,10 @@ class Stage:
         copy: bool = True,
     ) -> None:
         self.target = target
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            raise PipelineDefinitionError(
+                f"args must be a tuple of positional arguments, got {args!r}; write args=({args!r},)"
+            )
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.name = name if name is not None else f"{self.kind}:{_describe(target)}"
@@ -119,6 +123,23 @@ class Stage:
     def run(self, inbox: Receiver | None, outbox: Sender | None, counters: StageCounters, index: int) -> None:
         """Run the stage to the end of its stream (called in the stage process)."""
         raise NotImplementedError
+
+    def _sender(self, outbox: Sender) -> Callable[[Any], None]:
+        """``outbox.send``, checking each item against the declared ``output`` spec first."""
+        spec, send = self.output, outbox.send
+        if spec is None:
+            return send
+
+        def checked(item: Any) -> None:
+            if not spec.matches(item):
+                raise TypeError(
+                    f"stage {self.name!r} declares output=ArraySpec(shape={spec.shape}, dtype={spec.dtype}) but "
+                    f"emitted {_describe_item(item)}; emit arrays of exactly that shape and dtype, or leave "
+                    "output= out to send any picklable item"
+                )
+            send(item)
+
+        return checked
 
     def _worker(self) -> tuple[Callable[..., Any], _Worker | None]:
         if inspect.isclass(self.target):
@@ -182,6 +203,7 @@ class Source(Stage):
 
     def run(self, inbox: Receiver | None, outbox: Sender | None, counters: StageCounters, index: int) -> None:
         assert outbox is not None
+        send = self._sender(outbox)
         worker: _Worker | None = None
         if inspect.isclass(self.target):
             worker = _Worker(self.target, self.args, self.kwargs)
@@ -196,7 +218,7 @@ class Source(Stage):
             for item in items:
                 if throttle is not None:
                     counters.set_lag(index, throttle.wait())
-                outbox.send(item)
+                send(item)
                 counters.add(index, 1)
         finally:
             if worker is not None:
@@ -247,6 +269,7 @@ class Map(Stage):
     def run(self, inbox: Receiver | None, outbox: Sender | None, counters: StageCounters, index: int) -> None:
         assert inbox is not None
         count = counters.add
+        send = self._sender(outbox) if outbox is not None else None
         fn, worker = self._worker()
         if worker is not None:
             worker.hook("setup")
@@ -257,13 +280,13 @@ class Map(Stage):
                 except EndOfStream:
                     break
                 result = fn(item)
-                if outbox is not None:
+                if send is not None:
                     if self._flat:
                         for out in result:
-                            outbox.send(out)
+                            send(out)
                             count(index, 1)
                     else:
-                        outbox.send(result)  # first: the wake-up of the next stage is the latency of a hop
+                        send(result)  # first: the wake-up of the next stage is the latency of a hop
                         count(index, 1)
                 else:
                     if self._flat:
@@ -275,8 +298,8 @@ class Map(Stage):
             if worker is not None:
                 tail = worker.hook("flush")
                 for out in tail or ():
-                    if outbox is not None:
-                        outbox.send(out)
+                    if send is not None:
+                        send(out)
                     count(index, 1)
         finally:
             if worker is not None:
@@ -309,3 +332,12 @@ class Sink(Map):
         copy: bool = True,
     ) -> None:
         super().__init__(target, args=args, kwargs=kwargs, name=name, copy=copy)
+
+
+def _describe_item(item: Any) -> str:
+    """What a stage emitted, for an error message: an array's shape and dtype, else its type."""
+    shape, dtype = getattr(item, "shape", None), getattr(item, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"a {type(item).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    text = repr(item)
+    return f"a {type(item).__name__} ({text[:60] + '...' if len(text) > 60 else text})"

@@ -26,7 +26,7 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 
-from hermes.aeriel.client._core import ClientCore, SequenceCore, _Pending
+from hermes.aeriel.client._core import AbandonRequest, ClientCore, SequenceCore, _Pending
 from hermes.aeriel.client._discovery import discover_async
 from hermes.aeriel.client._errors import translated
 from hermes.aeriel.client._options import SequenceId
@@ -66,6 +66,7 @@ class AsyncInferenceClient(ClientCore):
         self._grpc: Any = None
         self._reader_task: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
+        self._background: set[asyncio.Task[None]] = set()  # END requests of abandoned sequences
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> AsyncInferenceClient:
@@ -101,6 +102,8 @@ class AsyncInferenceClient(ClientCore):
         """Wait for pending requests (up to ``timeout_s``), stop the stream, free shared memory. Idempotent."""
         if self._closed:
             return
+        if self._background:  # END requests of abandoned sequences go out before the drain
+            await asyncio.gather(*self._background, return_exceptions=True)
         self._closing = True
         if self._opened and self._pending and self._broken is None and self._drained is not None:
             self._drained.clear()
@@ -303,15 +306,33 @@ class AsyncSequence(SequenceCore):
             self._sent_one(end)
             return future
 
-    def close(self) -> None:
-        """Forget the sequence locally (idempotent). Without END its server state idles out."""
+    def close(self, *, send_end: bool = True) -> None:
+        """End the sequence (idempotent); a started one without END gets an END of zeros, scheduled.
+
+        ``send_end=False`` only forgets it here (for a server that is gone).
+        """
+        request = self._abandon_request() if send_end else None
+        if request is not None:
+            task = asyncio.get_running_loop().create_task(self._send_end(request))
+            self.client._background.add(task)
+            task.add_done_callback(self.client._background.discard)
         self._close()
+
+    async def _send_end(self, request: AbandonRequest) -> None:
+        try:
+            await self.client._submit(*request, None, None)
+        except Exception as exc:  # the original error matters more; the slot idles out
+            self._abandon_failed(exc)
 
     async def __aenter__(self) -> AsyncSequence:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         unfinished = self._unfinished
+        if exc_type is not None:
+            request = self._abandon_request()
+            if request is not None:
+                await self._send_end(request)
         self._release()
         if unfinished and exc_type is None:
             raise self._left_without_end("await seq.send(x, end=True)")

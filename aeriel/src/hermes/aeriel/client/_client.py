@@ -345,9 +345,12 @@ class Sequence(SequenceCore):
     order they were sent, all to the version the sequence started with.
 
     Leaving the ``with`` block normally without having sent ``end=True`` raises
-    :class:`~hermes.aeriel.SequenceError`: Triton only ends a sequence on a request, so the
-    server would keep its state until the sequence idles out. Leaving on an exception does
-    not add a second error; the sequence is abandoned (state expires on the server).
+    :class:`~hermes.aeriel.SequenceError`. Leaving it on an exception (or calling
+    :meth:`close` early) abandons the sequence: Triton only ends a sequence on a request, so
+    the client then sends one END request with zero inputs (request id
+    ``end-of-abandoned-sequence-<id>``; its result goes to the client's callback like any
+    other) and the server frees the sequence's slot at once instead of holding it until the
+    idle timeout, when a new sequence would wait for it silently.
     """
 
     client: InferenceClient
@@ -385,10 +388,26 @@ class Sequence(SequenceCore):
             self._sent_one(end)
             return future
 
-    def close(self) -> None:
-        """Forget the sequence locally (idempotent). Without END its server state idles out."""
+    def close(self, *, send_end: bool = True) -> None:
+        """End the sequence (idempotent): a started sequence without END gets an END of zeros.
+
+        Args:
+            send_end: False only forgets the sequence here (its server keeps the slot until
+                the idle timeout): for a server that is gone.
+        """
         with self._lock:
+            if send_end:
+                self._end_abandoned()
             self._close()
+
+    def _end_abandoned(self) -> None:
+        request = self._abandon_request()
+        if request is None:
+            return
+        try:
+            self.client._submit(*request, None, None)
+        except Exception as exc:  # the original error matters more; the slot idles out
+            self._abandon_failed(exc)
 
     def __enter__(self) -> Sequence:
         return self
@@ -396,6 +415,8 @@ class Sequence(SequenceCore):
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         unfinished = self._unfinished
         with self._lock:
+            if exc_type is not None:
+                self._end_abandoned()
             self._release()
         if unfinished and exc_type is None:
             raise self._left_without_end("seq.send(x, end=True)")

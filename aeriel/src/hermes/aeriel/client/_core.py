@@ -48,7 +48,10 @@ from hermes.aeriel.exceptions import (
     SequenceError,
 )
 
-__all__ = ["ClientCore", "SequenceCore", "decode_outputs", "warm_up_inputs"]
+__all__ = ["AbandonRequest", "ClientCore", "SequenceCore", "decode_outputs", "warm_up_inputs"]
+
+#: ``(inputs, sequence id, start, end, version, request id)`` of the END sent for an abandoned sequence.
+AbandonRequest = tuple[InputsLike, SequenceId, bool, bool, str, str]
 
 logger = logging.getLogger("hermes.aeriel.client")
 
@@ -630,6 +633,43 @@ class SequenceCore:
                 self.sequence_id,
             )
         self._release()
+
+    def _abandon_request(self) -> AbandonRequest | None:
+        """The END request that frees an abandoned sequence's slot on the server, or None.
+
+        A sequence left after it started but before END still holds a slot of every stateful
+        member on the server until ``max_sequence_idle_microseconds`` passes; a new sequence
+        queued behind it would wait that long without an error. Ending it with zeros (the
+        warm-up inputs) frees the slot at once. Returns ``(inputs, id, start, end, version,
+        request id)`` and marks the sequence ended, or None when nothing was started.
+        """
+        if not self._unfinished or self._ended:
+            return None
+        self._ended = True
+        try:
+            inputs: InputsLike = warm_up_inputs(self.client.signature)
+        except InputValidationError as exc:
+            logger.warning(
+                "sequence %r was abandoned without END and cannot be ended for it (%s); the server "
+                "keeps its slot until the sequence idles out",
+                self.sequence_id,
+                exc,
+            )
+            return None
+        logger.warning(
+            "sequence %r was abandoned without END; sending END with zero inputs to free its slot",
+            self.sequence_id,
+        )
+        sid, _, _, version = self._next(True)
+        return inputs, sid, False, True, version, f"end-of-abandoned-sequence-{self.sequence_id}"
+
+    def _abandon_failed(self, exc: BaseException) -> None:
+        logger.warning(
+            "could not send END for abandoned sequence %r (%s); the server keeps its slot until the "
+            "sequence idles out",
+            self.sequence_id,
+            exc,
+        )
 
     def _left_without_end(self, send: str) -> SequenceError:
         return SequenceError(

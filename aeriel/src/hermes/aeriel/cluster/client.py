@@ -108,17 +108,18 @@ class ClusterSequence:
         """Send the last request (END flag)."""
         return self.infer(inputs, end=True, timeout_s=timeout_s)
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: Exception, *, send_end: bool = False) -> None:
         with self._lock:
             if self._failure is None:
                 self._failure = error
-        self._inner.close()
+        # A lost server gets no END (this may run on a response thread: nothing may block here).
+        self._inner.close(send_end=send_end)
         self._cluster._release(self)
 
     def close(self) -> None:
-        """Forget the sequence without END (its server drops the state when idle). Idempotent."""
+        """End the sequence early (idempotent): a started one gets an END of zeros, freeing its server slot."""
         if self.live:
-            self._fail(SequenceError(f"sequence {self.sequence_id} was closed"))
+            self._fail(SequenceError(f"sequence {self.sequence_id} was closed"), send_end=True)
         self._cluster._release(self)
 
     def __enter__(self) -> ClusterSequence:

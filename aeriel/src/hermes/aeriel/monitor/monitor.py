@@ -91,6 +91,10 @@ class Monitor:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         if source not in ("metrics", "statistics"):
             raise ValueError(f"source must be 'metrics' or 'statistics', got {source!r}")
+        if isinstance(models, str):
+            raise TypeError(
+                f"models must be a list of model names, got the string {models!r}; write models=[{models!r}]"
+            )
         self.endpoints: list[Endpoint] = (
             [endpoints] if isinstance(endpoints, Endpoint) else load_endpoints(endpoints)
         )

@@ -41,6 +41,7 @@ from hermes.aeriel.exceptions import (
     ServerExitedError,
     ServerStartTimeout,
 )
+from hermes.aeriel.serve._checks import check_address, check_names, check_ports_free, check_seconds
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
 
 __all__ = ["Server", "free_ports", "get_runtime", "serve"]
@@ -270,7 +271,13 @@ class Server:
             )
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         # Triton's texts: "Address already in use" (HTTP, gRPC), "Socket '<addr>:<port>' already in use" (metrics)
-        error_type = PortInUseError if _PORT_IN_USE.search(excerpt) else ServerExitedError
+        in_use = re.search(r"[^\n]*(?:Address already in use|Socket '[^']*' already in use)[^\n]*", text)
+        if in_use:  # the cause first, not as the 5th line of the quoted log
+            how += (
+                f": a port is already in use ({in_use.group(0).strip()}); pass free ports or leave "
+                "http_port/grpc_port/metrics_port out"
+            )
+        error_type = PortInUseError if in_use else ServerExitedError
         return error_type(
             f"tritonserver ({self.runtime.name}, grpc {self.grpc_url}) exited ({how}); "
             f"from {self.spec.log_file}:\n{excerpt}",
@@ -328,6 +335,7 @@ class Server:
         """
         if self.process is None:
             raise ServerError("the server was not started")
+        models = check_names("models", models)
         wanted = list(models if models is not None else (self.spec.models or ()))
         deadline = time.monotonic() + timeout_s
         interval = 0.02
@@ -564,6 +572,13 @@ def serve(
         ServerExitedError: the process ended before it was ready.
         ServerStartTimeout: not ready within ``timeout_s``.
     """
+    models = check_names("models", models)
+    server_args = check_names("server_args", server_args) or ()
+    gpus = check_names("gpus", gpus, item=int)
+    check_seconds("timeout_s", timeout_s)
+    check_seconds("exit_timeout_s", exit_timeout_s, allow_zero=True)
+    check_address(address)
+    check_ports_free(address, {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port})
     rt = get_runtime(runtime, image=image)
     repo = os.fspath(repository)
     if "://" not in repo:

@@ -10,6 +10,7 @@ from google.cloud import compute_v1
 
 from hermes.cloudbreak._credentials import CLOUD_PLATFORM_SCOPE
 from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL, check_labels, check_name
+from hermes.cloudbreak._validation import check_accelerator, check_count, check_project, check_zone
 from hermes.cloudbreak.exceptions import CloudConfigError
 
 __all__ = ["SWARM_LABEL", "VMSpec", "insert_requests"]
@@ -55,6 +56,7 @@ class VMSpec:
 
     def __post_init__(self) -> None:
         check_name("VMSpec", "name", self.name, max_length=55)
+        check_accelerator("VMSpec", self.accelerator_type)
         if bool(self.accelerator_type) != (self.accelerator_count > 0):
             raise CloudConfigError(
                 "VMSpec.accelerator_type and accelerator_count go together (a GPU type and a count >= 1); "
@@ -131,6 +133,9 @@ def insert_requests(
     spec: VMSpec, count: int, *, project: str, zone: str
 ) -> list[compute_v1.InsertInstanceRequest]:
     """The exact ``InsertInstanceRequest`` of each VM of a swarm of ``count``."""
+    check_count("insert_requests", "count", count)
+    check_project("insert_requests", project)
+    check_zone("insert_requests", zone)
     return [
         compute_v1.InsertInstanceRequest(
             project=project, zone=zone, instance_resource=spec.instance(name, zone)

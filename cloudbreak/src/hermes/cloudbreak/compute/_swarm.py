@@ -23,6 +23,7 @@ from hermes.cloudbreak._credentials import load_credentials
 from hermes.cloudbreak._errors import capacity_kind, translate_google_error
 from hermes.cloudbreak._managed import ManagedResource
 from hermes.cloudbreak._retry import RetryPolicy
+from hermes.cloudbreak._validation import check_count, check_project, check_zone
 from hermes.cloudbreak._wait import poll_until
 from hermes.cloudbreak.compute._specs import SWARM_LABEL, VMSpec, insert_requests
 from hermes.cloudbreak.compute._ssh import CommandResult, run_on_hosts
@@ -129,8 +130,10 @@ class Swarm(ManagedResource):
         ssh_port: int = 22,
     ):
         super().__init__(keep=keep)
-        if count < 1:
-            raise CloudConfigError(f"Swarm.count must be >= 1, got {count}")
+        check_count("Swarm", "count", count)
+        check_zone("Swarm", zone)
+        if project is not None:
+            check_project("Swarm", project)
         if clients is None:
             clients, default_project = compute_clients(
                 credentials=credentials, credentials_file=credentials_file
@@ -138,6 +141,7 @@ class Swarm(ManagedResource):
             project = project or default_project
         if not project:
             raise CloudConfigError("Swarm.project is not set and the credentials name no project")
+        check_project("Swarm", project)
         self.spec = spec
         self.count = count
         self.project = project
@@ -367,6 +371,8 @@ def _address(vm: compute_v1.Instance) -> str:
 
 def list_swarm(clients: ComputeClients, *, project: str, zone: str, name: str) -> dict[str, str]:
     """The running VMs of the swarm ``name`` (found by its ``hermes-swarm`` label): VM name → address."""
+    check_project("list_swarm", project)
+    check_zone("list_swarm", zone)
     try:
         vms = clients.instances.list(
             request=compute_v1.ListInstancesRequest(
@@ -389,6 +395,8 @@ def delete_swarm(
     poll_interval_s: float = 5.0,
 ) -> list[str]:
     """Delete every VM labelled ``hermes-swarm=<name>``; return the names deleted."""
+    check_project("delete_swarm", project)
+    check_zone("delete_swarm", zone)
     try:
         vms = [
             vm.name

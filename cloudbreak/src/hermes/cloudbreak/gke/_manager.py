@@ -24,6 +24,7 @@ from google.cloud import container_v1
 from hermes.cloudbreak._credentials import load_credentials
 from hermes.cloudbreak._errors import capacity_kind, google_status, translate_google_error
 from hermes.cloudbreak._retry import RetryPolicy
+from hermes.cloudbreak._validation import check_location, check_project
 from hermes.cloudbreak._wait import poll_until
 from hermes.cloudbreak.exceptions import (
     CapacityError,
@@ -116,6 +117,9 @@ class ClusterManager:
         progress: OperationProgress | None = None,
     ):
         emulator = _is_emulator(api_endpoint)
+        if project is not None:
+            check_project("ClusterManager", project)
+        check_location("ClusterManager", location, allow_all=True)
         if credentials is None and (project is None or (client is None and not emulator)):
             credentials, default_project = load_credentials(credentials_file)
             project = project or default_project
@@ -125,8 +129,7 @@ class ClusterManager:
             )
         if not project:
             raise CloudConfigError("ClusterManager.project is not set and the credentials name no project")
-        if not location:
-            raise CloudConfigError("ClusterManager.location must be a zone or region, e.g. 'us-central1-a'")
+        check_project("ClusterManager", project)
         if timeout_s <= 0 or poll_interval_s <= 0:
             raise CloudConfigError(
                 f"ClusterManager.timeout_s and poll_interval_s must be > 0, got {timeout_s} and {poll_interval_s}"

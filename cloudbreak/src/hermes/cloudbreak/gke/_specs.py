@@ -10,6 +10,7 @@ from google.cloud import container_v1
 
 from hermes.cloudbreak._credentials import CLOUD_PLATFORM_SCOPE
 from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL, check_labels, check_name
+from hermes.cloudbreak._validation import check_accelerator, check_location, check_project
 from hermes.cloudbreak.exceptions import CloudConfigError
 
 __all__ = ["ClusterSpec", "NodePoolSpec", "create_cluster_request", "delete_cluster_request"]
@@ -61,6 +62,7 @@ class NodePoolSpec:
 
     def __post_init__(self) -> None:
         check_name("NodePoolSpec", "name", self.name, max_length=40)
+        check_accelerator("NodePoolSpec", self.accelerator_type)
         if not self.machine_type:
             raise CloudConfigError("NodePoolSpec.machine_type must name a machine type, e.g. 'n1-standard-8'")
         if self.accelerator_count < 0:
@@ -188,6 +190,8 @@ def create_cluster_request(
     project: str, location: str, spec: ClusterSpec
 ) -> container_v1.CreateClusterRequest:
     """The exact ``CreateClusterRequest`` sent to create ``spec`` in ``project``/``location``."""
+    check_project("create_cluster_request", project)
+    check_location("create_cluster_request", location)
     return container_v1.CreateClusterRequest(
         parent=f"projects/{project}/locations/{location}", cluster=spec.to_proto()
     )
@@ -195,4 +199,6 @@ def create_cluster_request(
 
 def delete_cluster_request(project: str, location: str, name: str) -> container_v1.DeleteClusterRequest:
     """The exact ``DeleteClusterRequest`` sent to delete the cluster ``name``."""
+    check_project("delete_cluster_request", project)
+    check_location("delete_cluster_request", location)
     return container_v1.DeleteClusterRequest(name=f"projects/{project}/locations/{location}/clusters/{name}")

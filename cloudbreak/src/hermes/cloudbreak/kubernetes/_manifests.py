@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hermes.cloudbreak._names import check_name
+from hermes.cloudbreak._validation import check_accelerator
 from hermes.cloudbreak.exceptions import CloudConfigError
 
 __all__ = [
@@ -77,6 +78,7 @@ class TritonSpec:
     readiness_period_s: int = 5
 
     def __post_init__(self) -> None:
+        check_accelerator("TritonSpec", self.accelerator_type)
         check_name("TritonSpec", "name", self.name, max_length=50)
         check_name("TritonSpec", "namespace", self.namespace, max_length=63)
         if not self.model_repository.startswith(("gs://", "s3://")) or len(self.model_repository) <= 5:
@@ -98,6 +100,11 @@ class TritonSpec:
         if self.service_type not in _SERVICE_TYPES:
             raise CloudConfigError(
                 f"TritonSpec.service_type must be one of {_SERVICE_TYPES}, got {self.service_type!r}"
+            )
+        if isinstance(self.server_args, str):
+            raise CloudConfigError(
+                f"TritonSpec.server_args must be a tuple of '--flag=value' strings, got the string "
+                f"{self.server_args!r}; write server_args=({self.server_args!r},)"
             )
         args = tuple(self.server_args)
         for arg in args:

@@ -18,6 +18,8 @@ print(config.to_text())
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,7 +44,17 @@ from hermes.quiver.platform import Platform
 
 __all__ = ["ModelConfig", "TensorSpec"]
 
-import dataclasses
+#: Tensor names hermes writes into configs and graphs (Triton and ONNX take them verbatim).
+_TENSOR_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/\-]*$")
+
+
+def check_tensor_name(kind: str, name: str) -> None:
+    """Refuse a tensor name with spaces or symbols (``kind`` names the field in the message)."""
+    if not _TENSOR_NAME.match(name):
+        raise ModelConfigError(
+            f"{kind}.name {name!r}: expected letters, digits, '_', '.', '-', '/' and ':' only (no spaces "
+            "or other symbols): clients, ensembles and exported graphs address the tensor by this name"
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -185,6 +197,7 @@ class ModelConfig:
     def _add_tensor(self, kind: str, name: str, dims: Sequence[int | None], dtype: Any) -> Any:
         if not name or not isinstance(name, str):
             raise ModelConfigError(f"{kind}.name: expected a non-empty string, got {name!r}")
+        check_tensor_name(kind, name)
         field = self._proto.input if kind == "input" else self._proto.output
         if any(t.name == name for t in field):
             raise ModelConfigError(f"{kind}[{name}]: already declared")

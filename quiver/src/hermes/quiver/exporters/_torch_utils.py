@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -31,7 +32,19 @@ def quiet_torch_deprecations() -> Iterator[None]:
         )
         warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
-        yield
+        # raised from copyreg (so no torch module to match) while torch.export copies tree specs
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec", category=FutureWarning)
+        registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+        registration.addFilter(_drop_torchvision_notice)
+        try:
+            yield
+        finally:
+            registration.removeFilter(_drop_torchvision_notice)
+
+
+def _drop_torchvision_notice(record: logging.LogRecord) -> bool:
+    """Drop the four "torchvision is not installed. Skipping torchvision::nms" lines of every ONNX export."""
+    return not str(record.msg).startswith("torchvision is not installed")
 
 
 def forward_parameter_names(module: Any) -> list[str]:

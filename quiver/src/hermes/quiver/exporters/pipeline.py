@@ -152,6 +152,7 @@ def _resolve_inputs(
         dtypes = {d.name: d.dtype for d in declared}
         tensors = []
         for name, shape in zip(names, shapes, strict=True):
+            _check_batch_axis(config, name, shape)
             concrete = [
                 batch
                 if (i == 0 and d is None and config.max_batch_size > 0)
@@ -169,6 +170,42 @@ def _resolve_inputs(
         tensors = [tensors[names.index(n)] for n in order]
         names = order
     return names, tensors
+
+
+def _check_batch_axis(config: ModelConfig, name: str, shape: Any) -> None:
+    """A batched model's request shapes start with the batch axis: ``None`` (or -1), never a size."""
+    mbs = config.max_batch_size
+    if mbs > 0 and (len(shape) == 0 or shape[0] not in (None, -1)):
+        shape = tuple(shape)
+        raise ModelConfigError(
+            f"input_shapes[{name!r}] is {shape}, but with max_batch_size={mbs} the first axis is the batch "
+            f"axis and must be None: write {(None, *shape)} for samples of shape {shape}, or "
+            f"{(None, *shape[1:])} if {shape[0] if shape else '?'} is the batch; or set max_batch_size=0 for "
+            "a model without a batch axis"
+        )
+
+
+def _run_eager(
+    model_name: str, module: Any, names: Sequence[str], inputs: Sequence[Any], config: ModelConfig
+) -> Any:
+    """``module(*inputs)``; a failure names the model, every input's shape and dtype and the declaration."""
+    t = torch()
+    try:
+        with t.inference_mode():
+            return module(*inputs)
+    except Exception as exc:
+        given = ", ".join(
+            f"{n} {tuple(x.shape)} {x.dtype}".replace("torch.", "")
+            for n, x in zip(names, inputs, strict=True)
+        )
+        declared = ", ".join(f"{d.name} {list(d.dims)} {d.dtype.value}" for d in config.inputs) or "none"
+        batch = (
+            f" plus the batch axis (max_batch_size={config.max_batch_size})" if config.max_batch_size else ""
+        )
+        raise ExportError(
+            f"{model_name}: the module fails on the example inputs ({given}); the config declares inputs "
+            f"{declared}{batch}. Check the shapes and dtypes the module expects: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _at_batch(tensors: Sequence[Any], batch: int) -> list[Any]:
@@ -212,11 +249,17 @@ def export_module(
     verify: bool = True,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    allow_non_finite: bool = False,
 ) -> ExportResult:
     """Export ``module`` as a new version of ``model``; see :meth:`hermes.quiver.Model.export_version`."""
     t = torch()
     if not isinstance(module, t.nn.Module):
         raise ExportError(f"{model.name}: expected a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(output_names, str):
+        raise ExportError(
+            f"{model.name}: output_names must be a list of names, got the string {output_names!r}; "
+            f"write output_names=[{output_names!r}]"
+        )
     module.eval()
     config = model.config.copy()
     mbs = config.max_batch_size
@@ -231,8 +274,7 @@ def export_module(
             )
     export_inputs = _at_batch(examples, export_batch) if batched else list(examples)
 
-    with t.inference_mode():
-        eager_raw = module(*export_inputs)
+    eager_raw = _run_eager(model.name, module, names, export_inputs, config)
     eager, dict_names = flatten_outputs(eager_raw)
     declared_outputs = [o.name for o in config.outputs]
     if output_names is not None:
@@ -292,7 +334,10 @@ def export_module(
             ) from exc
         report = None
         if verify:
-            report = _verify(model.name, module, exporter, directory, spec, examples, atol=atol, rtol=rtol)
+            report = _verify(
+                model.name, module, exporter, directory, spec, examples,
+                atol=atol, rtol=rtol, allow_non_finite=allow_non_finite,
+            )  # fmt: skip
         _commit(model, config, directory, version)
     result = ExportResult(
         model=model.name, version=version, path=model.storage.display(model.name, str(version)), report=report
@@ -311,6 +356,7 @@ def _verify(
     *,
     atol: float,
     rtol: float,
+    allow_non_finite: bool = False,
 ) -> VerificationReport:
     t = torch()
     try:
@@ -337,7 +383,9 @@ def _verify(
                 f"{name}: running the exported {exporter.platform.value} artifact at batch size {batch} failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        comparisons += compare_outputs(expected, actual, batch_size=batch, atol=atol, rtol=rtol)
+        comparisons += compare_outputs(
+            expected, actual, batch_size=batch, atol=atol, rtol=rtol, allow_non_finite=allow_non_finite
+        )
     report = VerificationReport(
         model=name, platform=exporter.platform.value, atol=atol, rtol=rtol, comparisons=tuple(comparisons)
     )

@@ -31,7 +31,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,8 +212,30 @@ def add_streaming_inputs(
     Raises:
         StreamingConfigError: stride ≥ K, K differing across tensors, an update size that is
             not a multiple of the stride, an unsupported rank, a batch axis that is not ``B``,
-            or a colliding name (each names the tensor and the rule). Nothing is written.
+            or a colliding name (each names the tensor and the rule). Any failure rolls the
+            ensemble's build back (see :func:`add_streaming_output`).
     """
+    with _all_or_nothing(ensemble):
+        return _add_streaming_inputs(
+            ensemble, inputs, stride, batch_size, name, update_size=update_size, key=key,
+            output_keys=output_keys, platform=platform, initial_state=initial_state, **sequence_options,
+        )  # fmt: skip
+
+
+def _add_streaming_inputs(
+    ensemble: EnsembleModel,
+    inputs: ExposedTensor | Sequence[ExposedTensor],
+    stride: int,
+    batch_size: int | None,
+    name: str | None,
+    *,
+    update_size: int | None,
+    key: str | None,
+    output_keys: Sequence[str] | None,
+    platform: StreamingPlatform | str | Any,
+    initial_state: npt.ArrayLike | None,
+    **sequence_options: Any,
+) -> StreamingInputGroup:
     tensors = [inputs] if not isinstance(inputs, Sequence) else list(inputs)
     if not tensors:
         raise StreamingConfigError("add_streaming_inputs needs at least one input tensor, got none")
@@ -267,6 +290,11 @@ def add_streaming_inputs(
                 f"but {label} has no batch axis for it (shape {list(shape)}); use sequences_per_instance=1 or a "
                 "downstream model that takes (sequences, B, C, K)"
             )
+    if isinstance(output_keys, str):
+        raise StreamingConfigError(
+            f"output_keys must be a list of names, one per streaming tensor, got the string {output_keys!r}; "
+            f"write output_keys=[{output_keys!r}]"
+        )
     keys = list(output_keys) if output_keys is not None else [t.name for t in described]
     if len(keys) != len(tensors):
         raise StreamingConfigError(f"output_keys has {len(keys)} names for {len(tensors)} streaming tensors")
@@ -314,7 +342,6 @@ def add_streaming_inputs(
             }
         ),
     )
-    ensemble.config.write()
     logger.info("streaming input %s: %s feeds %s", update_key, model.name, [t.name for t in described])
     return StreamingInputGroup(model=model, input=exposed, snapshotter=snapshotter)
 
@@ -351,9 +378,36 @@ def add_streaming_output(
         The averager model, the ensemble output and its delay.
 
     Raises:
-        StreamingConfigError: an unsupported rank, ``N·s > K``, a variable axis, or a
-            colliding name. Nothing is written.
+        StreamingConfigError: an unsupported rank, ``N·s > K``, a variable axis, a stride or
+            batch size differing from the streaming input that feeds ``output``'s model, or a
+            colliding name.
+
+    Building an ensemble is all-or-nothing: when a streaming helper or the ensemble's first
+    ``export_version()`` fails, the streaming models the ensemble's build added and the
+    unexported ensemble itself are removed from the repository (an ensemble exported
+    before goes back to its exported config), so neither a rerun nor ``serve(repo)`` meets a
+    half-built ensemble. The exception's notes list what was removed.
     """
+    with _all_or_nothing(ensemble):
+        return _add_streaming_output(
+            ensemble, output, stride, num_updates, name, batch_size=batch_size, key=key,
+            platform=platform, initial_state=initial_state, **sequence_options,
+        )  # fmt: skip
+
+
+def _add_streaming_output(
+    ensemble: EnsembleModel,
+    output: ExposedTensor,
+    stride: int,
+    num_updates: int,
+    name: str | None,
+    *,
+    batch_size: int | None,
+    key: str | None,
+    platform: StreamingPlatform | str | Any,
+    initial_state: npt.ArrayLike | None,
+    **sequence_options: Any,
+) -> StreamingOutput:
     sequence = _sequence_options(dict(sequence_options))
     platform = StreamingPlatform.parse(platform)
     label = f"{output.model.name}.{output.name}"
@@ -368,6 +422,7 @@ def add_streaming_output(
             f"sequences_per_instance {sequence.sequences_per_instance} needs {label} to carry a leading "
             "sequence axis; use sequences_per_instance=1"
         )
+    _check_matches_input(ensemble, output, stride, spec.batch_size)
     _check_key(ensemble, out_key, "streaming output name")
 
     def write(directory: Path) -> OnlineAveragerModel:
@@ -398,7 +453,6 @@ def add_streaming_output(
             }
         ),
     )
-    ensemble.config.write()
     logger.info(
         "streaming output %s: %s averages %s over %d updates", out_key, model.name, label, num_updates
     )
@@ -443,3 +497,105 @@ def _unwire(ensemble: EnsembleModel, model_name: str) -> None:
     for step in steps:
         for k in [k for k, v in step.input_map.items() if v in keys]:
             del step.input_map[k]
+
+
+def _upstream_inputs(ensemble: EnsembleModel, model_name: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(update key, recorded group)`` of every streaming input whose windows reach ``model_name``."""
+    groups = {
+        k.removeprefix("hermes.streaming_input."): json.loads(v)
+        for k, v in ensemble.config.parameters.items()
+        if k.startswith("hermes.streaming_input.")
+    }
+    steps = list(ensemble.config.proto.ensemble_scheduling.step)
+    producer = {key: step.model_name for step in steps for key in step.output_map.values()}
+    found: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    todo = [model_name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        found += [(k, g) for k, g in groups.items() if g.get("model") == current]
+        for step in steps:
+            if step.model_name == current:
+                todo += [producer[k] for k in step.input_map.values() if k in producer]
+    return found
+
+
+def _check_matches_input(ensemble: EnsembleModel, output: ExposedTensor, stride: int, batch: int) -> None:
+    """The averager must advance by the stride and batch of the snapshotter feeding ``output``."""
+    label = f"{output.model.name}.{output.name}"
+    for key, group in _upstream_inputs(ensemble, output.model.name):
+        update = int(group["stride"]) * int(group["batch_size"])
+        if int(group["stride"]) != stride:
+            raise StreamingConfigError(
+                f"streaming output of {label}: stride {stride} differs from stride {group['stride']} of the "
+                f"streaming input {key!r} that feeds {output.model.name}; each update of {update} samples would "
+                f"come back as {stride * batch} samples. Use stride={group['stride']}"
+            )
+        if int(group["batch_size"]) != batch:
+            raise StreamingConfigError(
+                f"streaming output of {label}: batch_size {batch} differs from batch_size {group['batch_size']} "
+                f"of the streaming input {key!r} that feeds {output.model.name}. Use batch_size={group['batch_size']}"
+            )
+
+
+def _members(parameters: dict[str, str]) -> set[str]:
+    """Names of the streaming models an ensemble's recorded parameters point to."""
+    return {
+        json.loads(v)["model"]
+        for k, v in parameters.items()
+        if k.startswith(("hermes.streaming_input.", "hermes.streaming_output."))
+    }
+
+
+@contextmanager
+def _all_or_nothing(ensemble: EnsembleModel) -> Iterator[None]:
+    """Roll the ensemble's build back when the body raises; see :func:`add_streaming_output`."""
+    check_buildable(ensemble)
+    try:
+        yield
+    except BaseException as exc:
+        removed = roll_back(ensemble)
+        if removed:
+            exc.add_note(
+                f"the ensemble build was rolled back: removed {', '.join(removed)} from "
+                f"{ensemble.repository.root}; fix the call and build the ensemble again"
+            )
+        raise
+
+
+def check_buildable(ensemble: EnsembleModel) -> None:
+    """Refuse to extend an ensemble that a failed build removed from its repository."""
+    if ensemble.repository.models.get(ensemble.name) is not ensemble:
+        raise StreamingConfigError(
+            f"ensemble {ensemble.name!r} is no longer in {ensemble.repository.root} (a failed build step "
+            f"rolled it back, or it was removed): start again with "
+            f"repo.add({ensemble.name!r}, platform=Platform.ENSEMBLE)"
+        )
+
+
+def roll_back(ensemble: EnsembleModel) -> list[str]:
+    """Undo an ensemble's unexported build; returns the names of the models removed.
+
+    Without an exported version the ensemble and every streaming model its parameters name
+    are removed. With one, its config goes back to the exported ``config.pbtxt`` and only
+    the streaming models added since are removed.
+    """
+    repository = ensemble.repository
+    if repository.models.get(ensemble.name) is not ensemble:
+        return []
+    exported = bool(ensemble.versions)
+    stored = ensemble.config.from_text(ensemble.storage.read_text(ensemble.name, "config.pbtxt"))
+    doomed = _members(ensemble.config.parameters) - (_members(stored.parameters) if exported else set())
+    removed = [name for name in sorted(doomed) if name in repository]
+    for name in removed:
+        repository.remove(name)
+    if exported:
+        ensemble.config.proto.CopyFrom(stored.proto)
+    else:
+        repository.remove(ensemble)
+        removed.append(ensemble.name)
+    logger.warning("rolled back the build of ensemble %s: removed %s", ensemble.name, removed)
+    return removed

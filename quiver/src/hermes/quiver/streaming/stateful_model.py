@@ -178,7 +178,9 @@ def _export_onnx(
         params = list(inspect.signature(module.forward).parameters)
         dim = torch.export.Dim("sequences", min=1, max=1 << 16)
         kwargs["dynamic_shapes"] = {p: {0: dim} for p in params}
-    with warnings.catch_warnings():
+    from hermes.quiver.exporters._torch_utils import quiet_torch_deprecations
+
+    with quiet_torch_deprecations(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module, example, str(path), input_names=arg_names, output_names=names.outputs + names.state_outputs,
