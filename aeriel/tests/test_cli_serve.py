@@ -167,7 +167,7 @@ def test_serve_reports_a_missing_repository_and_exits_1(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--gpus", "zero"], "expected comma-separated GPU indices such as 0,1; got 'zero'"),
+        (["--gpus", "zero"], "expected comma-separated GPU indices such as 0,1, 'none' or 'all'; got 'zero'"),
         (["--runtime", "docker"], "unknown runtime 'docker'"),
     ],
 )

@@ -36,6 +36,7 @@ from hermes.aeriel.exceptions import (
     ClientError,
     ConnectionFailed,
     EndpointError,
+    ImagePullError,
     InferenceFailed,
     InferenceTimeout,
     InputValidationError,
@@ -56,6 +57,7 @@ from hermes.aeriel.serve import (
     Runtime,
     Server,
     ServerSpec,
+    pull_image,
     serve,
 )
 
@@ -74,6 +76,7 @@ __all__ = [
     "Endpoint",
     "EndpointError",
     "HashRing",
+    "ImagePullError",
     "InferenceClient",
     "InferenceFailed",
     "InferenceTimeout",
@@ -102,5 +105,6 @@ __all__ = [
     "TensorSpec",
     "__version__",
     "load_endpoints",
+    "pull_image",
     "serve",
 ]
