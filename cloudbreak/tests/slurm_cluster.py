@@ -121,7 +121,8 @@ class SlurmCluster:
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, check=check, timeout=60)
 
     def start(self, timeout_s: float = 60.0) -> None:
-        for sub in ("munge", "state", "spool", "log"):
+        node = socket.gethostname().split(".")[0]
+        for sub in ("munge", "state", f"spool/{node}", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "munge").chmod(0o700)
         munge = self.root / "munge"

@@ -171,7 +171,7 @@ def serve_command(
     runtime: str = typer.Option(
         "local",
         "--runtime",
-        help="How to run tritonserver: local (the bundled binary), apptainer or singularity.",
+        help="How to run tritonserver: local (the bundled binary), apptainer, singularity, or native (tritonserver on PATH, inside a Triton image).",
     ),
     image: str | None = typer.Option(
         None,

@@ -101,7 +101,7 @@ def _session_members(session: int) -> list[int]:
 
 
 def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
-    """A :class:`Runtime` from its name (``local``, ``apptainer``, ``singularity``) or itself."""
+    """A :class:`Runtime` from its name (``local``, ``apptainer``, ``singularity``, ``native``) or itself."""
     if isinstance(runtime, Runtime):
         return runtime
     if runtime == "local":
@@ -116,7 +116,13 @@ def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
         if image is None:
             raise ValueError(f"runtime={runtime!r} needs image= (a .sif file or an image name)")
         return ApptainerRuntime(image=image, executable=runtime)
-    raise ValueError(f"unknown runtime {runtime!r}; expected 'local', 'apptainer' or 'singularity'")
+    if runtime == "native":
+        from hermes.aeriel.serve.native import NativeRuntime
+
+        if image is not None:
+            raise ValueError("image= is for container runtimes; the native runtime runs tritonserver from PATH")
+        return NativeRuntime()
+    raise ValueError(f"unknown runtime {runtime!r}; expected 'local', 'apptainer', 'singularity' or 'native'")
 
 
 def _log_excerpt(text: str, *, models: Iterable[str] = (), limit: int = 20) -> str:
