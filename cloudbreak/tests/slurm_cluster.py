@@ -96,7 +96,7 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
-KillWait=5
+KillWait=30
 MinJobAge=600
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
@@ -141,7 +141,9 @@ class SlurmCluster:
             if state in ("idle", "mixed", "allocated"):
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"slurm did not come up in {timeout_s:.0f} s (node state {state!r}):\n{self.logs()}")
+        raise RuntimeError(
+            f"slurm did not come up in {timeout_s:.0f} s (node state {state!r}):\n{self.logs()}"
+        )
 
     def logs(self) -> str:
         return "\n".join(

@@ -231,6 +231,16 @@ def serve_command(
     pull_timeout_s: float = typer.Option(
         3600.0, "--pull-timeout", help="Seconds a docker:// or oras:// image pull may take (apptainer)."
     ),
+    exit_timeout_s: int = typer.Option(
+        5, "--exit-timeout", min=0, help="Seconds Triton waits for in-flight requests when stopped."
+    ),
+    stop_grace_s: float = typer.Option(
+        10.0,
+        "--stop-grace",
+        min=0.0,
+        help="Seconds after the exit timeout before a server that does not stop is killed (batch jobs "
+        "whose scheduler signals every process of the job use a few seconds).",
+    ),
 ) -> None:
     """Start Triton on REPOSITORY, print its endpoints when ready, and serve until Ctrl-C or SIGTERM."""
     from hermes.aeriel.exceptions import AerielError
@@ -239,7 +249,7 @@ def serve_command(
     chosen_runtime = _runtime(runtime, image, image_dir, pass_env, pull_timeout_s)
 
     def start() -> Server:
-        return serve(
+        server = serve(
             repository,
             runtime=chosen_runtime,
             image=None if image is not None and not isinstance(chosen_runtime, str) else image,
@@ -256,7 +266,10 @@ def serve_command(
             advertise=advertise,
             endpoints_file=endpoints_file,
             name=name,
+            exit_timeout_s=exit_timeout_s,
         )
+        server.grace_s = stop_grace_s
+        return server
 
     auto_ports = http_port is None and grpc_port is None and metrics_port is None
     launched: list[Server] = []

@@ -120,7 +120,9 @@ def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
         from hermes.aeriel.serve.native import NativeRuntime
 
         if image is not None:
-            raise ValueError("image= is for container runtimes; the native runtime runs tritonserver from PATH")
+            raise ValueError(
+                "image= is for container runtimes; the native runtime runs tritonserver from PATH"
+            )
         return NativeRuntime()
     raise ValueError(f"unknown runtime {runtime!r}; expected 'local', 'apptainer', 'singularity' or 'native'")
 

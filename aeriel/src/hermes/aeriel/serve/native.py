@@ -46,7 +46,9 @@ class NativeRuntime(Runtime):
         argv = [self._path or self.executable, *spec.triton_args()]
         env = self.base_env(spec.env)
         if spec.gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = map_visible_devices(spec.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            env["CUDA_VISIBLE_DEVICES"] = map_visible_devices(
+                spec.gpus, os.environ.get("CUDA_VISIBLE_DEVICES")
+            )
         if spec.gpus == ():
             argv += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
         return argv, env

@@ -49,7 +49,9 @@ class Scheduler(abc.ABC):
         """The files and commands that submit the server jobs."""
 
     @abc.abstractmethod
-    def client_plan(self, clients: ClientJobs, workdir: Path, endpoints_file: Path, servers: int) -> SubmitPlan:
+    def client_plan(
+        self, clients: ClientJobs, workdir: Path, endpoints_file: Path, servers: int
+    ) -> SubmitPlan:
         """The files and commands that submit the client jobs."""
 
     @abc.abstractmethod

@@ -48,6 +48,12 @@ class ServerJobs:
         advertise: the host the servers report: ``auto`` (each node's routable address) or a name.
         server_args: extra ``tritonserver`` arguments.
         ready_timeout_s: how long each server may take to load its models once its job runs.
+        exit_timeout_s: how long a cancelled server waits for in-flight requests.
+        stop_grace_s: how long after that a server that does not stop is killed. Slurm's
+            ``scancel`` signals every process of the job at once (Triton's python-backend
+            stubs too, so their in-flight requests never finish): a short stop makes the
+            clients see the server lost within seconds and leaves the job time (``KillWait``,
+            30 s by default) to remove its ``/dev/shm`` regions.
         hermes: the ``hermes`` command inside the jobs.
         env: variables exported in each job.
         name: the job name.
@@ -66,6 +72,8 @@ class ServerJobs:
     advertise: str = "auto"
     server_args: tuple[str, ...] = ()
     ready_timeout_s: float = 600.0
+    exit_timeout_s: int = 1
+    stop_grace_s: float = 2.0
     hermes: tuple[str, ...] = dataclasses.field(default_factory=default_hermes_command)
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     name: str = "hermes-triton"
@@ -96,7 +104,8 @@ class ServerJobs:
             argv += ["--image", self.image]
         argv += ["--address", self.address, "--advertise", self.advertise, "--name", name,
                  "--endpoints-file", endpoints_file, "--log-file", log_file,
-                 "--timeout", f"{self.ready_timeout_s:g}"]  # fmt: skip
+                 "--timeout", f"{self.ready_timeout_s:g}", "--exit-timeout", str(self.exit_timeout_s),
+                 "--stop-grace", f"{self.stop_grace_s:g}"]  # fmt: skip
         if self.gpus_per_server == 0:
             argv += ["--gpus", "none"]
         for model in self.models or ():

@@ -52,7 +52,9 @@ class SlurmScheduler(Scheduler):
         except subprocess.TimeoutExpired:
             raise SchedulerError(f"`{' '.join(argv)}` did not answer in {self.timeout_s:.0f} s") from None
         if check and done.returncode != 0:
-            raise SchedulerError(f"`{' '.join(argv)}` failed (exit status {done.returncode}): {done.stderr.strip()}")
+            raise SchedulerError(
+                f"`{' '.join(argv)}` failed (exit status {done.returncode}): {done.stderr.strip()}"
+            )
         return done
 
     # ------------------------------------------------------------------ plans
@@ -61,7 +63,9 @@ class SlurmScheduler(Scheduler):
         return SubmitPlan({script: server_script(servers, self.options, workdir)},
                           [["sbatch", "--parsable", str(script)]])  # fmt: skip
 
-    def client_plan(self, clients: ClientJobs, workdir: Path, endpoints_file: Path, servers: int) -> SubmitPlan:
+    def client_plan(
+        self, clients: ClientJobs, workdir: Path, endpoints_file: Path, servers: int
+    ) -> SubmitPlan:
         script = workdir / "client.sbatch"
         files = {script: client_script(clients, self.options, workdir, endpoints_file)}
         for i, segments in enumerate(clients.task_segments()):

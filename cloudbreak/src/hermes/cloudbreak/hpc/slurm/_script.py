@@ -35,7 +35,9 @@ class SlurmOptions:
     def __post_init__(self) -> None:
         for line in self.extra:
             if not line.startswith("-") or "\n" in line:
-                raise CloudConfigError(f"extra #SBATCH options must each be one option such as '--exclusive', got {line!r}")
+                raise CloudConfigError(
+                    f"extra #SBATCH options must each be one option such as '--exclusive', got {line!r}"
+                )
 
     def lines(self) -> list[str]:
         out = []
