@@ -14,11 +14,14 @@ with HpcDeployment(SlurmScheduler(SlurmOptions(partition="gpu")), servers, "run-
 from hermes.cloudbreak.hpc._deployment import HpcDeployment
 from hermes.cloudbreak.hpc._scheduler import ACTIVE, JobBatch, Scheduler, SubmitPlan
 from hermes.cloudbreak.hpc._spec import ClientJobs, ServerJobs
+from hermes.cloudbreak.hpc.htcondor import CondorOptions, CondorScheduler
 from hermes.cloudbreak.hpc.slurm import SlurmOptions, SlurmScheduler
 
 __all__ = [
     "ACTIVE",
     "ClientJobs",
+    "CondorOptions",
+    "CondorScheduler",
     "HpcDeployment",
     "JobBatch",
     "Scheduler",
