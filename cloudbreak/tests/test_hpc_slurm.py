@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import re
 import socket
 import textwrap
 import time
@@ -215,3 +216,47 @@ def test_client_jobs_run_as_an_array_with_their_endpoints_and_segments(slurm, tm
         got = {p.name: json.loads(p.read_text()) for p in results.iterdir()}
     assert got["task-0.json"] == {"segments": [[0, 4096], [8192, 12288]], "y": [[2.0] * 4]}
     assert got["task-1.json"] == {"segments": [[4096, 8192]], "y": [[1.0] * 4]}
+
+
+def test_hermes_hpc_up_prints_the_endpoints_and_down_removes_everything(slurm, tmp_path):
+    import subprocess
+    import sys
+
+    hermes = str(Path(sys.executable).parent / "hermes")
+    repo, run = write_repo(tmp_path), tmp_path / "run"
+    args = [hermes, "hpc", "up", str(repo), "--scheduler", "slurm", "--servers", "2", "--runtime", "local",
+            "--gpus-per-server", "0", "--cpus-per-server", "1", "--model", "acc", "--workdir", str(run),
+            "--partition", "debug", "--sbatch", "--comment=hermes-test", "--timeout", "300"]  # fmt: skip
+    dry = subprocess.run([*args, "--dry-run"], env=slurm.env, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert not run.exists()
+    script = dry.stdout.split(f"# ---- file {run}/server.sbatch\n")[1].split("# ---- commands\n")[0]
+    assert dry.stdout.endswith(f"# ---- commands\nsbatch --parsable {run}/server.sbatch\n")
+    assert "#SBATCH --partition=debug\n#SBATCH --comment=hermes-test\n" in script
+    up = subprocess.run(args, env=slurm.env, capture_output=True, text=True, timeout=400)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert (run / "server.sbatch").read_text() == script  # what ran is what the dry run printed
+        endpoints = load_endpoints(run / "endpoints.json")
+        assert len(endpoints) == 2
+        for ep in endpoints:
+            assert f"  {ep.name}  grpc {ep.grpc}  http {ep.http}  metrics {ep.metrics}" in up.stdout
+        assert re.search(r"2 server\(s\) ready in [\d.]+ s \(slurm jobs \d+_0, \d+_1\)", up.stdout)
+        status = subprocess.run([hermes, "hpc", "status", "--workdir", str(run)], env=slurm.env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert re.findall(r"^(\d+_\d)  RUNNING$", status.stdout, re.M) == [
+            ep.name.removeprefix("slurm-") for ep in endpoints
+        ]
+    finally:
+        down = subprocess.run([hermes, "hpc", "down", "--workdir", str(run)], env=slurm.env,
+                              capture_output=True, text=True, timeout=200)  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.startswith("cancelled 2 job(s)")
+    assert slurm.jobs() == [] or not any(
+        j.startswith(endpoints[0].name.removeprefix("slurm-").split("_")[0] + "_") for j in slurm.jobs()
+    )
+    deadline = time.monotonic() + 30
+    while our_processes(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert our_processes(str(tmp_path)) == []
+    assert not (run / "endpoints.json").exists() and not (run / "hpc.json").exists()
