@@ -76,7 +76,7 @@ def test_server_submit_description_has_the_igwn_keys_and_valid_expressions(tmp_p
 def test_malformed_expressions_and_plus_attributes_are_refused_before_anything_is_written():
     with pytest.raises(CloudConfigError, match=r"requirements is not a valid ClassAd expression: '\(\(GPUs'"):
         CondorOptions(requirements="((GPUs")
-    with pytest.raises(CloudConfigError, match="write custom attributes as MY.Name"):
+    with pytest.raises(CloudConfigError, match=r"write custom attributes as MY\.Name"):
         CondorOptions(extra={"+ProjectName": '"x"'})
 
 
@@ -90,7 +90,7 @@ def test_client_dag_is_written_by_htcondor_dags_and_gates_every_client_on_the_en
     dag = plan.files[run / "clients" / "clients.dag"]
     assert "JOB endpoints:0 endpoints.sub" in dag
     assert "PARENT endpoints:0 CHILD clients:0 clients:1 clients:2" in dag
-    assert [m for m in re.findall(r'VARS (clients:\d) task="(\d)"', dag)] == [("clients:0", "0"), ("clients:1", "1"),
+    assert list(re.findall(r'VARS (clients:\d) task="(\d)"', dag)) == [("clients:0", "0"), ("clients:1", "1"),
                                                                             ("clients:2", "2")]  # fmt: skip
     wait = parse(plan.files[run / "clients" / "endpoints.sub"])
     assert wait["universe"] == "local"
