@@ -97,7 +97,7 @@ def test_hermes_help_lists_the_serve_command():
 def test_serve_help_describes_every_option():
     out = run_help("serve")
     for option, words in {
-        "--runtime": "local (the bundled binary), apptainer or singularity",
+        "--runtime": "local (the bundled binary), apptainer, singularity, or native",
         "--image": "Container image",
         "--gpus": "GPU indices",
         "--http-port": "HTTP/REST port",
@@ -108,6 +108,10 @@ def test_serve_help_describes_every_option():
         "--address": "Address every endpoint binds",
         "--timeout": "Seconds to wait",
         "--server-arg": "Extra tritonserver argument",
+        "--advertise": "Host other nodes use to reach the server",
+        "--endpoints-file": "Write the endpoints JSON",
+        "--pass-env": "passed through apptainer --cleanenv",
+        "--pull-timeout": "image pull may take",
     }.items():
         assert re.search(rf"{option}\b.*{re.escape(words)}", out), f"{option} undocumented:\n{out}"
 
