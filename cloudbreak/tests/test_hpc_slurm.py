@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import compileall
+import json
 import re
+import signal
 import socket
 import textwrap
 import time
@@ -260,3 +262,65 @@ def test_hermes_hpc_up_prints_the_endpoints_and_down_removes_everything(slurm, t
         time.sleep(0.1)
     assert our_processes(str(tmp_path)) == []
     assert not (run / "endpoints.json").exists() and not (run / "hpc.json").exists()
+
+
+SIGNAL_SCRIPT = """
+import sys, time
+from hermes.cloudbreak.hpc import HpcDeployment, ServerJobs, SlurmScheduler
+
+repo, workdir, when = sys.argv[1], sys.argv[2], sys.argv[3]
+servers = ServerJobs(repository=repo, servers=2, runtime="local", gpus_per_server=0, cpus_per_server=1,
+                     models=("acc",) if when == "ready" else ("acc", "never_ready"), ready_timeout_s=600)
+with HpcDeployment(SlurmScheduler(), servers, workdir, poll_interval_s=0.1):
+    print("ready", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "when"), [(signal.SIGHUP, "ready"), (signal.SIGTERM, "ready"), (signal.SIGINT, "waiting")]
+)
+def test_a_signal_cancels_every_job(slurm, tmp_path, sig, when):
+    import subprocess
+    import sys
+
+    repo = write_repo(tmp_path)
+    if when == "waiting":  # a model that never loads: `up` is still waiting when the signal comes
+        (repo / "never_ready" / "1").mkdir(parents=True)
+        (repo / "never_ready" / "config.pbtxt").write_text(
+            ACC_CONFIG.replace('name: "acc"', 'name: "never_ready"')
+        )
+        (repo / "never_ready" / "1" / "model.py").write_text(
+            "import time\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(3600)\n"
+        )
+    proc = subprocess.Popen([sys.executable, "-c", SIGNAL_SCRIPT, str(repo), str(tmp_path / "run"), when],
+                            env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        state_file = tmp_path / "run" / "hpc.json"  # the deployment's state, written once submitted
+        deadline = time.monotonic() + 120
+        while not state_file.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        submission = json.loads(state_file.read_text())["batches"][0]["submission"]
+        if when == "ready":
+            assert proc.stdout.readline().strip() == "ready"
+        else:
+            deadline = time.monotonic() + 120
+            while set(
+                SlurmScheduler(env=slurm.env).states([f"{submission}_0", f"{submission}_1"]).values()
+            ) != {"RUNNING"}:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        proc.send_signal(sig)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert not [job for job in slurm.jobs() if job.split("_")[0] == submission]
+    states = SlurmScheduler(env=slurm.env).states([f"{submission}_0", f"{submission}_1"])
+    assert set(states.values()) <= {"CANCELLED", "COMPLETED"}, states
+    deadline = time.monotonic() + 30
+    while our_processes(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert our_processes(str(tmp_path)) == []

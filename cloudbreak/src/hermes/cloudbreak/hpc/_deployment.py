@@ -155,7 +155,9 @@ class HpcDeployment:
     def _save(self) -> None:
         state = {"scheduler": self.scheduler.name, "workdir": str(self.workdir),
                  "batches": [{"submission": b.submission, "jobs": list(b.jobs)} for b in self.batches]}  # fmt: skip
-        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        tmp = self.workdir / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.workdir / STATE_FILE)  # readers (hermes hpc status|down) never see half of it
 
     def status(self) -> dict[str, str]:
         """``{job id: state}`` of every job of this deployment."""
