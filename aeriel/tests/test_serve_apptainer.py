@@ -392,3 +392,22 @@ def test_hermes_image_pull_prints_the_cached_path(tmp_path, fake_apptainer, monk
                           "--image-dir", str(images)], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 1
     assert "hermes image pull: error:" in bad.stderr and "manifest unknown" in bad.stderr
+
+
+def test_pull_logs_progress_while_it_runs(tmp_path, fake_apptainer, monkeypatch, caplog):
+    import logging
+
+    from hermes.aeriel import pull_image
+
+    monkeypatch.setenv("FAKE_APPTAINER_PULL_SECONDS", "1.2")
+    with caplog.at_level(logging.INFO, logger="hermes.aeriel.serve.images"):
+        path = pull_image("docker://nvcr.io/nvidia/tritonserver:24.10-py3", image_dir=tmp_path,
+                          progress_every_s=0.3)  # fmt: skip
+    progress = [r.getMessage() for r in caplog.records if "MiB written so far" in r.getMessage()]
+    assert len(progress) >= 2
+    assert progress[0].startswith("pulling docker://nvcr.io/nvidia/tritonserver:24.10-py3: ")
+    assert any(
+        r.getMessage().startswith("pulled docker://nvcr.io/nvidia/tritonserver:24.10-py3 in ")
+        for r in caplog.records
+    )
+    assert path == tmp_path / "nvcr.io_nvidia_tritonserver_24.10-py3.sif"
