@@ -22,7 +22,7 @@ SUBPACKAGES := quiver aeriel stillwater cloudbreak
 PYPROJECTS := $(foreach p,$(SUBPACKAGES),$(p)/pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench lock lint format typecheck docs docs-serve build clean
+.PHONY: venv test demo bench lock lint format typecheck docs docs-serve build clean system-deps
 
 venv: $(STAMP)
 
@@ -38,8 +38,21 @@ $(STAMP): requirements/dev.lock $(PYPROJECTS)
 	$(BIN)/python -c "import numpy, sys; sys.exit('numpy>=2 breaks the local Triton python backend') if int(numpy.__version__.split('.')[0]) >= 2 else None"
 	@touch $(STAMP)
 
-test: venv
+test: venv system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The Slurm tests start a real single-node cluster (slurmctld + slurmd + munged). As root on
+# Debian/Ubuntu (as in CI) this installs Debian's slurm-wlm and munge once; elsewhere those tests
+# skip and name the command. Idempotent: nothing runs when the daemons are installed.
+SYSTEM_PACKAGES := slurm-wlm munge
+system-deps:
+	@if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(SYSTEM_PACKAGES) for the Slurm tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }; \
+	else echo "note: the Slurm tests skip here; install Slurm with: apt-get install $(SYSTEM_PACKAGES)"; fi
 
 demo: venv
 	$(BIN)/hermes demo

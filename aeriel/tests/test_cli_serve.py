@@ -97,7 +97,7 @@ def test_hermes_help_lists_the_serve_command():
 def test_serve_help_describes_every_option():
     out = run_help("serve")
     for option, words in {
-        "--runtime": "local (the bundled binary), apptainer or singularity",
+        "--runtime": "local (the bundled binary), apptainer, singularity, or native",
         "--image": "Container image",
         "--gpus": "GPU indices",
         "--http-port": "HTTP/REST port",
@@ -108,6 +108,10 @@ def test_serve_help_describes_every_option():
         "--address": "Address every endpoint binds",
         "--timeout": "Seconds to wait",
         "--server-arg": "Extra tritonserver argument",
+        "--advertise": "Host other nodes use to reach the server",
+        "--endpoints-file": "Write the endpoints JSON",
+        "--pass-env": "passed through apptainer --cleanenv",
+        "--pull-timeout": "image pull may take",
     }.items():
         assert re.search(rf"{option}\b.*{re.escape(words)}", out), f"{option} undocumented:\n{out}"
 
@@ -167,7 +171,7 @@ def test_serve_reports_a_missing_repository_and_exits_1(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--gpus", "zero"], "expected comma-separated GPU indices such as 0,1; got 'zero'"),
+        (["--gpus", "zero"], "expected comma-separated GPU indices such as 0,1, 'none' or 'all'; got 'zero'"),
         (["--runtime", "docker"], "unknown runtime 'docker'"),
         (["--address", "203.0.113.7"], "address '203.0.113.7' cannot be bound on this machine"),
         (["--timeout", "-5"], "timeout_s must be a finite number of seconds > 0, got -5.0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +153,21 @@ def no_leftover_processes() -> Iterator[None]:
         p for p in me.children(recursive=True) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
     ]
     assert left == [], f"child processes left behind: {[(p.pid, p.name()) for p in left]}"
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node Slurm cluster (slurmctld + slurmd + munged under a temp dir).
+
+    Skips where Slurm cannot run (naming the command that installs it); in CI (``CI=true``)
+    that skip is a failure, since ``make test`` installs it there.
+    """
+    from slurm_cluster import slurm_cluster, why_not_available
+
+    reason = why_not_available()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Slurm tests must run in CI: {reason}")
+        pytest.skip(reason)
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

@@ -15,6 +15,11 @@ the real command as far as hermes uses it:
   SIGINT are forwarded to the server, as apptainer's starter does; the exit status is the
   server's.
 
+* ``pull DEST URI`` writes a small file at DEST after ``$FAKE_APPTAINER_PULL_SECONDS``
+  (progress lines on stdout as apptainer prints them); a URI containing ``doesnotexist``
+  fails with apptainer's manifest error, an existing DEST with its refusal to overwrite.
+* ``--nv`` on a host without NVIDIA libraries prints apptainer's warning and goes on.
+
 The child's PID and final environment are logged too, so tests can check what really
 reached the server.
 """
@@ -26,6 +31,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 VERSION = "apptainer version 1.5.3-fake"
@@ -83,10 +89,41 @@ def container_env(options: dict) -> dict[str, str]:
     return env
 
 
+def run_pull(args: list[str]) -> int:
+    """``apptainer pull [--force] DEST URI``; texts from apptainer 1.5 (internal/pkg/build, cmd/internal/cli/pull.go)."""
+    force = "--force" in args or "-F" in args
+    rest = [a for a in args if a not in ("--force", "-F")]
+    if len(rest) != 2:
+        print("FATAL:   the fake pull takes DEST URI", file=sys.stderr)
+        return 255
+    dest, uri = Path(rest[0]), rest[1]
+    if dest.exists() and not force:
+        print(f'FATAL:   Image file already exists: "{dest}" - will not overwrite', file=sys.stderr)
+        return 255
+    print("INFO:    Converting OCI blobs to SIF format", flush=True)
+    if "doesnotexist" in uri:
+        name = uri.removeprefix("docker://")
+        print(
+            f"FATAL:   While making image from oci registry: error fetching image to cache: failed to get "
+            f"checksum for {uri}: reading manifest {name.rpartition(':')[2]} in {name.rpartition(':')[0]}: "
+            "manifest unknown: manifest unknown",
+            file=sys.stderr,
+        )
+        return 255
+    seconds = float(os.environ.get("FAKE_APPTAINER_PULL_SECONDS", "0"))
+    dest.write_bytes(b"SIF partial")
+    time.sleep(seconds)
+    dest.write_bytes(f"SIF fake image of {uri}".encode())
+    print("INFO:    Creating SIF file...", flush=True)
+    return 0
+
+
 def run_exec(args: list[str]) -> int:
     from hermes.aeriel.serve.local import LocalRuntime, find_triton_wheel
 
     options, image, command = parse_exec(args)
+    if options["nv"] and not Path("/dev/nvidiactl").exists():
+        print("WARNING: Could not find any nv files on this host!", file=sys.stderr)
     if not Path(image).exists():
         print(f"FATAL:   could not open image {image}: failed to retrieve path for {image}", file=sys.stderr)
         return 255
@@ -126,7 +163,9 @@ def main(name: str, args: list[str]) -> int:
         return 0
     if args[:1] == ["exec"]:
         return run_exec(args[1:])
-    print(f"FATAL: the fake {name} only implements --version and exec, got {args[:1]}", file=sys.stderr)
+    if args[:1] == ["pull"]:
+        return run_pull(args[1:])
+    print(f"FATAL: the fake {name} only implements --version, exec and pull, got {args[:1]}", file=sys.stderr)
     return 255
 
 

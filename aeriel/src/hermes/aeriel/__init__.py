@@ -36,6 +36,7 @@ from hermes.aeriel.exceptions import (
     ClientError,
     ConnectionFailed,
     EndpointError,
+    ImagePullError,
     InferenceFailed,
     InferenceTimeout,
     InputValidationError,
@@ -57,6 +58,7 @@ from hermes.aeriel.serve import (
     Runtime,
     Server,
     ServerSpec,
+    pull_image,
     serve,
 )
 
@@ -75,6 +77,7 @@ __all__ = [
     "Endpoint",
     "EndpointError",
     "HashRing",
+    "ImagePullError",
     "InferenceClient",
     "InferenceFailed",
     "InferenceTimeout",
@@ -104,5 +107,6 @@ __all__ = [
     "TensorSpec",
     "__version__",
     "load_endpoints",
+    "pull_image",
     "serve",
 ]

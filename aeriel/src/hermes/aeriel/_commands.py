@@ -75,13 +75,17 @@ def demo(
 register("demo", demo)
 
 
-def _parse_gpus(value: str | None) -> list[int] | None:
+def _parse_gpus(value: str | None) -> list[int] | str | None:
     if value is None or value.strip() == "":
         return None
+    if value.strip() in ("none", "all"):
+        return value.strip()
     try:
         return [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated GPU indices such as 0,1; got {value!r}") from None
+        raise typer.BadParameter(
+            f"expected comma-separated GPU indices such as 0,1, 'none' or 'all'; got {value!r}"
+        ) from None
 
 
 class _Interrupted(BaseException):
@@ -167,7 +171,7 @@ def serve_command(
     runtime: str = typer.Option(
         "local",
         "--runtime",
-        help="How to run tritonserver: local (the bundled binary), apptainer or singularity.",
+        help="How to run tritonserver: local (the bundled binary), apptainer, singularity, or native (tritonserver on PATH, inside a Triton image).",
     ),
     image: str | None = typer.Option(
         None,
@@ -177,7 +181,8 @@ def serve_command(
     gpus: str | None = typer.Option(
         None,
         "--gpus",
-        help="GPU indices the server may use, comma-separated (e.g. 0,1), relative to CUDA_VISIBLE_DEVICES.",
+        help="GPU indices the server may use, comma-separated (e.g. 0,1), relative to CUDA_VISIBLE_DEVICES; "
+        "'none' for the CPU only. Default: every GPU the job has (apptainer: --nv where the host has GPUs).",
     ),
     http_port: int | None = typer.Option(
         None, "--http-port", help="HTTP/REST port (a free one when omitted)."
@@ -201,16 +206,53 @@ def serve_command(
     server_arg: list[str] | None = typer.Option(
         None, "--server-arg", help="Extra tritonserver argument, passed unchanged; repeat for several."
     ),
+    advertise: str | None = typer.Option(
+        None,
+        "--advertise",
+        help="Host other nodes use to reach the server: 'auto' (this node's routable address) or a "
+        "name/address. Default: the bind address (the node's address for --address 0.0.0.0).",
+    ),
+    endpoints_file: Path | None = typer.Option(
+        None,
+        "--endpoints-file",
+        help="Write the endpoints JSON (what ClusterClient and `hermes models` read) here once ready; "
+        "removed on stop.",
+    ),
+    name: str | None = typer.Option(None, "--name", help="Server name in the endpoints file."),
+    image_dir: Path | None = typer.Option(
+        None, "--image-dir", help="Image directory (apptainer): looked at first, pulled images go there."
+    ),
+    pass_env: list[str] | None = typer.Option(
+        None,
+        "--pass-env",
+        help="Host variable (glob) passed through apptainer --cleanenv, besides the default allow-list; "
+        "repeat for several.",
+    ),
+    pull_timeout_s: float = typer.Option(
+        3600.0, "--pull-timeout", help="Seconds a docker:// or oras:// image pull may take (apptainer)."
+    ),
+    exit_timeout_s: int = typer.Option(
+        5, "--exit-timeout", min=0, help="Seconds Triton waits for in-flight requests when stopped."
+    ),
+    stop_grace_s: float = typer.Option(
+        10.0,
+        "--stop-grace",
+        min=0.0,
+        help="Seconds after the exit timeout before a server that does not stop is killed (batch jobs "
+        "whose scheduler signals every process of the job use a few seconds).",
+    ),
 ) -> None:
     """Start Triton on REPOSITORY, print its endpoints when ready, and serve until Ctrl-C or SIGTERM."""
     from hermes.aeriel.exceptions import AerielError
     from hermes.aeriel.serve import serve
 
+    chosen_runtime = _runtime(runtime, image, image_dir, pass_env, pull_timeout_s)
+
     def start() -> Server:
-        return serve(
+        server = serve(
             repository,
-            runtime=runtime,
-            image=image,
+            runtime=chosen_runtime,
+            image=None if image is not None and not isinstance(chosen_runtime, str) else image,
             models=model or None,
             address=address,
             http_port=http_port,
@@ -221,7 +263,13 @@ def serve_command(
             gpus=_parse_gpus(gpus),
             timeout_s=timeout_s,
             wait=False,
+            advertise=advertise,
+            endpoints_file=endpoints_file,
+            name=name,
+            exit_timeout_s=exit_timeout_s,
         )
+        server.grace_s = stop_grace_s
+        return server
 
     auto_ports = http_port is None and grpc_port is None and metrics_port is None
     launched: list[Server] = []
@@ -256,6 +304,23 @@ def serve_command(
                 started.close()
 
 
+def _runtime(runtime: str, image: str | None, image_dir: Path | None, pass_env: list[str] | None,
+             pull_timeout_s: float) -> Any:  # fmt: skip
+    """The runtime name, or an ApptainerRuntime carrying the container options."""
+    if runtime not in ("apptainer", "singularity"):
+        if image_dir is not None or pass_env:
+            raise typer.BadParameter("--image-dir and --pass-env are for --runtime apptainer/singularity")
+        return runtime
+    if image is None:
+        raise typer.BadParameter(f"--runtime {runtime} needs --image (a .sif file, an image name or a URI)")
+    from hermes.aeriel.serve.apptainer import DEFAULT_PASS_ENV, ApptainerRuntime
+
+    return ApptainerRuntime(
+        image=image, executable=runtime, image_dir=image_dir,
+        pass_env=(*DEFAULT_PASS_ENV, *(pass_env or ())), pull_timeout_s=pull_timeout_s,
+    )  # fmt: skip
+
+
 def _wait_for_exit(server: Server) -> None:
     """Block until the server process ends."""
     process = server.process
@@ -279,6 +344,8 @@ def _announce(server: Server) -> None:
     typer.echo(f"  http     {server.http_url}")
     typer.echo(f"  metrics  {server.metrics_url}")
     typer.echo(f"  log      {server.log_file}")
+    if server.endpoints_file is not None:
+        typer.echo(f"  endpoints file {server.endpoints_file}")
     typer.echo("Press Ctrl-C to stop.")
     sys.stdout.flush()
 

@@ -11,6 +11,7 @@ refine, so ``except TimeoutError`` keeps working.
     - ServerExitedError (also RuntimeError): the process ended while it was needed
       - PortInUseError: it could not bind a port it was given (another process holds it)
     - ModelLoadError (also RuntimeError): a model did not load; quotes Triton's reason
+    - ImagePullError (also RuntimeError): pulling a container image failed or timed out
   + ClientError
     - ConnectionFailed (also ConnectionError)
       - ServerLost: a server of a cluster went away; its sequences' state is gone
@@ -73,6 +74,18 @@ class ModelLoadError(ServerError, RuntimeError):
         super().__init__(message)
         self.model = model
         self.reason = reason
+
+
+class ImagePullError(ServerError, RuntimeError):
+    """Pulling and converting a container image (``docker://``, ``oras://``) failed or timed out.
+
+    Attributes:
+        uri: the image that was being pulled.
+    """
+
+    def __init__(self, message: str, *, uri: str = ""):
+        super().__init__(message)
+        self.uri = uri
 
 
 class ClientError(AerielError):

@@ -14,6 +14,8 @@ and asyncssh are translated at one boundary (``raise ... from exc``) and never e
   + OperationTimeout (also TimeoutError): an operation or a rollout did not finish in time
   + RemoteCommandError (also RuntimeError): SSH to a VM failed
   + TeardownError (also RuntimeError): some resources could not be deleted; lists them
+  + SchedulerError (also RuntimeError): a batch scheduler (Slurm, HTCondor) refused or failed a command
+    - JobFailed: a server job ended before its server was ready; quotes its log
 """
 
 from __future__ import annotations
@@ -85,3 +87,21 @@ class TeardownError(CloudbreakError, RuntimeError):
     def __init__(self, message: str, *, leftovers: list[str]):
         super().__init__(message)
         self.leftovers = leftovers
+
+
+class SchedulerError(CloudbreakError, RuntimeError):
+    """A batch scheduler command (``sbatch``, ``squeue``, ``scancel``, HTCondor's schedd) failed."""
+
+
+class JobFailed(SchedulerError):
+    """A server job ended (failed, cancelled, timed out) before its server was ready.
+
+    Attributes:
+        job: the scheduler's id of the job.
+        state: the state the scheduler reported.
+    """
+
+    def __init__(self, message: str, *, job: str, state: str):
+        super().__init__(message)
+        self.job = job
+        self.state = state

@@ -11,12 +11,15 @@ with serve("model-repo", models=["mlp"]) as server:
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
 from hermes.aeriel.serve._server import Server, free_ports, get_runtime, serve
 from hermes.aeriel.serve.apptainer import ApptainerRuntime
+from hermes.aeriel.serve.images import pull_image
 from hermes.aeriel.serve.local import LocalRuntime, find_triton_wheel, map_visible_devices
+from hermes.aeriel.serve.native import NativeRuntime
 
 __all__ = [
     "ApptainerRuntime",
     "LocalRuntime",
     "ModelControl",
+    "NativeRuntime",
     "Runtime",
     "Server",
     "ServerSpec",
@@ -24,5 +27,6 @@ __all__ = [
     "free_ports",
     "get_runtime",
     "map_visible_devices",
+    "pull_image",
     "serve",
 ]

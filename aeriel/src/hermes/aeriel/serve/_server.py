@@ -42,15 +42,32 @@ from hermes.aeriel.exceptions import (
     ServerStartTimeout,
 )
 from hermes.aeriel.serve._checks import check_address, check_names, check_ports_free, check_seconds
+from hermes.aeriel.serve._advertise import (
+    advertised_host,
+    local_host,
+    remove_endpoints_file,
+    write_endpoints_file,
+)
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
 
 __all__ = ["Server", "free_ports", "get_runtime", "serve"]
 
 logger = logging.getLogger("hermes.aeriel.serve")
 
-# Lines every CPU-only start prints; they are not the reason anything failed.
+# Messages a start without a GPU prints that are never the reason anything failed, matched
+# exactly (shared/research/triton-cpu.md §2.1). Anything else is kept: on an HPC node
+# "failed to load 'x' version 1: ... CUDA driver version is insufficient ..." IS the cause.
 _HARMLESS = re.compile(
-    r"CUDA|cuda|NVML|DCGM|CudaDriverHelper|pinned memory|GPU metrics|cuda driver|nvidia-smi"
+    "|".join(
+        (
+            r"Unable to allocate pinned system memory, pinned memory pool will not be available: "
+            r"CUDA driver version is insufficient for CUDA runtime version",
+            r"CudaDriverHelper has not been initialized\.",
+            r"DCGM unable to start",
+            r"unable to create stream for [^:]+: CUDA driver version is insufficient for CUDA runtime version",
+            r"Failed to initialize NVML",
+        )
+    )
 )
 _SHM_DIR = Path("/dev/shm")
 _PORT_IN_USE = re.compile(r"Address already in use|Socket '[^']*' already in use")
@@ -89,7 +106,7 @@ def _session_members(session: int) -> list[int]:
 
 
 def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
-    """A :class:`Runtime` from its name (``local``, ``apptainer``, ``singularity``) or itself."""
+    """A :class:`Runtime` from its name (``local``, ``apptainer``, ``singularity``, ``native``) or itself."""
     if isinstance(runtime, Runtime):
         return runtime
     if runtime == "local":
@@ -104,7 +121,15 @@ def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
         if image is None:
             raise ValueError(f"runtime={runtime!r} needs image= (a .sif file or an image name)")
         return ApptainerRuntime(image=image, executable=runtime)
-    raise ValueError(f"unknown runtime {runtime!r}; expected 'local', 'apptainer' or 'singularity'")
+    if runtime == "native":
+        from hermes.aeriel.serve.native import NativeRuntime
+
+        if image is not None:
+            raise ValueError(
+                "image= is for container runtimes; the native runtime runs tritonserver from PATH"
+            )
+        return NativeRuntime()
+    raise ValueError(f"unknown runtime {runtime!r}; expected 'local', 'apptainer', 'singularity' or 'native'")
 
 
 def _log_excerpt(text: str, *, models: Iterable[str] = (), limit: int = 20) -> str:
@@ -139,8 +164,22 @@ class Server:
     ``log_file`` tell where it is.
     """
 
-    def __init__(self, spec: ServerSpec, runtime: Runtime, *, grace_s: float = 10.0, owns_log: bool = False):
+    def __init__(
+        self,
+        spec: ServerSpec,
+        runtime: Runtime,
+        *,
+        grace_s: float = 10.0,
+        owns_log: bool = False,
+        advertise: str | None = None,
+        endpoints_file: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ):
         self.spec = spec
+        self.advertised_host = advertised_host(spec.address, advertise)
+        self.endpoints_file = Path(endpoints_file) if endpoints_file is not None else None
+        self.name = name or f"{self._bracket(self.advertised_host)}:{spec.grpc_port}"
+        self._endpoints_written: str | None = None
         self.owns_log = owns_log
         self._failed = False
         self.runtime = runtime
@@ -155,9 +194,28 @@ class Server:
         self.ready_after_s: float | None = None
 
     # ------------------------------------------------------------------ endpoints
+    @staticmethod
+    def _bracket(host: str) -> str:
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
     @property
     def host(self) -> str:
-        return f"[{self.spec.address}]" if ":" in self.spec.address else self.spec.address
+        """The host other nodes use: the advertised one, never a wildcard such as ``0.0.0.0``."""
+        return self._bracket(self.advertised_host)
+
+    @property
+    def _local_http(self) -> str:
+        """``http://host:port`` this process polls (loopback for a wildcard bind)."""
+        return f"http://{local_host(self.spec.address)}:{self.spec.http_port}"
+
+    def endpoint_entry(self) -> dict[str, str]:
+        """This server as one entry of the endpoints JSON (see :func:`hermes.aeriel.cluster.load_endpoints`)."""
+        return {
+            "name": self.name,
+            "grpc": self.grpc_url,
+            "http": f"{self.host}:{self.spec.http_port}",
+            "metrics": f"{self.host}:{self.spec.metrics_port}",
+        }
 
     @property
     def grpc_url(self) -> str:
@@ -293,7 +351,7 @@ class Server:
             raise self.exit_error()
 
     def _get(self, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.http_url + path)
+        req = urllib.request.Request(self._local_http + path)
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 return resp.status, resp.read()
@@ -303,7 +361,7 @@ class Server:
             return 0, b""
 
     def _post(self, path: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.http_url + path, data=b"{}", method="POST")
+        req = urllib.request.Request(self._local_http + path, data=b"{}", method="POST")
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 return resp.status, resp.read()
@@ -355,6 +413,8 @@ class Server:
                 if not pending:
                     self.ready_after_s = time.monotonic() - (self.started_at or time.monotonic())
                     logger.info("tritonserver ready after %.2f s (%s)", self.ready_after_s, self.grpc_url)
+                    if models is None:
+                        self._publish()
                     return self.ready_after_s
                 self._raise_unavailable(pending)
             if time.monotonic() >= deadline:
@@ -409,7 +469,7 @@ class Server:
         self.check()
         body = json.dumps({"parameters": {"config": json.dumps(dict(config))}} if config else {}).encode()
         req = urllib.request.Request(
-            f"{self.http_url}/v2/repository/models/{name}/load", data=body, method="POST"
+            f"{self._local_http}/v2/repository/models/{name}/load", data=body, method="POST"
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s):
@@ -433,7 +493,7 @@ class Server:
         """Unload ``name`` (explicit mode) and wait until it is no longer ready."""
         self.check()
         req = urllib.request.Request(
-            f"{self.http_url}/v2/repository/models/{name}/unload", data=b"{}", method="POST"
+            f"{self._local_http}/v2/repository/models/{name}/unload", data=b"{}", method="POST"
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s):
@@ -476,7 +536,16 @@ class Server:
             self._watcher.join(5)
         return self.process.returncode
 
+    def _publish(self) -> None:
+        """Write the endpoints file (once ready), so that clients on other nodes find the server."""
+        if self.endpoints_file is not None and self._endpoints_written is None:
+            self._endpoints_written = write_endpoints_file(self.endpoints_file, self.endpoint_entry())
+            logger.info("endpoints written to %s", self.endpoints_file)
+
     def _release(self) -> None:
+        if self.endpoints_file is not None and self._endpoints_written is not None:
+            remove_endpoints_file(self.endpoints_file, self._endpoints_written)
+            self._endpoints_written = None
         for region in _SHM_DIR.glob(f"{self.spec.shm_prefix}*"):
             with contextlib.suppress(OSError):
                 region.unlink()
@@ -517,6 +586,17 @@ class Server:
         exc.add_note(f"hermes: the Triton server had exited while in use: {error}")
 
 
+def _gpu_selection(gpus: Sequence[int] | str | None) -> tuple[int, ...] | None:
+    """``gpus=`` as the spec holds it: ``None`` (the default set), ``()`` (none) or indices."""
+    if gpus is None or gpus == "all":
+        return None
+    if gpus == "none":
+        return ()
+    if isinstance(gpus, str) or not all(isinstance(g, int) and g >= 0 for g in gpus):
+        raise ValueError(f"gpus must be GPU indices (e.g. [0, 1]), 'none' or 'all', got {gpus!r}")
+    return tuple(gpus)
+
+
 def serve(
     repository: str | os.PathLike[str],
     *,
@@ -530,11 +610,14 @@ def serve(
     metrics_port: int | None = None,
     log_file: str | os.PathLike[str] | None = None,
     server_args: Sequence[str] = (),
-    gpus: Sequence[int] | None = None,
+    gpus: Sequence[int] | str | None = None,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 120.0,
     exit_timeout_s: int = 5,
     wait: bool = True,
+    advertise: str | None = None,
+    endpoints_file: str | os.PathLike[str] | None = None,
+    name: str | None = None,
 ) -> Server:
     """Start a Triton Inference Server on a model repository; use as a context manager.
 
@@ -556,11 +639,20 @@ def serve(
         metrics_port: its port; a free one is picked when all three are omitted.
         log_file: where the server log goes; a temporary file by default.
         server_args: extra ``tritonserver`` arguments.
-        gpus: GPU indices (relative to this job's ``CUDA_VISIBLE_DEVICES``) the server may use.
+        gpus: GPU indices (relative to this job's ``CUDA_VISIBLE_DEVICES``) the server may use;
+            ``"none"`` (or ``[]``) for the CPU only; default (``None`` or ``"all"``): the
+            Apptainer runtime passes every GPU the job has (``--nv``), the local runtime
+            leaves ``CUDA_VISIBLE_DEVICES`` as it is.
         env: extra environment variables for the server.
         timeout_s: how long to wait for the server and the models to be ready.
         exit_timeout_s: how long Triton waits for in-flight requests when stopped.
         wait: wait for readiness before returning.
+        advertise: the host other nodes should use: ``None`` (the bind address; this node's
+            routable address for a wildcard bind such as ``0.0.0.0``), ``"auto"`` (this
+            node's routable address) or a host name/address. Never a wildcard.
+        endpoints_file: once ready, write the server's endpoints there (the JSON
+            :func:`hermes.aeriel.cluster.load_endpoints` reads), atomically; removed on stop.
+        name: the server's name in the endpoints file (default ``host:grpc_port``).
 
     Returns:
         The running :class:`Server`; closing it stops the process and removes its
@@ -580,6 +672,8 @@ def serve(
     check_address(address)
     check_ports_free(address, {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port})
     rt = get_runtime(runtime, image=image)
+    gpu_list = _gpu_selection(gpus)
+    advertised_host(address, advertise)  # a bad advertise= fails before anything is made
     repo = os.fspath(repository)
     if "://" not in repo:
         repo = str(Path(repo).resolve()) if Path(repo).exists() else repo
@@ -607,10 +701,12 @@ def serve(
             server_args=tuple(server_args),
             exit_timeout_s=exit_timeout_s,
             shm_prefix=f"hermes{os.getpid()}x{uuid.uuid4().hex[:8]}_",
-            gpus=tuple(gpus) if gpus is not None else None,
+            gpus=gpu_list,
             env=dict(env or {}),
         )
-        server = Server(spec, rt, owns_log=temp_log)
+        server = Server(
+            spec, rt, owns_log=temp_log, advertise=advertise, endpoints_file=endpoints_file, name=name
+        )
         try:
             server.start()
             if wait:
