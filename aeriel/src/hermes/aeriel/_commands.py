@@ -201,6 +201,11 @@ def serve_command(
     server_arg: list[str] | None = typer.Option(
         None, "--server-arg", help="Extra tritonserver argument, passed unchanged; repeat for several."
     ),
+    cpu: bool = typer.Option(
+        False,
+        "--cpu",
+        help="Serve KIND_GPU instance groups on the CPU, from a temporary overlay (the repository is not changed).",
+    ),
 ) -> None:
     """Start Triton on REPOSITORY, print its endpoints when ready, and serve until Ctrl-C or SIGTERM."""
     from hermes.aeriel.exceptions import AerielError
@@ -221,6 +226,7 @@ def serve_command(
             gpus=_parse_gpus(gpus),
             timeout_s=timeout_s,
             wait=False,
+            instance_kind="cpu" if cpu else None,
         )
 
     auto_ports = http_port is None and grpc_port is None and metrics_port is None
@@ -279,6 +285,9 @@ def _announce(server: Server) -> None:
     typer.echo(f"  http     {server.http_url}")
     typer.echo(f"  metrics  {server.metrics_url}")
     typer.echo(f"  log      {server.log_file}")
+    if server.overlay is not None:
+        for line in server.overlay.changes or ["no KIND_GPU instance group to move"]:
+            typer.echo(f"  cpu      {line}")
     typer.echo("Press Ctrl-C to stop.")
     sys.stdout.flush()
 

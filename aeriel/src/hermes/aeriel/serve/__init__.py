@@ -11,10 +11,12 @@ with serve("model-repo", models=["mlp"]) as server:
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
 from hermes.aeriel.serve._server import Server, free_ports, get_runtime, serve
 from hermes.aeriel.serve.apptainer import ApptainerRuntime
+from hermes.aeriel.serve.cpu_overlay import CpuOverlay
 from hermes.aeriel.serve.local import LocalRuntime, find_triton_wheel, map_visible_devices
 
 __all__ = [
     "ApptainerRuntime",
+    "CpuOverlay",
     "LocalRuntime",
     "ModelControl",
     "Runtime",

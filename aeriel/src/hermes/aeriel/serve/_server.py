@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ from hermes.aeriel.exceptions import (
     ServerStartTimeout,
 )
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
+from hermes.aeriel.serve.cpu_overlay import CpuOverlay, cpu_hint
 
 __all__ = ["Server", "free_ports", "get_runtime", "serve"]
 
@@ -134,8 +137,17 @@ class Server:
     ``log_file`` tell where it is.
     """
 
-    def __init__(self, spec: ServerSpec, runtime: Runtime, *, grace_s: float = 10.0, owns_log: bool = False):
+    def __init__(
+        self,
+        spec: ServerSpec,
+        runtime: Runtime,
+        *,
+        grace_s: float = 10.0,
+        owns_log: bool = False,
+        overlay: CpuOverlay | None = None,
+    ):
         self.spec = spec
+        self.overlay = overlay
         self.owns_log = owns_log
         self._failed = False
         self.runtime = runtime
@@ -259,8 +271,10 @@ class Server:
         if failed:
             names = ", ".join(dict.fromkeys(failed))
             return ModelLoadError(
-                f"model {names} failed to load, so tritonserver exited (status {code}); "
-                f"from {self.spec.log_file}:\n{excerpt}",
+                cpu_hint(
+                    f"model {names} failed to load, so tritonserver exited (status {code}); "
+                    f"from {self.spec.log_file}:\n{excerpt}"
+                ),
                 model=failed[0],
                 reason=excerpt,
             )
@@ -359,7 +373,7 @@ class Server:
                 reason = str(entry["reason"])
                 self._failed = True
                 raise ModelLoadError(
-                    f"model {entry['name']!r} failed to load: {reason}",
+                    cpu_hint(f"model {entry['name']!r} failed to load: {reason}"),
                     model=str(entry["name"]),
                     reason=reason,
                 )
@@ -373,6 +387,8 @@ class Server:
             ModelLoadError: Triton refused it; the message quotes Triton's reason.
         """
         self.check()
+        if self.overlay is not None:
+            self.overlay.refresh()
         body = json.dumps({"parameters": {"config": json.dumps(dict(config))}} if config else {}).encode()
         req = urllib.request.Request(
             f"{self.http_url}/v2/repository/models/{name}/load", data=body, method="POST"
@@ -386,7 +402,7 @@ class Server:
                 detail = json.loads(detail)["error"]
             log = _log_excerpt(self.read_log(), models=[name])
             raise ModelLoadError(
-                f"model {name!r} failed to load: {detail}\nfrom {self.spec.log_file}:\n{log}",
+                cpu_hint(f"model {name!r} failed to load: {detail}\nfrom {self.spec.log_file}:\n{log}"),
                 model=name,
                 reason=str(detail),
             ) from None
@@ -447,6 +463,8 @@ class Server:
             with contextlib.suppress(OSError):
                 region.unlink()
         self.runtime.cleanup()
+        if self.overlay is not None:
+            self.overlay.close()
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
@@ -501,6 +519,7 @@ def serve(
     timeout_s: float = 120.0,
     exit_timeout_s: int = 5,
     wait: bool = True,
+    instance_kind: str | None = None,
 ) -> Server:
     """Start a Triton Inference Server on a model repository; use as a context manager.
 
@@ -525,6 +544,10 @@ def serve(
         timeout_s: how long to wait for the server and the models to be ready.
         exit_timeout_s: how long Triton waits for in-flight requests when stopped.
         wait: wait for readiness before returning.
+        instance_kind: ``"cpu"`` serves ``KIND_GPU`` instance groups as ``KIND_CPU`` (same
+            count) from a temporary overlay of a local repository, for development and CI on
+            machines without GPUs; the repository's files are never changed and the overlay
+            is removed when the server stops. ``None`` (default) serves the configs as written.
 
     Returns:
         The running :class:`Server`; closing it stops the process and removes its
@@ -540,6 +563,15 @@ def serve(
     repo = os.fspath(repository)
     if "://" not in repo:
         repo = str(Path(repo).resolve()) if Path(repo).exists() else repo
+    if instance_kind not in (None, "cpu"):
+        raise ValueError(f"instance_kind must be None (as written) or 'cpu', got {instance_kind!r}")
+    if instance_kind == "cpu" and "://" not in repo:
+        from hermes.aeriel.serve.apptainer import ApptainerRuntime
+
+        if isinstance(rt, ApptainerRuntime):
+            # a container follows the overlay's links only if the repository is bound at its own path
+            rt = copy.copy(rt)
+            rt.binds = (*rt.binds, f"{repo}:{repo}:ro")
     auto_ports = http_port is None and grpc_port is None and metrics_port is None
     given = [http_port, grpc_port, metrics_port]
     temp_log = log_file is None
@@ -567,7 +599,10 @@ def serve(
             gpus=tuple(gpus) if gpus is not None else None,
             env=dict(env or {}),
         )
-        server = Server(spec, rt, owns_log=temp_log)
+        overlay = CpuOverlay(repo) if instance_kind == "cpu" else None
+        if overlay is not None:
+            spec = dataclasses.replace(spec, repository=str(overlay.path))
+        server = Server(spec, rt, owns_log=temp_log, overlay=overlay)
         try:
             server.start()
             if wait:
