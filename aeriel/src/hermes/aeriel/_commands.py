@@ -286,6 +286,7 @@ def _announce(server: Server) -> None:
     typer.echo(f"  metrics  {server.metrics_url}")
     typer.echo(f"  log      {server.log_file}")
     if server.overlay is not None:
+        typer.echo(f"  overlay  {server.overlay.path} (removed on stop)")
         for line in server.overlay.changes or ["no KIND_GPU instance group to move"]:
             typer.echo(f"  cpu      {line}")
     typer.echo("Press Ctrl-C to stop.")
