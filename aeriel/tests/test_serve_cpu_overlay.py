@@ -159,3 +159,26 @@ def test_hermes_serve_cpu_serves_the_gpu_repository_and_lists_the_moved_groups(g
             proc.kill()
             proc.wait()
     assert "KIND_GPU" in (gpu_repo / "snapshotter" / "config.pbtxt").read_text()
+
+
+def test_apptainer_binds_the_repository_at_its_own_path_so_the_overlay_links_resolve(
+    gpu_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_serve_apptainer import calls, make_fake_bin
+
+    bindir = make_fake_bin(tmp_path / "fakebin")
+    log = tmp_path / "apptainer-calls.jsonl"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_APPTAINER_LOG", str(log))
+    image = tmp_path / "tritonserver.sif"
+    image.write_bytes(b"SIF fake image")
+    with serve(
+        gpu_repo, runtime="apptainer", image=str(image), models=["snapshotter"], instance_kind="cpu"
+    ) as server:
+        assert server.overlay is not None
+        overlay = server.overlay.path
+    argv = calls(log)[0]["argv"]
+    repo = str(gpu_repo.resolve())
+    assert argv[argv.index(f"{overlay}:/models:ro") - 1] == "--bind"
+    assert argv[argv.index(f"{repo}:{repo}:ro") - 1] == "--bind"
+    assert not overlay.exists()
