@@ -52,7 +52,9 @@ def test_every_after_block_is_the_scripts_own_code() -> None:
     for path, tag, code in blocks:
         source = (ROOT / path).read_text()
         region = re.search(rf"# --8<-- \[start:{tag}\]\n(.*?)# --8<-- \[end:{tag}\]\n", source, re.S)
-        assert region is not None and region.group(1) == code, f"{path}:{tag} differs from the guide"
+        assert region is not None and region.group(1).rstrip() == code.rstrip(), (
+            f"{path}:{tag} differs from the guide"
+        )
 
 
 def test_the_guide_tells_how_to_uninstall_the_predecessor() -> None:
