@@ -9,6 +9,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.quiver import (
+    ExportError,
     InstanceGroup,
     InstanceKind,
     ModelConfig,
@@ -189,3 +190,15 @@ def test_move_instance_groups_to_cpu_reports_each_group() -> None:
         (InstanceKind.CPU, 2, ()),
     ]
     assert config.move_instance_groups_to_cpu() == []
+
+
+def test_the_predecessors_exporter_options_are_refused_with_the_new_name(
+    memory_repo: ModelRepository,
+) -> None:
+    torch = pytest.importorskip("torch")
+    model = memory_repo.add("net", platform=Platform.ONNX)
+    with pytest.raises(
+        Exception, match=r"unknown option\(s\) \['opset_version'\].*opset_version= is now opset="
+    ):
+        model.export_version(torch.nn.Linear(2, 2), example_inputs=torch.ones(1, 2), opset_version=13)
+    assert model.versions == []
