@@ -198,7 +198,7 @@ def test_the_predecessors_exporter_options_are_refused_with_the_new_name(
     torch = pytest.importorskip("torch")
     model = memory_repo.add("net", platform=Platform.ONNX)
     with pytest.raises(
-        Exception, match=r"unknown option\(s\) \['opset_version'\].*opset_version= is now opset="
+        ExportError, match=r"unknown option\(s\) \['opset_version'\].*opset_version= is now opset="
     ):
         model.export_version(torch.nn.Linear(2, 2), example_inputs=torch.ones(1, 2), opset_version=13)
     assert model.versions == []
