@@ -379,3 +379,40 @@ def test_aoti_export_runs_the_compiled_package(memory_repo: ModelRepository, net
     assert (
         'platform: "torch_aoti"' in model.config.to_text() and 'backend: "pytorch"' in model.config.to_text()
     )
+
+
+class _Lookup(torch.nn.Module):
+    """An embedding: integer inputs are indices, valid only below 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(5, 3)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table(idx)
+
+
+class _LogOnly(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x < 0).any()):
+            raise ValueError("x must be >= 0")
+        return x.sqrt()
+
+
+def test_integer_draws_keep_to_the_example_values(memory_repo: ModelRepository) -> None:
+    model = memory_repo.add("lookup", platform=Platform.TORCHSCRIPT)
+    model.config.max_batch_size = 2
+    result = model.export_version(_Lookup(), example_inputs=torch.tensor([[0, 4], [2, 1]]), verify_draws=2)
+    assert result.report.passed and result.report.input_sets == ["examples", "draw 1", "draw 2 (-draw 1)"]
+
+
+def test_a_module_failing_on_a_draw_says_how_to_verify_instead(memory_repo: ModelRepository) -> None:
+    model = memory_repo.add("sqrt", platform=Platform.TORCHSCRIPT)
+    with pytest.raises(ExportError, match=r"fails on the draw \d.*verify_draws=0"):
+        model.export_version(_LogOnly(), example_inputs=torch.ones(3), method="script", verify_draws=2)
+    assert model.versions == []
+    result = model.export_version(
+        _LogOnly(), example_inputs=torch.ones(3), method="script", verify_draws=0,
+        verify_inputs=[torch.full((3,), 4.0)],
+    )  # fmt: skip
+    assert result.report.input_sets == ["examples", "given 0"]

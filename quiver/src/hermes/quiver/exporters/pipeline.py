@@ -307,8 +307,12 @@ def export_module(
 
 
 def _draw(examples: Sequence[Any], seed: int) -> list[Any]:
-    """Random inputs shaped and typed like ``examples`` (seed ``k``); an even draw negates
-    the previous one (antithetic), so a sign-dependent branch is taken both ways."""
+    """Random inputs shaped and typed like ``examples`` (draw ``seed``).
+
+    Floats are normal draws and an even draw negates the previous one (antithetic), so a
+    sign-dependent branch is taken both ways; booleans likewise flip; integers are drawn from
+    the values the examples hold (indices and categories stay valid).
+    """
     t = torch()
     base = (seed + 1) // 2
     generator = t.Generator().manual_seed(1000 + base)
@@ -320,8 +324,12 @@ def _draw(examples: Sequence[Any], seed: int) -> list[Any]:
         elif x.dtype == t.bool:
             y = t.randint(0, 2, tuple(x.shape), generator=generator).bool()
             out.append(~y if seed % 2 == 0 else y)
+        elif x.numel():
+            # integers are often indices or categories: draw from the values the examples hold
+            picks = t.randint(0, x.numel(), tuple(x.shape), generator=generator)
+            out.append(x.reshape(-1)[picks])
         else:
-            out.append(t.randint(0, 10, tuple(x.shape), generator=generator).to(x.dtype))
+            out.append(x.clone())
     return out
 
 
@@ -377,8 +385,15 @@ def _verify(
     for label, examples in input_sets:
         for batch in batches:
             inputs = _at_batch(examples, batch) if batch is not None else list(examples)
-            with t.inference_mode():
-                eager, _ = flatten_outputs(module(*inputs))
+            try:
+                with t.inference_mode():
+                    eager, _ = flatten_outputs(module(*inputs))
+            except Exception as exc:
+                raise ExportError(
+                    f"{name}: the module itself fails on the {label} inputs at batch size {batch}: "
+                    f"{type(exc).__name__}: {exc}; pass verify_inputs=[...] with valid inputs and "
+                    "verify_draws=0 if random inputs are not valid for it"
+                ) from exc
             expected = {n: to_numpy(y) for n, y in zip(spec.output_names, eager, strict=True)}
             try:
                 actual = run({n: to_numpy(x) for n, x in zip(spec.input_names, inputs, strict=True)})
