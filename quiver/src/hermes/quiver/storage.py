@@ -33,6 +33,11 @@ _GENERIC_OPTIONS = frozenset(
 )
 
 
+# Filesystems whose __init__ drops keyword arguments it does not declare (others, such as
+# HTTP, forward them to their client, so only these are checked).
+_CHECKED_PROTOCOLS = frozenset({"file", "memory", "gs", "gcs", "s3", "s3a"})
+
+
 def accepted_storage_options(protocol: str) -> frozenset[str] | None:
     """Keyword arguments the fsspec filesystem of ``protocol`` declares; None if it cannot be told.
 
@@ -64,7 +69,7 @@ def check_storage_options(protocol: str, options: dict[str, Any]) -> None:
     Raises:
         RepositoryError: names each unknown option and lists the accepted ones.
     """
-    if not options:
+    if not options or protocol not in _CHECKED_PROTOCOLS:
         return
     accepted = accepted_storage_options(protocol)
     if accepted is None:
