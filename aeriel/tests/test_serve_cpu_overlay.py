@@ -182,3 +182,18 @@ def test_apptainer_binds_the_repository_at_its_own_path_so_the_overlay_links_res
     assert argv[argv.index(f"{overlay}:/models:ro") - 1] == "--bind"
     assert argv[argv.index(f"{repo}:{repo}:ro") - 1] == "--bind"
     assert not overlay.exists()
+
+
+def test_explicit_loads_name_the_option_and_see_models_added_after_start(gpu_repo: Path) -> None:
+    with serve(gpu_repo, models=[]) as server:
+        with pytest.raises(ModelLoadError, match=r'(?s)KIND_GPU but no GPUs are available.*instance_kind="cpu"'):
+            server.load_model("net")
+    with serve(gpu_repo, models=[], instance_kind="cpu") as server:
+        shutil.copytree(gpu_repo / "net", gpu_repo / "late")
+        (gpu_repo / "late" / "config.pbtxt").write_text(
+            (gpu_repo / "late" / "config.pbtxt").read_text().replace('name: "net"', 'name: "late"')
+        )
+        server.load_model("late")  # linked into the overlay, moved to the CPU, then loaded
+        assert server.overlay is not None
+        assert server.overlay.changes[-1] == "late instance group #0: KIND_GPU -> KIND_CPU (count 1)"
+    assert "KIND_GPU" in (gpu_repo / "late" / "config.pbtxt").read_text()
