@@ -185,9 +185,9 @@ def test_apptainer_binds_the_repository_at_its_own_path_so_the_overlay_links_res
 
 
 def test_explicit_loads_name_the_option_and_see_models_added_after_start(gpu_repo: Path) -> None:
-    with serve(gpu_repo, models=[]) as server:
-        with pytest.raises(ModelLoadError, match=r'(?s)KIND_GPU but no GPUs are available.*instance_kind="cpu"'):
-            server.load_model("net")
+    hint = r'(?s)KIND_GPU but no GPUs are available.*instance_kind="cpu"'
+    with serve(gpu_repo, models=[]) as server, pytest.raises(ModelLoadError, match=hint):
+        server.load_model("net")
     with serve(gpu_repo, models=[], instance_kind="cpu") as server:
         shutil.copytree(gpu_repo / "net", gpu_repo / "late")
         (gpu_repo / "late" / "config.pbtxt").write_text(
