@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["refuse_positional", "rename_keyword"]
+__all__ = ["positional_to_keywords", "refuse_positional", "rename_keyword"]
 
 
 def rename_keyword(kwargs: dict[str, Any], old: str, new: str, where: str, *, current: Any = None) -> Any:
@@ -59,3 +59,35 @@ def refuse_positional(where: str, extra: Sequence[Any], spelled: str, old_order:
             f"{where} takes these arguments by keyword only (got {got} by position): the predecessor's "
             f"order was {old_order}, so a positional call would swap them; write {spelled}"
         )
+
+
+def positional_to_keywords(
+    where: str, values: Sequence[Any], names: Sequence[str], kwargs: dict[str, Any]
+) -> None:
+    """Map the predecessor's trailing positional arguments to keywords, with a DeprecationWarning.
+
+    Args:
+        where: the call, for messages.
+        values: the surplus positional arguments.
+        names: the predecessor's names for them, in order (``streams_per_gpu`` becomes
+            ``instances``).
+        kwargs: the call's keyword arguments, updated in place.
+
+    Raises:
+        TypeError: more values than names, or a name also given by keyword.
+    """
+    if len(values) > len(names):
+        raise TypeError(
+            f"{where}: {len(values)} extra positional arguments; the predecessor took at most {len(names)}"
+        )
+    given = dict(zip(names, values, strict=False))
+    for key in given:
+        if key in kwargs:
+            raise TypeError(f"{where}: {key} given by position and by keyword")
+    spelled = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    warnings.warn(
+        f"{where}: the predecessor's positional {', '.join(given)} are deprecated; write {where}(..., {spelled})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    kwargs.update({("instances" if k == "streams_per_gpu" else k): v for k, v in given.items()})

@@ -15,14 +15,13 @@ name both tensors.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from hermes.quiver._legacy import refuse_positional, rename_keyword
+from hermes.quiver._legacy import positional_to_keywords, refuse_positional, rename_keyword
 from hermes.quiver._types import Shape, shape_to_dims
 from hermes.quiver.exceptions import EnsembleError, ExportError
 from hermes.quiver.model import ExposedTensor, Model
@@ -32,25 +31,6 @@ if TYPE_CHECKING:
     from hermes.quiver.exporters.pipeline import ExportResult
 
 __all__ = ["EnsembleModel"]
-
-
-def _legacy_tail(where: str, values: Sequence[Any], names: Sequence[str], kwargs: dict[str, Any]) -> None:
-    """Map the predecessor's trailing positional arguments to keywords, with a DeprecationWarning."""
-    if len(values) > len(names):
-        raise TypeError(
-            f"{where}: {len(values)} extra positional arguments; the predecessor took at most {len(names)}"
-        )
-    given = dict(zip(names, values, strict=False))
-    for key in given:
-        if key in kwargs:
-            raise TypeError(f"{where}: {key} given by position and by keyword")
-    spelled = ", ".join(f"{k}={v!r}" for k, v in given.items())
-    warnings.warn(
-        f"{where}: the predecessor's positional {', '.join(given)} are deprecated; write {where}(..., {spelled})",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    kwargs.update({("instances" if k == "streams_per_gpu" else k): v for k, v in given.items()})
 
 
 def _fmt(tensor: ExposedTensor) -> str:
@@ -306,7 +286,7 @@ class EnsembleModel(Model):
 
         stride = rename_keyword(kwargs, "stream_size", "stride", "add_streaming_inputs", current=stride)
         if legacy:
-            _legacy_tail("add_streaming_inputs", legacy, ("streams_per_gpu",), kwargs)
+            positional_to_keywords("add_streaming_inputs", legacy, ("streams_per_gpu",), kwargs)
         if stride is None:
             raise TypeError("add_streaming_inputs: missing stride= (samples between consecutive windows)")
         return streaming.add_streaming_inputs(
@@ -334,7 +314,9 @@ class EnsembleModel(Model):
         if legacy:
             if len(legacy) > 1 and name is not None:
                 raise TypeError("add_streaming_output: name given by position and by keyword")
-            _legacy_tail("add_streaming_output", legacy, ("batch_size", "name", "streams_per_gpu"), kwargs)
+            positional_to_keywords(
+                "add_streaming_output", legacy, ("batch_size", "name", "streams_per_gpu"), kwargs
+            )
             name = kwargs.pop("name", name)
         if stride is None or num_updates is None:
             raise TypeError("add_streaming_output: needs stride= and num_updates=")
