@@ -50,3 +50,26 @@ def test_model_version_setter_validates_and_stores_the_wire_form():
             client.model_version = bad
     assert client.model_version == ""  # unchanged by the rejected values
     assert version_string("12") == "12"
+
+
+class _PredecessorSequence:
+    """aframe's callback object as written for ml4gw-hermes: ``(y, request_id, sequence_id)``."""
+
+    def __call__(self, y, request_id, sequence_id):
+        return None
+
+
+class _PortedSequence:
+    def __call__(self, result, error=None, *extra):
+        return None
+
+
+def test_a_predecessor_style_callback_is_refused_before_connecting():
+    for client_type in (InferenceClient, AsyncInferenceClient):
+        with pytest.raises(
+            TypeError, match=r"takes \(y, request_id, sequence_id\).*callback\(result, error\)"
+        ):
+            client_type("127.0.0.1:1", "m", callback=_PredecessorSequence())
+    options = ClientOptions(url="127.0.0.1:1", model_name="m", callback=_PortedSequence())
+    assert isinstance(options.callback, _PortedSequence)
+    assert ClientOptions(url="127.0.0.1:1", model_name="m", callback=print).callback is print
