@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hermes.aeriel.client import AsyncInferenceClient, InferenceClient
@@ -73,3 +74,20 @@ def test_a_predecessor_style_callback_is_refused_before_connecting():
     options = ClientOptions(url="127.0.0.1:1", model_name="m", callback=_PortedSequence())
     assert isinstance(options.callback, _PortedSequence)
     assert ClientOptions(url="127.0.0.1:1", model_name="m", callback=print).callback is print
+
+
+def test_the_predecessors_infer_with_sequence_keywords_names_the_sequence_api(
+    triton_repo, write_add_sub, start_triton
+):
+    write_add_sub(triton_repo)
+    server = start_triton(triton_repo, models=["add_sub"])
+    a = np.ones(4, dtype=np.float32)
+    with InferenceClient(server.grpc_url, "add_sub") as client:
+        with pytest.raises(
+            TypeError, match=r"client\.sequence\(sequence_id\) as seq: seq\.send\(x, end=last\)"
+        ):
+            client.infer({"INPUT0": a, "INPUT1": a}, request_id=0, sequence_id=1001, sequence_start=True)
+        with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['profile'\]"):
+            client.infer({"INPUT0": a, "INPUT1": a}, profile=True)
+        result = client.infer({"INPUT0": a, "INPUT1": a}, request_id=7).result(timeout=60)
+    assert result.request_id == 7 and result.outputs["OUTPUT0"].tolist() == [2.0] * 4
