@@ -30,3 +30,29 @@ def test_example_runs_and_checks_its_result(script: Path, tmp_path: Path) -> Non
         "04_pipeline": "running totals:",
     }[script.stem]
     assert expected in proc.stdout
+
+
+MIGRATION = sorted((Path(__file__).resolve().parents[1] / "examples" / "migration").glob("*.py"))
+
+
+def test_the_migration_guide_ports_deepclean_and_aframe() -> None:
+    assert [p.stem for p in MIGRATION] == ["aframe", "deepclean"]
+
+
+@pytest.mark.parametrize("script", MIGRATION, ids=lambda p: p.stem)
+def test_ported_predecessor_script_runs_and_matches_the_offline_reference(
+    script: Path, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning:__main__", str(script), str(tmp_path / "repo")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    lines = [line for line in proc.stdout.splitlines() if "max |served - offline|" in line]
+    names = {
+        "aframe": ["background", "foreground"],
+        "deepclean": ["deepclean-stream-0.25", "deepclean-stream-0.5"],
+    }
+    assert [line.split(":")[0] for line in lines] == names[script.stem]
+    for line in lines:
+        assert float(line.rsplit("=", 1)[1]) < 1e-4

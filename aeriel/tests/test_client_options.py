@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hermes.aeriel.client import AsyncInferenceClient, InferenceClient
@@ -50,3 +51,43 @@ def test_model_version_setter_validates_and_stores_the_wire_form():
             client.model_version = bad
     assert client.model_version == ""  # unchanged by the rejected values
     assert version_string("12") == "12"
+
+
+class _PredecessorSequence:
+    """aframe's callback object as written for ml4gw-hermes: ``(y, request_id, sequence_id)``."""
+
+    def __call__(self, y, request_id, sequence_id):
+        return None
+
+
+class _PortedSequence:
+    def __call__(self, result, error=None, *extra):
+        return None
+
+
+def test_a_predecessor_style_callback_is_refused_before_connecting():
+    for client_type in (InferenceClient, AsyncInferenceClient):
+        with pytest.raises(
+            TypeError, match=r"takes \(y, request_id, sequence_id\).*callback\(result, error\)"
+        ):
+            client_type("127.0.0.1:1", "m", callback=_PredecessorSequence())
+    options = ClientOptions(url="127.0.0.1:1", model_name="m", callback=_PortedSequence())
+    assert isinstance(options.callback, _PortedSequence)
+    assert ClientOptions(url="127.0.0.1:1", model_name="m", callback=print).callback is print
+
+
+def test_the_predecessors_infer_with_sequence_keywords_names_the_sequence_api(
+    triton_repo, write_add_sub, start_triton
+):
+    write_add_sub(triton_repo)
+    server = start_triton(triton_repo, models=["add_sub"])
+    a = np.ones(4, dtype=np.float32)
+    with InferenceClient(server.grpc_url, "add_sub") as client:
+        with pytest.raises(
+            TypeError, match=r"client\.sequence\(sequence_id\) as seq: seq\.send\(x, end=last\)"
+        ):
+            client.infer({"INPUT0": a, "INPUT1": a}, request_id=0, sequence_id=1001, sequence_start=True)
+        with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['profile'\]"):
+            client.infer({"INPUT0": a, "INPUT1": a}, profile=True)
+        result = client.infer({"INPUT0": a, "INPUT1": a}, request_id=7).result(timeout=60)
+    assert result.request_id == 7 and result.outputs["OUTPUT0"].tolist() == [2.0] * 4

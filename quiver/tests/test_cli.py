@@ -100,7 +100,7 @@ def test_export_writes_a_verified_version_and_prints_the_report(
     torch.testing.assert_close(loaded(x), trained(x))
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:.*accepted tracer warnings")
 def test_export_failing_verification_prints_the_report_and_writes_nothing(
     app: typer.Typer, tmp_path: Path, nets: ModuleType
 ) -> None:
@@ -121,6 +121,10 @@ def test_export_failing_verification_prints_the_report_and_writes_nothing(
         str(example),
     ]
     result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1  # tracing warned about the data-dependent branch
+    assert "tracing warned" in result.output and "if x.sum() > 0:" in result.output
+    assert list(ModelRepository(tmp_path / "repo").models) == []
+    result = CliRunner().invoke(app, [*args, "--accept-tracer-warnings"])
     assert result.exit_code == 2
     assert "FAILED" in result.output and "failed verification; nothing was written" in result.output
     assert list(ModelRepository(tmp_path / "repo").models) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -32,9 +33,10 @@ def test_onnx_dynamo_export_has_dynamic_batch_checked_opset_and_report(
     x = torch.randn(3, 4)
     result = model.export_version(net, example_inputs=[x], opset=18)
     assert (result.version, model.versions) == (1, [1])
-    assert [(c.batch_size, c.output, c.passed) for c in result.report.comparisons] == [
-        (1, "output_0", True),
-        (8, "output_0", True),
+    sets = ["examples", "draw 1", "draw 2 (-draw 1)", "draw 3", "draw 4 (-draw 3)"]
+    assert result.report.input_sets == sets
+    assert [(c.inputs, c.batch_size, c.output, c.passed) for c in result.report.comparisons] == [
+        (s, b, "output_0", True) for s in sets for b in (1, 8)
     ]
     assert result.report.max_abs < 1e-5
     proto = onnx.load_from_string(memory_repo.storage.read_bytes("affine", "1", "model.onnx"))
@@ -126,7 +128,7 @@ def test_torchscript_trace_names_inputs_from_forward_and_outputs_by_index(
     result = model.export_version(nets.TwoHeads(), example_inputs=[torch.randn(3, 4), torch.rand(3, 1)])
     assert [t.name for t in model.config.inputs] == ["x", "scale"]
     assert [(t.name, t.dims) for t in model.config.outputs] == [("OUTPUT__0", (2,)), ("OUTPUT__1", (5,))]
-    assert [(c.batch_size, c.output) for c in result.report.comparisons] == [
+    assert [(c.batch_size, c.output) for c in result.report.comparisons if c.inputs == "examples"] == [
         (1, "OUTPUT__0"),
         (1, "OUTPUT__1"),
         (4, "OUTPUT__0"),
@@ -136,8 +138,26 @@ def test_torchscript_trace_names_inputs_from_forward_and_outputs_by_index(
     assert memory_repo.storage.listfiles("heads", "1") == ["model.pt"]
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_tracing_a_data_dependent_branch_is_caught_by_verification(
+def test_tracing_a_data_dependent_branch_fails_with_the_tracer_warning_and_its_source_line(
+    memory_repo: ModelRepository, nets: ModuleType
+) -> None:
+    model = memory_repo.add("branchy", platform=Platform.TORCHSCRIPT)
+    model.config.max_batch_size = 4
+    before = memory_repo.storage.read_text("branchy", "config.pbtxt")
+    example = torch.tensor([[-1.0, -1.0], [5.0, 5.0]])
+    with pytest.raises(ExportError, match="tracing warned") as caught:
+        model.export_version(nets.SignBranch(), example_inputs=example, method="trace")
+    message = str(caught.value)
+    lines = Path(nets.__file__).read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "if x.sum() > 0:" in text)
+    assert f"quiver_test_nets.py:{line}: if x.sum() > 0:" in message
+    assert "TracerWarning: Converting a tensor to a Python boolean" in message
+    assert "method='script'" in message and "tracer_warnings='accept'" in message
+    assert model.versions == [] and tmp_folders(memory_repo, "branchy") == []
+    assert memory_repo.storage.read_text("branchy", "config.pbtxt") == before
+
+
+def test_accepted_tracer_warnings_still_fail_verification_on_the_draws_and_the_examples(
     memory_repo: ModelRepository, nets: ModuleType
 ) -> None:
     model = memory_repo.add("branchy", platform=Platform.TORCHSCRIPT)
@@ -145,17 +165,53 @@ def test_tracing_a_data_dependent_branch_is_caught_by_verification(
     before = memory_repo.storage.read_text("branchy", "config.pbtxt")
     # the whole example sums > 0 (traced branch: x * 2); its first row alone sums < 0 (eager: -x)
     example = torch.tensor([[-1.0, -1.0], [5.0, 5.0]])
-    with pytest.raises(VerificationError, match="does not compute what the module computes") as caught:
-        model.export_version(nets.SignBranch(), example_inputs=example, method="trace")
+    with (
+        pytest.warns(UserWarning, match="accepted tracer warnings"),
+        pytest.raises(VerificationError, match="does not compute what the module computes") as caught,
+    ):
+        model.export_version(
+            nets.SignBranch(), example_inputs=example, method="trace", tracer_warnings="accept"
+        )
     report = caught.value.report
-    assert [(c.batch_size, c.passed) for c in report.comparisons] == [(1, False), (4, True)]
+    examples = [(c.batch_size, c.passed) for c in report.comparisons if c.inputs == "examples"]
+    assert examples == [(1, False), (4, True)]
     assert report.comparisons[0].max_abs == pytest.approx(3.0)  # eager 1, traced -2
-    assert "FAIL" in str(report)
+    # each antithetic pair of draws takes both branches: one draw of every pair fails, by construction
+    for first, second in (("draw 1", "draw 2 (-draw 1)"), ("draw 3", "draw 4 (-draw 3)")):
+        at_max = {c.inputs: c.passed for c in report.comparisons if c.batch_size == 4}
+        assert at_max[first] != at_max[second]
+    assert "FAIL" in str(report) and "draw 2 (-draw 1)" in str(report)
     assert model.versions == [] and tmp_folders(memory_repo, "branchy") == []
     assert memory_repo.storage.read_text("branchy", "config.pbtxt") == before
-    # scripting keeps the control flow, so the same module exports fine
+    # scripting keeps the control flow, so the same module exports fine on every draw
     result = model.export_version(nets.SignBranch(), example_inputs=example, method="script")
     assert result.report.passed and model.versions == [1]
+    assert result.report.input_sets == [
+        "examples",
+        "draw 1",
+        "draw 2 (-draw 1)",
+        "draw 3",
+        "draw 4 (-draw 3)",
+    ]
+
+
+def test_verification_runs_user_given_input_sets_and_lists_them(
+    memory_repo: ModelRepository, nets: ModuleType
+) -> None:
+    model = memory_repo.add("affine", platform=Platform.TORCHSCRIPT)
+    model.config.max_batch_size = 2
+    given = [torch.full((2, 4), 3.0), {"x": torch.zeros(1, 4)}]
+    result = model.export_version(
+        nets.Affine(), example_inputs=torch.randn(2, 4), verify_inputs=given, verify_draws=1
+    )
+    assert result.report.input_sets == ["examples", "given 0", "given 1", "draw 1"]
+    assert all(c.passed for c in result.report.comparisons) and len(result.report.comparisons) == 8
+    with pytest.raises(ExportError, match=r"verify_inputs\[0\]: missing inputs \['x'\]"):
+        model.export_version(
+            nets.Affine(), example_inputs=torch.randn(2, 4), verify_inputs=[{"y": torch.ones(1, 4)}]
+        )
+    with pytest.raises(ExportError, match="verify_draws: expected an integer >= 0, got -1"):
+        model.export_version(nets.Affine(), example_inputs=torch.randn(2, 4), verify_draws=-1)
 
 
 def test_python_backend_from_weights_rebuilds_the_module(
@@ -243,7 +299,9 @@ def test_unbatched_export_verifies_once_at_the_example_shape(
 ) -> None:
     model = memory_repo.add("unbatched", platform=Platform.TORCHSCRIPT)
     result = model.export_version(nets.Affine(), example_inputs=torch.randn(5, 4))
-    assert [(c.batch_size, c.output) for c in result.report.comparisons] == [(None, "OUTPUT__0")]
+    assert [(c.batch_size, c.output) for c in result.report.comparisons if c.inputs == "examples"] == [
+        (None, "OUTPUT__0")
+    ]
     assert model.inputs["x"].shape == (5, 4) and model.outputs["OUTPUT__0"].shape == (5, 3)
 
 
@@ -321,3 +379,40 @@ def test_aoti_export_runs_the_compiled_package(memory_repo: ModelRepository, net
     assert (
         'platform: "torch_aoti"' in model.config.to_text() and 'backend: "pytorch"' in model.config.to_text()
     )
+
+
+class _Lookup(torch.nn.Module):
+    """An embedding: integer inputs are indices, valid only below 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(5, 3)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table(idx)
+
+
+class _LogOnly(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x < 0).any()):
+            raise ValueError("x must be >= 0")
+        return x.sqrt()
+
+
+def test_integer_draws_keep_to_the_example_values(memory_repo: ModelRepository) -> None:
+    model = memory_repo.add("lookup", platform=Platform.TORCHSCRIPT)
+    model.config.max_batch_size = 2
+    result = model.export_version(_Lookup(), example_inputs=torch.tensor([[0, 4], [2, 1]]), verify_draws=2)
+    assert result.report.passed and result.report.input_sets == ["examples", "draw 1", "draw 2 (-draw 1)"]
+
+
+def test_a_module_failing_on_a_draw_says_how_to_verify_instead(memory_repo: ModelRepository) -> None:
+    model = memory_repo.add("sqrt", platform=Platform.TORCHSCRIPT)
+    with pytest.raises(ExportError, match=r"fails on the draw \d.*verify_draws=0"):
+        model.export_version(_LogOnly(), example_inputs=torch.ones(3), method="script", verify_draws=2)
+    assert model.versions == []
+    result = model.export_version(
+        _LogOnly(), example_inputs=torch.ones(3), method="script", verify_draws=0,
+        verify_inputs=[torch.full((3,), 4.0)],
+    )  # fmt: skip
+    assert result.report.input_sets == ["examples", "given 0"]

@@ -10,6 +10,7 @@ with serve("model-repo") as server:
 
 from importlib.metadata import version as _version
 
+import hermes.aeriel._namespace  # noqa: F401  (first: refuses a regular hermes/__init__.py)
 from hermes.aeriel.client import (
     AsyncInferenceClient,
     AsyncSequence,

@@ -241,6 +241,11 @@ def serve_command(
         help="Seconds after the exit timeout before a server that does not stop is killed (batch jobs "
         "whose scheduler signals every process of the job use a few seconds).",
     ),
+    cpu: bool = typer.Option(
+        False,
+        "--cpu",
+        help="Serve KIND_GPU instance groups on the CPU, from a temporary overlay (the repository is not changed).",
+    ),
 ) -> None:
     """Start Triton on REPOSITORY, print its endpoints when ready, and serve until Ctrl-C or SIGTERM."""
     from hermes.aeriel.exceptions import AerielError
@@ -267,6 +272,7 @@ def serve_command(
             endpoints_file=endpoints_file,
             name=name,
             exit_timeout_s=exit_timeout_s,
+            instance_kind="cpu" if cpu else None,
         )
         server.grace_s = stop_grace_s
         return server
@@ -346,6 +352,10 @@ def _announce(server: Server) -> None:
     typer.echo(f"  log      {server.log_file}")
     if server.endpoints_file is not None:
         typer.echo(f"  endpoints file {server.endpoints_file}")
+    if server.overlay is not None:
+        typer.echo(f"  overlay  {server.overlay.path} (removed on stop)")
+        for line in server.overlay.changes or ["no KIND_GPU instance group to move"]:
+            typer.echo(f"  cpu      {line}")
     typer.echo("Press Ctrl-C to stop.")
     sys.stdout.flush()
 

@@ -12,6 +12,7 @@ with gke.cluster(ClusterSpec(name="triton", node_pools=(pool,))) as cluster:
 
 from importlib.metadata import version as _version
 
+import hermes.cloudbreak._namespace  # noqa: F401  (first: refuses a regular hermes/__init__.py)
 from hermes.cloudbreak._credentials import load_credentials
 from hermes.cloudbreak._leftovers import Leftover, delete_leftovers, find_leftovers
 from hermes.cloudbreak._retry import RetryPolicy

@@ -14,6 +14,7 @@ print(result.report)
 
 from importlib.metadata import version as _version
 
+import hermes.quiver._namespace  # noqa: F401  (first: refuses a regular hermes/__init__.py)
 from hermes.quiver.config import (
     Accelerator,
     ControlInput,

@@ -118,6 +118,9 @@ def export_command(
     version: int | None = typer.Option(None, "--version", help="Version to write (default: next)."),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset."),
     method: str | None = typer.Option(None, "--method", help="TorchScript: trace or script."),
+    accept_tracer_warnings: bool = typer.Option(
+        False, "--accept-tracer-warnings", help="Go on when tracing warns (TorchScript trace, legacy ONNX)."
+    ),
     atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance of the verification."),
     rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance of the verification."),
 ) -> None:
@@ -149,6 +152,8 @@ def export_command(
         options["opset"] = opset
     if method is not None:
         options["method"] = method
+    if accept_tracer_warnings:
+        options["tracer_warnings"] = "accept"
     if atol is not None:
         options["atol"] = atol
     if rtol is not None:

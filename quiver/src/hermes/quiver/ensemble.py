@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import model_config_pb2 as pb
 
+from hermes.quiver._legacy import positional_to_keywords, refuse_positional, rename_keyword
 from hermes.quiver._types import Shape, shape_to_dims
 from hermes.quiver.config.model_config import check_tensor_name
 from hermes.quiver.exceptions import EnsembleError, ExportError
@@ -102,7 +103,7 @@ class EnsembleModel(Model):
     # -- wiring --------------------------------------------------------------------------
 
     def add_input(
-        self, input: ExposedTensor, key: str | None = None, version: int | None = None
+        self, input: ExposedTensor, *positional: Any, key: str | None = None, version: int | None = None
     ) -> ExposedTensor:
         """Expose a member model's input as an ensemble input.
 
@@ -110,12 +111,22 @@ class EnsembleModel(Model):
             input: the member's input (``model.inputs[name]``).
             key: the ensemble input name (default: the member's input name). An existing
                 ensemble input of the same shape and type is reused, so one input can feed
-                several models.
-            version: the member's version for this step (default: latest).
+                several models. Keyword only.
+            version: the member's version for this step (default: latest). Keyword only.
 
         Returns:
             The ensemble's input.
+
+        Raises:
+            TypeError: ``key`` or ``version`` given by position (the predecessor took
+                ``(input, version, key)``; a positional call would swap them).
         """
+        refuse_positional(
+            "EnsembleModel.add_input",
+            positional,
+            "add_input(tensor, key=..., version=...)",
+            "(input, version, key)",
+        )
         if input.name not in {t.name for t in input.model.config.proto.input}:
             raise EnsembleError(f"{self.name}: {input.model.name} has no input {input.name!r}")
         self._check_batching(input)
@@ -145,18 +156,28 @@ class EnsembleModel(Model):
         return self.inputs[key]
 
     def add_output(
-        self, output: ExposedTensor, key: str | None = None, version: int | None = None
+        self, output: ExposedTensor, *positional: Any, key: str | None = None, version: int | None = None
     ) -> ExposedTensor:
         """Expose a member model's output as an ensemble output.
 
         Args:
             output: the member's output (``model.outputs[name]``).
             key: the ensemble output name (default: the member's output name); must be new.
-            version: the member's version for this step (default: latest).
+                Keyword only.
+            version: the member's version for this step (default: latest). Keyword only.
 
         Returns:
             The ensemble's output.
+
+        Raises:
+            TypeError: ``key`` or ``version`` given by position (see :meth:`add_input`).
         """
+        refuse_positional(
+            "EnsembleModel.add_output",
+            positional,
+            "add_output(tensor, key=..., version=...)",
+            "(output, version, key)",
+        )
         if output.name not in {t.name for t in output.model.config.proto.output}:
             raise EnsembleError(f"{self.name}: {output.model.name} has no output {output.name!r}")
         self._check_batching(output)
@@ -256,24 +277,55 @@ class EnsembleModel(Model):
     def add_streaming_inputs(
         self,
         inputs: ExposedTensor | Sequence[ExposedTensor],
-        stride: int,
+        stride: int | None = None,
         batch_size: int = 1,
         name: str | None = None,
+        *legacy: Any,
         **kwargs: Any,
     ) -> Any:
-        """Feed ``inputs`` from a stateful snapshotter; see :func:`hermes.quiver.streaming.add_streaming_inputs`."""
+        """Feed ``inputs`` from a stateful snapshotter; see :func:`hermes.quiver.streaming.add_streaming_inputs`.
+
+        The predecessor's ``stream_size=`` is accepted for ``stride=`` and its fifth positional
+        ``streams_per_gpu`` for ``instances=``, each with a DeprecationWarning.
+        """
         from hermes.quiver import streaming
 
+        stride = rename_keyword(kwargs, "stream_size", "stride", "add_streaming_inputs", current=stride)
+        if legacy:
+            positional_to_keywords("add_streaming_inputs", legacy, ("streams_per_gpu",), kwargs)
+        if stride is None:
+            raise TypeError("add_streaming_inputs: missing stride= (samples between consecutive windows)")
         return streaming.add_streaming_inputs(
             self, inputs, stride, batch_size=batch_size, name=name, **kwargs
         )
 
     def add_streaming_output(
-        self, output: ExposedTensor, stride: int, num_updates: int, name: str | None = None, **kwargs: Any
+        self,
+        output: ExposedTensor,
+        stride: int | None = None,
+        num_updates: int | None = None,
+        *legacy: Any,
+        name: str | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Average ``output`` online into a stream; see :func:`hermes.quiver.streaming.add_streaming_output`."""
+        """Average ``output`` online into a stream; see :func:`hermes.quiver.streaming.add_streaming_output`.
+
+        ``name`` is keyword only. The predecessor's positional form
+        ``(output, update_size, num_updates, batch_size, name, streams_per_gpu)`` and its
+        ``update_size=`` keep their meaning, with a DeprecationWarning naming the new spelling.
+        """
         from hermes.quiver import streaming
 
+        stride = rename_keyword(kwargs, "update_size", "stride", "add_streaming_output", current=stride)
+        if legacy:
+            if len(legacy) > 1 and name is not None:
+                raise TypeError("add_streaming_output: name given by position and by keyword")
+            positional_to_keywords(
+                "add_streaming_output", legacy, ("batch_size", "name", "streams_per_gpu"), kwargs
+            )
+            name = kwargs.pop("name", name)
+        if stride is None or num_updates is None:
+            raise TypeError("add_streaming_output: needs stride= and num_updates=")
         return streaming.add_streaming_output(self, output, stride, num_updates, name=name, **kwargs)
 
     # -- writing --------------------------------------------------------------------------

@@ -149,12 +149,15 @@ class Model:
         atol: float = DEFAULT_ATOL,
         rtol: float = DEFAULT_RTOL,
         allow_non_finite: bool = False,
+        verify_draws: int = 4,
+        verify_inputs: Sequence[Any] = (),
         **exporter_options: Any,
     ) -> ExportResult:
         """Export a ``torch.nn.Module`` as a new version, verified against the module.
 
-        The artifact is written to a scratch folder, run on the example inputs at batch
-        size 1 and at ``max_batch_size`` (or once, for an unbatched model) and compared with
+        The artifact is written to a scratch folder, run at batch size 1 and at
+        ``max_batch_size`` (or once, for an unbatched model) on the example inputs, on any
+        ``verify_inputs`` and on ``verify_draws`` independent random draws, and compared with
         the module; only then is it moved into ``<model>/<version>/`` and the config written.
 
         Args:
@@ -172,8 +175,13 @@ class Model:
             rtol: relative tolerance of the comparison.
             allow_non_finite: accept NaN/inf outputs (at the same places in both); by default
                 they fail the verification.
-            **exporter_options: per platform: TorchScript ``method``; ONNX ``exporter``,
-                ``opset``, ``optimize``; python ``source``, ``module_args``,
+            verify_draws: independent random input draws verified besides the examples
+                (default 4; each even draw is the negation of the one before, so a branch on
+                the sign of the data is taken both ways). Listed in the report.
+            verify_inputs: more input sets to verify, each shaped like ``example_inputs``.
+            **exporter_options: per platform: TorchScript ``method``, ``tracer_warnings``
+                (``"error"`` by default: a TracerWarning fails the export; or ``"accept"``);
+                ONNX ``exporter``, ``opset``, ``optimize``, ``tracer_warnings``; python ``source``, ``module_args``,
                 ``module_kwargs``, ``code_paths``; TensorRT ``fp16``, ``int8``,
                 ``workspace_mib``; torch_aoti ``device``.
 
@@ -202,4 +210,6 @@ class Model:
             atol=atol,
             rtol=rtol,
             allow_non_finite=allow_non_finite,
+            verify_draws=verify_draws,
+            verify_inputs=verify_inputs,
         )

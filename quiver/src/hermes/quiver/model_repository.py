@@ -33,17 +33,37 @@ class ModelRepository:
         root: a local path, ``memory://name``, ``gs://bucket/prefix`` (``hermes-quiver[gcs]``)
             or ``s3://bucket/prefix`` (``hermes-quiver[s3]``). A local root is created if
             missing; a bucket never is.
-        **storage_options: passed to the fsspec filesystem (credentials, endpoint_url, ...).
+        clean: remove every model folder under ``root`` first (the predecessor's
+            ``clean=True``: it also clears half-written folders without a config). Files
+            directly in ``root`` are kept; a home directory or filesystem root is refused.
+        **storage_options: passed to the fsspec filesystem (credentials, endpoint_url, ...);
+            an option the filesystem does not declare raises instead of being ignored.
 
     Raises:
         RepositoryError: a model folder has no readable ``config.pbtxt``, or its config is
-            invalid (names the file and the problem); the bucket does not exist.
+            invalid (names the file and the problem); the bucket does not exist; an
+            unknown storage option.
     """
 
-    def __init__(self, root: str | Path, **storage_options: Any) -> None:
+    def __init__(self, root: str | Path, clean: bool = False, **storage_options: Any) -> None:
+        if not isinstance(clean, bool):
+            raise RepositoryError(f"clean: expected True or False, got {clean!r}")
         self.storage = Storage(root, **storage_options)
         self._models: dict[str, Model] = {}
+        if clean:
+            self._clean()
         self.refresh()
+
+    def _clean(self) -> None:
+        if self.storage.is_local:
+            here = Path(self.storage.root)
+            if here == Path(here.anchor) or here == Path.home().resolve():
+                raise RepositoryError(f"{here}: refusing clean=True on a home directory or filesystem root")
+        names = self.storage.listdir()
+        for name in names:
+            self.storage.remove(name)
+        if names:
+            logger.info("clean=True: removed %d folder(s) from %s: %s", len(names), self.root, names)
 
     def __repr__(self) -> str:
         return f"ModelRepository({self.storage.url!r})"

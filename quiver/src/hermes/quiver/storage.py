@@ -7,6 +7,7 @@ for object stores the root's bucket must exist, and a missing one raises
 
 from __future__ import annotations
 
+import inspect
 import logging
 import posixpath
 import uuid
@@ -18,7 +19,7 @@ import fsspec
 from hermes.quiver._deps import require
 from hermes.quiver.exceptions import RepositoryError
 
-__all__ = ["Storage"]
+__all__ = ["Storage", "accepted_storage_options", "check_storage_options"]
 
 logger = logging.getLogger("hermes.quiver.storage")
 
@@ -26,6 +27,61 @@ _EXTRA_PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "s3a": "s3fs"}
 _BUCKET_PROTOCOLS = frozenset({"gs", "gcs", "s3", "s3a"})
 #: Schemes a repository may use (Triton reads local folders, gs:// and s3://; memory:// is for tests).
 _PROTOCOLS = frozenset({"file", "memory"}) | _BUCKET_PROTOCOLS
+
+
+# Options fsspec's AbstractFileSystem and its instance cache take for every filesystem.
+_GENERIC_OPTIONS = frozenset(
+    {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths", "asynchronous", "loop"}
+)
+
+
+# Filesystems whose __init__ drops keyword arguments it does not declare (others, such as
+# HTTP, forward them to their client, so only these are checked).
+_CHECKED_PROTOCOLS = frozenset({"file", "memory", "gs", "gcs", "s3", "s3a"})
+
+
+def accepted_storage_options(protocol: str) -> frozenset[str] | None:
+    """Keyword arguments the fsspec filesystem of ``protocol`` declares; None if it cannot be told.
+
+    Read from the ``__init__`` signatures along the class's MRO (fsspec filesystems take
+    ``**kwargs`` and keep unknown ones silently, so a typo would otherwise go unnoticed).
+    """
+    try:
+        cls = fsspec.get_filesystem_class("file" if protocol == "file" else protocol)
+    except (ImportError, ValueError):
+        return None
+    names = set(_GENERIC_OPTIONS)
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names.update(
+            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+        )
+    return frozenset(names)
+
+
+def check_storage_options(protocol: str, options: dict[str, Any]) -> None:
+    """Refuse keyword arguments the filesystem of ``protocol`` does not declare.
+
+    Raises:
+        RepositoryError: names each unknown option and lists the accepted ones.
+    """
+    if not options or protocol not in _CHECKED_PROTOCOLS:
+        return
+    accepted = accepted_storage_options(protocol)
+    if accepted is None:
+        return
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise RepositoryError(
+            f"unknown storage option(s) {unknown} for a {protocol}:// repository; the {protocol} "
+            f"filesystem accepts {sorted(accepted)} (hermes never passes unknown options on silently)"
+        )
 
 
 class Storage:
@@ -37,7 +93,8 @@ class Storage:
 
     Raises:
         MissingDependencyError: ``gs://`` without gcsfs or ``s3://`` without s3fs.
-        RepositoryError: the bucket of an object-store root does not exist.
+        RepositoryError: the bucket of an object-store root does not exist; an option the
+            filesystem does not declare (fsspec would keep it silently).
     """
 
     def __init__(self, root: str | Path, **storage_options: Any) -> None:
@@ -51,6 +108,7 @@ class Storage:
         if protocol in _EXTRA_PACKAGES:
             require(_EXTRA_PACKAGES[protocol], f"a {protocol}:// repository")
         self.protocol = protocol
+        check_storage_options(protocol, storage_options)
         if protocol == "file":
             path = str(Path(text.removeprefix("file://")).expanduser().resolve())
             self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file", **storage_options)

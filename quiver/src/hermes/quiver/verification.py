@@ -31,6 +31,8 @@ class OutputComparison:
         max_rel: largest ``|exported - eager| / |eager|`` (elements where eager is 0 use 1e-12).
         passed: within tolerance (and shapes equal).
         note: why it failed beyond the numbers (shape or missing output), else "".
+        inputs: which input set: ``"examples"``, ``"given N"`` (``verify_inputs``) or
+            ``"draw N"`` (independent random draws).
     """
 
     batch_size: int | None
@@ -39,6 +41,7 @@ class OutputComparison:
     max_rel: float
     passed: bool
     note: str = ""
+    inputs: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +67,11 @@ class VerificationReport:
         return all(c.passed for c in self.comparisons)
 
     @property
+    def input_sets(self) -> list[str]:
+        """The input sets compared, in order (``examples``, ``given N``, ``draw N``)."""
+        return list(dict.fromkeys(c.inputs for c in self.comparisons))
+
+    @property
     def max_abs(self) -> float:
         """The largest absolute difference over all outputs."""
         return max((c.max_abs for c in self.comparisons), default=0.0)
@@ -81,11 +89,15 @@ class VerificationReport:
             f"verification of {self.model} ({self.platform}): {'PASSED' if self.passed else 'FAILED'} "
             f"(atol={self.atol:g}, rtol={self.rtol:g})"
         )
-        rows = [f"  {'batch':>5}  {'output':<20} {'max abs diff':>13} {'max rel diff':>13}  result"]
+        rows = [
+            f"  {'inputs':<18} {'batch':>5}  {'output':<20} {'max abs diff':>13} {'max rel diff':>13}  result"
+        ]
         for c in self.comparisons:
             batch = "-" if c.batch_size is None else str(c.batch_size)
             result = "ok" if c.passed else "FAIL" + (f" ({c.note})" if c.note else "")
-            rows.append(f"  {batch:>5}  {c.output:<20} {c.max_abs:>13.3e} {c.max_rel:>13.3e}  {result}")
+            rows.append(
+                f"  {c.inputs or '-':<18} {batch:>5}  {c.output:<20} {c.max_abs:>13.3e} {c.max_rel:>13.3e}  {result}"
+            )
         return "\n".join([head, *rows])
 
 

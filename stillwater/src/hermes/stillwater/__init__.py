@@ -11,6 +11,7 @@ with frames >> Map(whiten, output=ArraySpec(shape=(2, 8192))) >> Sink(write) as 
 
 from importlib.metadata import version as _version
 
+import hermes.stillwater._namespace  # noqa: F401  (first: refuses a regular hermes/__init__.py)
 from hermes.stillwater.array_spec import ArraySpec
 from hermes.stillwater.channel import Channel, EndOfStream, Receiver, Sender
 from hermes.stillwater.exceptions import (

@@ -46,6 +46,23 @@ __all__ = ["InferenceClient", "Sequence"]
 logger = logging.getLogger("hermes.aeriel.client")
 
 
+_SEQUENCE_KEYWORDS = frozenset({"sequence_id", "sequence_start", "sequence_end"})
+
+
+def _predecessor_infer_error(kwargs: dict[str, Any]) -> TypeError:
+    """The error for ``infer(**kwargs)`` with keywords infer does not take."""
+    names = sorted(kwargs)
+    if _SEQUENCE_KEYWORDS & set(kwargs):
+        return TypeError(
+            f"infer() got {names}: the predecessor's infer(x, sequence_id=..., sequence_start=..., "
+            "sequence_end=...) is now `with client.sequence(sequence_id) as seq: seq.send(x, end=last)` "
+            "(START goes with the first send; each send returns a future)"
+        )
+    return TypeError(
+        f"infer() got unexpected keyword argument(s) {names}; it takes request_id, callback, timeout_s"
+    )
+
+
 class InferenceClient(ClientCore):
     """A streaming gRPC client for one model on a Triton server.
 
@@ -109,6 +126,7 @@ class InferenceClient(ClientCore):
         request_id: Any = None,
         callback: Callback | None = None,
         timeout_s: float | None = None,
+        **predecessor: Any,
     ) -> Future[Result]:
         """Send one request to a stateless model.
 
@@ -125,7 +143,11 @@ class InferenceClient(ClientCore):
             InputValidationError: before sending, naming the expected signature.
             SequenceError: the model is stateful (use :meth:`sequence`).
             InferenceTimeout: the window stayed full for ``timeout_s``.
+            TypeError: the predecessor's ``sequence_id=``/``sequence_start=``/``sequence_end=``
+                (the message shows :meth:`sequence`), or another unknown keyword.
         """
+        if predecessor:
+            raise _predecessor_infer_error(predecessor)
         self._check_open()
         self._check_stateless()
         return self._submit(inputs, 0, False, False, self.model_version, request_id, callback, timeout_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 from hermes.aeriel.client._result import Callback
 from hermes.aeriel.exceptions import SequenceError
 
-__all__ = ["ClientOptions", "SequenceId", "check_sequence_id", "version_string"]
+__all__ = ["ClientOptions", "SequenceId", "check_callback", "check_sequence_id", "version_string"]
 
 SequenceId = int | str
 """A Triton correlation id: a positive int (< 2**64) or a non-empty string."""
@@ -98,8 +99,35 @@ class ClientOptions:
         if shared not in (None, "system", "cuda"):
             raise ValueError(f"shared_memory must be None, 'system' or 'cuda', got {self.shared_memory!r}")
         _set(self, "shared_memory", shared)
-        if self.callback is not None and not callable(self.callback):
-            raise ValueError(f"callback must be callable as callback(result, error), got {self.callback!r}")
+        if self.callback is not None:
+            check_callback(self.callback)
+
+
+def check_callback(callback: Any) -> None:
+    """Refuse a callback that cannot be called as ``callback(result, error)``.
+
+    The predecessor (ml4gw-hermes) called ``callback(y, request_id, sequence_id)``; such a
+    callback would fail on every response, on the stream thread. It is refused here instead.
+
+    Raises:
+        ValueError: not callable.
+        TypeError: its parameters do not accept ``(result, error)``.
+    """
+    if not callable(callback):
+        raise ValueError(f"callback must be callable as callback(result, error), got {callback!r}")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise TypeError(
+            f"callback {callback!r} takes {signature}; hermes calls callback(result, error) with a "
+            "Result (result.outputs, result.request_id, result.sequence_id) or the error. "
+            "The predecessor's callback(y, request_id, sequence_id) becomes: "
+            "def callback(result, error): y = result.output; request_id = result.request_id; ..."
+        ) from None
 
 
 def _set(options: ClientOptions, name: str, value: Any) -> None:

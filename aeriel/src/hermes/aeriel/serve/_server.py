@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 import logging
 import os
@@ -49,6 +51,7 @@ from hermes.aeriel.serve._advertise import (
     write_endpoints_file,
 )
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
+from hermes.aeriel.serve.cpu_overlay import CpuOverlay, cpu_hint
 
 __all__ = ["Server", "free_ports", "get_runtime", "serve"]
 
@@ -174,8 +177,10 @@ class Server:
         advertise: str | None = None,
         endpoints_file: str | os.PathLike[str] | None = None,
         name: str | None = None,
+        overlay: CpuOverlay | None = None,
     ):
         self.spec = spec
+        self.overlay = overlay
         self.advertised_host = advertised_host(spec.address, advertise)
         self.endpoints_file = Path(endpoints_file) if endpoints_file is not None else None
         self.name = name or f"{self._bracket(self.advertised_host)}:{spec.grpc_port}"
@@ -322,8 +327,10 @@ class Server:
         if failed:
             names = ", ".join(dict.fromkeys(failed))
             return ModelLoadError(
-                f"model {names} failed to load, so tritonserver exited (status {code}); "
-                f"from {self.spec.log_file}:\n{excerpt}",
+                cpu_hint(
+                    f"model {names} failed to load, so tritonserver exited (status {code}); "
+                    f"from {self.spec.log_file}:\n{excerpt}"
+                ),
                 model=failed[0],
                 reason=excerpt,
             )
@@ -453,7 +460,7 @@ class Server:
                 reason = str(entry["reason"])
                 self._failed = True
                 raise ModelLoadError(
-                    f"model {entry['name']!r} failed to load: {reason}",
+                    cpu_hint(f"model {entry['name']!r} failed to load: {reason}"),
                     model=str(entry["name"]),
                     reason=reason,
                 )
@@ -467,6 +474,8 @@ class Server:
             ModelLoadError: Triton refused it; the message quotes Triton's reason.
         """
         self.check()
+        if self.overlay is not None:
+            self.overlay.refresh()
         body = json.dumps({"parameters": {"config": json.dumps(dict(config))}} if config else {}).encode()
         req = urllib.request.Request(
             f"{self._local_http}/v2/repository/models/{name}/load", data=body, method="POST"
@@ -480,7 +489,7 @@ class Server:
                 detail = json.loads(detail)["error"]
             log = _log_excerpt(self.read_log(), models=[name])
             raise ModelLoadError(
-                f"model {name!r} failed to load: {detail}\nfrom {self.spec.log_file}:\n{log}",
+                cpu_hint(f"model {name!r} failed to load: {detail}\nfrom {self.spec.log_file}:\n{log}"),
                 model=name,
                 reason=str(detail),
             ) from None
@@ -550,6 +559,8 @@ class Server:
             with contextlib.suppress(OSError):
                 region.unlink()
         self.runtime.cleanup()
+        if self.overlay is not None:
+            self.overlay.close()
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
@@ -618,6 +629,7 @@ def serve(
     advertise: str | None = None,
     endpoints_file: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    instance_kind: str | None = None,
 ) -> Server:
     """Start a Triton Inference Server on a model repository; use as a context manager.
 
@@ -653,6 +665,10 @@ def serve(
         endpoints_file: once ready, write the server's endpoints there (the JSON
             :func:`hermes.aeriel.cluster.load_endpoints` reads), atomically; removed on stop.
         name: the server's name in the endpoints file (default ``host:grpc_port``).
+        instance_kind: ``"cpu"`` serves ``KIND_GPU`` instance groups as ``KIND_CPU`` (same
+            count) from a temporary overlay of a local repository, for development and CI on
+            machines without GPUs; the repository's files are never changed and the overlay
+            is removed when the server stops. ``None`` (default) serves the configs as written.
 
     Returns:
         The running :class:`Server`; closing it stops the process and removes its
@@ -677,6 +693,15 @@ def serve(
     repo = os.fspath(repository)
     if "://" not in repo:
         repo = str(Path(repo).resolve()) if Path(repo).exists() else repo
+    if instance_kind not in (None, "cpu"):
+        raise ValueError(f"instance_kind must be None (as written) or 'cpu', got {instance_kind!r}")
+    if instance_kind == "cpu" and "://" not in repo:
+        from hermes.aeriel.serve.apptainer import ApptainerRuntime
+
+        if isinstance(rt, ApptainerRuntime):
+            # a container follows the overlay's links only if the repository is bound at its own path
+            rt = copy.copy(rt)
+            rt.binds = (*rt.binds, f"{repo}:{repo}:ro")
     auto_ports = http_port is None and grpc_port is None and metrics_port is None
     given = [http_port, grpc_port, metrics_port]
     temp_log = log_file is None
@@ -704,9 +729,13 @@ def serve(
             gpus=gpu_list,
             env=dict(env or {}),
         )
+        overlay = CpuOverlay(repo) if instance_kind == "cpu" else None
+        if overlay is not None:
+            spec = dataclasses.replace(spec, repository=str(overlay.path))
         server = Server(
-            spec, rt, owns_log=temp_log, advertise=advertise, endpoints_file=endpoints_file, name=name
-        )
+            spec, rt, owns_log=temp_log, advertise=advertise, endpoints_file=endpoints_file, name=name,
+            overlay=overlay,
+        )  # fmt: skip
         try:
             server.start()
             if wait:

@@ -278,13 +278,12 @@ class ModelConfig:
         self._proto.instance_group.append(group.to_proto())
         return self._proto.instance_group[-1]
 
-    def scale_instance_group(self, count: int, *, name: str | None = None, index: int | None = None) -> None:
-        """Set ``count`` of one group, chosen by ``name`` or ``index`` (default: the only group).
+    @property
+    def instance_groups(self) -> list[InstanceGroup]:
+        """Every ``instance_group`` entry, typed (a copy: change groups with the methods below)."""
+        return [InstanceGroup.from_proto(g) for g in self._proto.instance_group]
 
-        Raises:
-            ModelConfigError: no such group, several groups and none chosen, or a bad count.
-        """
-        InstanceGroup(count=count)  # validates count
+    def _select_group(self, name: str | None, index: int | None) -> pb.ModelInstanceGroup:
         groups = self._proto.instance_group
         if name is not None and index is not None:
             raise ModelConfigError("instance_group: give name or index, not both")
@@ -294,17 +293,81 @@ class ModelConfig:
                 raise ModelConfigError(
                     f"instance_group[{name}]: no group of that name; groups are {[g.name for g in groups]}"
                 )
-            matches[0].count = count
-            return
+            return matches[0]
         if index is None:
             if len(groups) != 1:
                 raise ModelConfigError(
                     f"instance_group: {len(groups)} groups; choose one with name= or index="
                 )
             index = 0
-        if not -len(groups) <= index < len(groups):
-            raise ModelConfigError(f"instance_group[{index}]: no such group; the config has {len(groups)}")
-        groups[index].count = count
+        if isinstance(index, bool) or not isinstance(index, int) or not -len(groups) <= index < len(groups):
+            raise ModelConfigError(f"instance_group[{index!r}]: no such group; the config has {len(groups)}")
+        return groups[index]
+
+    def scale_instance_group(self, count: int, *, name: str | None = None, index: int | None = None) -> None:
+        """Set ``count`` of one group, chosen by ``name`` or ``index`` (default: the only group).
+
+        Raises:
+            ModelConfigError: no such group, several groups and none chosen, or a bad count.
+        """
+        self.set_instance_group(name=name, index=index, count=count)
+
+    def set_instance_group(
+        self,
+        *,
+        name: str | None = None,
+        index: int | None = None,
+        kind: InstanceKind | str | None = None,
+        count: int | None = None,
+        gpus: int | Sequence[int] | None = None,
+    ) -> InstanceGroup:
+        """Change the kind, count or GPUs of an existing group, chosen by ``name`` or ``index``.
+
+        ``config.set_instance_group(kind="cpu")`` moves the only group to the CPU; its GPU list
+        is cleared (Triton accepts GPUs only for GPU groups). Arguments left ``None`` keep
+        their value.
+
+        Returns:
+            The group as it is now.
+
+        Raises:
+            ModelConfigError: no such group, several groups and none chosen, or a bad value.
+        """
+        target = self._select_group(name, index)
+        current = InstanceGroup.from_proto(target)
+        new_kind = current.kind if kind is None else InstanceKind.of(kind)
+        if gpus is None:
+            gpu_list = current.gpus if new_kind in (InstanceKind.GPU, InstanceKind.AUTO) else ()
+        else:
+            gpu_list = tuple(range(gpus)) if isinstance(gpus, int) else tuple(gpus)
+        group = InstanceGroup(
+            kind=new_kind,
+            count=current.count if count is None else count,
+            gpus=gpu_list,
+            name=current.name,
+        )
+        target.CopyFrom(group.to_proto(base=target))
+        return group
+
+    def move_instance_groups_to_cpu(self) -> list[str]:
+        """Turn every ``KIND_GPU`` group into a ``KIND_CPU`` group of the same count.
+
+        What ``serve(..., instance_kind="cpu")`` does to a served copy of the config.
+
+        Returns:
+            A description of each group changed (empty when none was on the GPU).
+        """
+        changed = []
+        for i, proto in enumerate(self._proto.instance_group):
+            if proto.kind != pb.ModelInstanceGroup.Kind.KIND_GPU:
+                continue
+            label = proto.name or f"#{i}"
+            gpus = f" on GPUs {list(proto.gpus)}" if proto.gpus else ""
+            self.set_instance_group(index=i, kind=InstanceKind.CPU)
+            changed.append(
+                f"{self.name} instance group {label}: KIND_GPU{gpus} -> KIND_CPU (count {proto.count})"
+            )
+        return changed
 
     def ensure_instance_group(
         self,

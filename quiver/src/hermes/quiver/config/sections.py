@@ -90,12 +90,21 @@ class InstanceGroup:
             )
         object.__setattr__(self, "gpus", gpus)
 
-    def to_proto(self) -> pb.ModelInstanceGroup:
-        group = pb.ModelInstanceGroup(
-            count=self.count, kind=pb.ModelInstanceGroup.Kind.Value(self.kind.value)
-        )
-        if self.name:
-            group.name = self.name
+    @classmethod
+    def from_proto(cls, group: pb.ModelInstanceGroup) -> InstanceGroup:
+        """The typed view of one ``instance_group`` entry."""
+        kind = pb.ModelInstanceGroup.Kind.Name(group.kind)
+        return cls(kind=InstanceKind.of(kind), count=group.count, gpus=tuple(group.gpus), name=group.name)
+
+    def to_proto(self, base: pb.ModelInstanceGroup | None = None) -> pb.ModelInstanceGroup:
+        """The protobuf entry; fields this type does not model (profile, ...) are kept from ``base``."""
+        group = pb.ModelInstanceGroup()
+        if base is not None:
+            group.CopyFrom(base)
+        group.count = self.count
+        group.kind = pb.ModelInstanceGroup.Kind.Value(self.kind.value)
+        group.name = self.name
+        del group.gpus[:]
         group.gpus.extend(self.gpus)
         return group
 

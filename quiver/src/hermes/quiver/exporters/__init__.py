@@ -14,6 +14,10 @@ from hermes.quiver.platform import Platform
 __all__ = ["ExportSpec", "Exporter", "Runner", "get_exporter"]
 
 
+# The predecessor's (ml4gw-hermes) exporter keyword arguments and today's names.
+_RENAMED = {"opset_version": "opset", "use_fp16": "fp16"}
+
+
 def get_exporter(platform: Platform | str, **options: Any) -> Exporter:
     """The exporter for ``platform``, built with ``options``.
 
@@ -38,5 +42,9 @@ def get_exporter(platform: Platform | str, **options: Any) -> Exporter:
         )
     unknown = sorted(set(options) - set(cls.options))
     if unknown:
-        raise ExportError(f"{cls.__name__}: unknown option(s) {unknown}; accepted are {sorted(cls.options)}")
+        renamed = [f"{old}= is now {_RENAMED[old]}=" for old in unknown if old in _RENAMED]
+        hint = f" (ml4gw-hermes names: {'; '.join(renamed)})" if renamed else ""
+        raise ExportError(
+            f"{cls.__name__}: unknown option(s) {unknown}; accepted are {sorted(cls.options)}{hint}"
+        )
     return cls(**options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import linecache
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -14,7 +15,18 @@ import numpy as np
 from hermes.quiver._deps import require
 from hermes.quiver.exceptions import ExportError
 
-__all__ = ["flatten_outputs", "forward_parameter_names", "quiet_torch_deprecations", "to_numpy", "torch"]
+__all__ = [
+    "TRACER_WARNING_POLICIES",
+    "check_tracer_warning_policy",
+    "flatten_outputs",
+    "forward_parameter_names",
+    "quiet_torch_deprecations",
+    "to_numpy",
+    "torch",
+    "watch_tracer_warnings",
+]
+
+TRACER_WARNING_POLICIES = ("error", "accept")
 
 
 def torch() -> Any:
@@ -87,3 +99,53 @@ def to_numpy(tensor: Any) -> np.ndarray:
     if tensor.dtype == t.bfloat16:
         tensor = tensor.float()
     return np.asarray(tensor.numpy())
+
+
+def check_tracer_warning_policy(policy: str) -> str:
+    """Validate the ``tracer_warnings`` exporter option."""
+    if policy not in TRACER_WARNING_POLICIES:
+        raise ExportError(f"tracer_warnings: {policy!r} is not one of {TRACER_WARNING_POLICIES}")
+    return policy
+
+
+def _describe(record: warnings.WarningMessage) -> str:
+    line = linecache.getline(record.filename, record.lineno).strip()
+    where = f"{record.filename}:{record.lineno}"
+    return f"{where}: {line}\n    TracerWarning: {record.message}" if line else f"{where}: {record.message}"
+
+
+@contextlib.contextmanager
+def watch_tracer_warnings(policy: str, what: str) -> Iterator[list[warnings.WarningMessage]]:
+    """Collect the ``TracerWarning``s torch emits while tracing; fail the export on them.
+
+    Tracing records the operations one input runs: a Python branch on tensor data, a
+    tensor turned into a Python number, or an iterator over a tensor is frozen to what
+    that input did, and torch says so with a ``TracerWarning``. With ``policy="error"``
+    the export fails, quoting each warning's message and source line; with ``"accept"``
+    they are logged as warnings and the export goes on. Other warnings pass through.
+
+    Raises:
+        ExportError: ``policy="error"`` and tracing warned.
+    """
+    t = torch()
+    category = t.jit.TracerWarning
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always", category)
+        yield records
+    traced = [r for r in records if issubclass(r.category, category)]
+    for record in records:
+        if not issubclass(record.category, category):
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+    if not traced:
+        return
+    unique = list(dict.fromkeys(_describe(r) for r in traced))
+    text = "\n  ".join(unique)
+    if policy == "error":
+        raise ExportError(
+            f"{what}: tracing warned that the traced graph may not match the module for other inputs "
+            f"(data-dependent control flow is frozen to the example's branch):\n  {text}\n"
+            "Fix the module (torch.where or torch.cond instead of a Python if), export TorchScript "
+            "with method='script' (keeps the branch), or pass tracer_warnings='accept' if the "
+            "branch never depends on the data"
+        )
+    warnings.warn(f"{what}: accepted tracer warnings:\n  {text}", UserWarning, stacklevel=3)

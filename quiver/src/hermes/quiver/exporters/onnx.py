@@ -18,7 +18,12 @@ import numpy as np
 
 from hermes.quiver._deps import require
 from hermes.quiver.exceptions import ExportError
-from hermes.quiver.exporters._torch_utils import quiet_torch_deprecations, torch
+from hermes.quiver.exporters._torch_utils import (
+    check_tracer_warning_policy,
+    quiet_torch_deprecations,
+    torch,
+    watch_tracer_warnings,
+)
 from hermes.quiver.exporters.base import Exporter, ExportSpec, Runner
 from hermes.quiver.platform import Platform
 
@@ -74,13 +79,21 @@ class OnnxExporter(Exporter):
         exporter: ``"dynamo"`` (default) or ``"legacy"``.
         opset: the ONNX opset to write (default :data:`DEFAULT_OPSET`); checked after export.
         optimize: run the dynamo exporter's graph optimiser (default True).
+        tracer_warnings: ``"error"`` (default: a ``TracerWarning`` raised while tracing —
+            the legacy exporter, or a dynamo fallback to tracing — fails the export with the
+            warning and its source line) or ``"accept"``.
     """
 
     platform = Platform.ONNX
-    options = ("exporter", "opset", "optimize")
+    options = ("exporter", "opset", "optimize", "tracer_warnings")
 
     def __init__(
-        self, *, exporter: str = "dynamo", opset: int = DEFAULT_OPSET, optimize: bool = True
+        self,
+        *,
+        exporter: str = "dynamo",
+        opset: int = DEFAULT_OPSET,
+        optimize: bool = True,
+        tracer_warnings: str = "error",
     ) -> None:
         super().__init__()
         if exporter not in ("dynamo", "legacy"):
@@ -90,6 +103,7 @@ class OnnxExporter(Exporter):
         self.exporter = exporter
         self.opset = opset
         self.optimize = optimize
+        self.tracer_warnings = check_tracer_warning_policy(tracer_warnings)
 
     def export(self, module: Any, example_inputs: tuple[Any, ...], spec: ExportSpec, directory: Path) -> None:
         t = torch()
@@ -108,7 +122,10 @@ class OnnxExporter(Exporter):
                 kwargs["dynamic_shapes"] = tuple({0: batch} for _ in spec.input_names)
             kwargs["optimize"] = self.optimize
             kwargs["verbose"] = False
-            with quiet_torch_deprecations():
+            with (
+                quiet_torch_deprecations(),
+                watch_tracer_warnings(self.tracer_warnings, f"{spec.model_name}: torch.onnx.export"),
+            ):
                 program = t.onnx.export(module, example_inputs, dynamo=True, **kwargs)
             if program is None:  # pragma: no cover - torch returns the program with dynamo=True
                 raise ExportError("torch.onnx.export returned nothing")
@@ -118,7 +135,10 @@ class OnnxExporter(Exporter):
                 kwargs["dynamic_axes"] = {
                     name: {0: "batch"} for name in (*spec.input_names, *spec.output_names)
                 }
-            with quiet_torch_deprecations():
+            with (
+                quiet_torch_deprecations(),
+                watch_tracer_warnings(self.tracer_warnings, f"{spec.model_name}: torch.onnx.export (legacy)"),
+            ):
                 t.onnx.export(module, example_inputs, str(path), dynamo=False, **kwargs)
         check_onnx_file(path, opset=self.opset, spec=spec)
         logger.debug("wrote %s (opset %d, %s exporter)", path, self.opset, self.exporter)

@@ -250,6 +250,8 @@ def export_module(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     allow_non_finite: bool = False,
+    verify_draws: int = 4,
+    verify_inputs: Sequence[Any] = (),
 ) -> ExportResult:
     """Export ``module`` as a new version of ``model``; see :meth:`hermes.quiver.Model.export_version`."""
     t = torch()
@@ -266,6 +268,8 @@ def export_module(
     batched = mbs > 0
     export_batch = max(2, mbs) if mbs > 1 else 1
 
+    if isinstance(verify_draws, bool) or not isinstance(verify_draws, int) or verify_draws < 0:
+        raise ExportError(f"verify_draws: expected an integer >= 0, got {verify_draws!r}")
     names, examples = _resolve_inputs(module, config, input_shapes, example_inputs, export_batch)
     for name, x in zip(names, examples, strict=True):
         if batched and x.ndim == 0:
@@ -334,8 +338,9 @@ def export_module(
             ) from exc
         report = None
         if verify:
+            sets = _input_sets(examples, spec.input_names, verify_inputs, verify_draws)
             report = _verify(
-                model.name, module, exporter, directory, spec, examples,
+                model.name, module, exporter, directory, spec, sets,
                 atol=atol, rtol=rtol, allow_non_finite=allow_non_finite,
             )  # fmt: skip
         _commit(model, config, directory, version)
@@ -346,13 +351,65 @@ def export_module(
     return result
 
 
+def _draw(examples: Sequence[Any], seed: int) -> list[Any]:
+    """Random inputs shaped and typed like ``examples`` (draw ``seed``).
+
+    Floats are normal draws and an even draw negates the previous one (antithetic), so a
+    sign-dependent branch is taken both ways; booleans likewise flip; integers are drawn from
+    the values the examples hold (indices and categories stay valid).
+    """
+    t = torch()
+    base = (seed + 1) // 2
+    generator = t.Generator().manual_seed(1000 + base)
+    out = []
+    for x in examples:
+        if x.dtype.is_floating_point:
+            y = t.randn(*x.shape, generator=generator).to(x.dtype) * (1.0 + base)
+            out.append(-y if seed % 2 == 0 else y)
+        elif x.dtype == t.bool:
+            y = t.randint(0, 2, tuple(x.shape), generator=generator).bool()
+            out.append(~y if seed % 2 == 0 else y)
+        elif x.numel():
+            # integers are often indices or categories: draw from the values the examples hold
+            picks = t.randint(0, x.numel(), tuple(x.shape), generator=generator)
+            out.append(x.reshape(-1)[picks])
+        else:
+            out.append(x.clone())
+    return out
+
+
+def _input_sets(
+    examples: Sequence[Any], names: Sequence[str], extra: Sequence[Any], draws: int
+) -> list[tuple[str, list[Any]]]:
+    """``(label, tensors)`` of every input set verification runs."""
+    sets: list[tuple[str, list[Any]]] = [("examples", list(examples))]
+    for i, given in enumerate(extra):
+        if isinstance(given, Mapping):
+            missing = sorted(set(names) - {str(k) for k in given})
+            if missing:
+                raise ExportError(
+                    f"verify_inputs[{i}]: missing inputs {missing}; the model takes {list(names)}"
+                )
+            tensors = [_as_tensor(given[n], f"verify_inputs[{i}][{n!r}]") for n in names]
+        else:
+            items = [given] if not isinstance(given, (tuple, list)) else list(given)
+            if len(items) != len(names):
+                raise ExportError(f"verify_inputs[{i}]: {len(items)} tensors for the inputs {list(names)}")
+            tensors = [_as_tensor(v, f"verify_inputs[{i}][{j}]") for j, v in enumerate(items)]
+        sets.append((f"given {i}", tensors))
+    for k in range(1, draws + 1):
+        label = f"draw {k} (-draw {k - 1})" if k % 2 == 0 else f"draw {k}"
+        sets.append((label, _draw(examples, k)))
+    return sets
+
+
 def _verify(
     name: str,
     module: Any,
     exporter: Exporter,
     directory: Path,
     spec: ExportSpec,
-    examples: Sequence[Any],
+    input_sets: Sequence[tuple[str, Sequence[Any]]],
     *,
     atol: float,
     rtol: float,
@@ -371,21 +428,30 @@ def _verify(
     if spec.batched:
         batches = [1, spec.max_batch_size] if spec.max_batch_size > 1 else [1]
     comparisons = []
-    for batch in batches:
-        inputs = _at_batch(examples, batch) if batch is not None else list(examples)
-        with t.inference_mode():
-            eager, _ = flatten_outputs(module(*inputs))
-        expected = {n: to_numpy(y) for n, y in zip(spec.output_names, eager, strict=True)}
-        try:
-            actual = run({n: to_numpy(x) for n, x in zip(spec.input_names, inputs, strict=True)})
-        except Exception as exc:
-            raise ExportError(
-                f"{name}: running the exported {exporter.platform.value} artifact at batch size {batch} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        comparisons += compare_outputs(
-            expected, actual, batch_size=batch, atol=atol, rtol=rtol, allow_non_finite=allow_non_finite
-        )
+    for label, examples in input_sets:
+        for batch in batches:
+            inputs = _at_batch(examples, batch) if batch is not None else list(examples)
+            try:
+                with t.inference_mode():
+                    eager, _ = flatten_outputs(module(*inputs))
+            except Exception as exc:
+                raise ExportError(
+                    f"{name}: the module itself fails on the {label} inputs at batch size {batch}: "
+                    f"{type(exc).__name__}: {exc}; pass verify_inputs=[...] with valid inputs and "
+                    "verify_draws=0 if random inputs are not valid for it"
+                ) from exc
+            expected = {n: to_numpy(y) for n, y in zip(spec.output_names, eager, strict=True)}
+            try:
+                actual = run({n: to_numpy(x) for n, x in zip(spec.input_names, inputs, strict=True)})
+            except Exception as exc:
+                raise ExportError(
+                    f"{name}: running the exported {exporter.platform.value} artifact at batch size {batch} "
+                    f"on the {label} inputs failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            found = compare_outputs(
+                expected, actual, batch_size=batch, atol=atol, rtol=rtol, allow_non_finite=allow_non_finite
+            )
+            comparisons += [dataclasses.replace(c, inputs=label) for c in found]
     report = VerificationReport(
         model=name, platform=exporter.platform.value, atol=atol, rtol=rtol, comparisons=tuple(comparisons)
     )

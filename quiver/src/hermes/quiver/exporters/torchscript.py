@@ -1,8 +1,10 @@
 """TorchScript export (``pytorch_libtorch``, ``model.pt``) by tracing or scripting.
 
 Tracing records the operations one example runs: data-dependent control flow is frozen to
-the branch the example took, which verification then catches. Scripting compiles the
-Python code and keeps control flow, but supports a subset of Python.
+the branch the example took. torch says so with a ``TracerWarning``, which fails the export
+(``tracer_warnings="accept"`` to go on); verification on several input draws catches the
+rest. Scripting compiles the Python code and keeps control flow, but supports a subset of
+Python.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from hermes.quiver.exceptions import ExportError
-from hermes.quiver.exporters._torch_utils import flatten_outputs, quiet_torch_deprecations, to_numpy, torch
+from hermes.quiver.exporters._torch_utils import (
+    check_tracer_warning_policy,
+    flatten_outputs,
+    quiet_torch_deprecations,
+    to_numpy,
+    torch,
+    watch_tracer_warnings,
+)
 from hermes.quiver.exporters.base import Exporter, ExportSpec, Runner
 from hermes.quiver.platform import Platform
 
@@ -26,19 +35,22 @@ class TorchScriptExporter(Exporter):
 
     Options:
         method: ``"trace"`` or ``"script"``.
+        tracer_warnings: ``"error"`` (default: a ``TracerWarning`` while tracing fails the
+            export, quoting the warning and its source line) or ``"accept"``.
 
     Outputs are named ``OUTPUT__0``, ``OUTPUT__1``... by default (Triton's PyTorch
     convention); inputs take ``forward``'s argument names.
     """
 
     platform = Platform.TORCHSCRIPT
-    options = ("method",)
+    options = ("method", "tracer_warnings")
 
-    def __init__(self, *, method: str = "trace") -> None:
+    def __init__(self, *, method: str = "trace", tracer_warnings: str = "error") -> None:
         super().__init__()
         if method not in ("trace", "script"):
             raise ExportError(f"TorchScript method: {method!r} is not 'trace' or 'script'")
         self.method = method
+        self.tracer_warnings = check_tracer_warning_policy(tracer_warnings)
 
     def default_output_name(self, index: int) -> str:
         return f"OUTPUT__{index}"
@@ -51,7 +63,8 @@ class TorchScriptExporter(Exporter):
             elif self.method == "script":
                 scripted = t.jit.script(module)
             else:
-                scripted = t.jit.trace(module, example_inputs, check_trace=False)
+                with watch_tracer_warnings(self.tracer_warnings, f"{spec.model_name}: torch.jit.trace"):
+                    scripted = t.jit.trace(module, example_inputs, check_trace=False)
             t.jit.save(scripted, str(directory / self.platform.filename))
 
     def runner(self, directory: Path, spec: ExportSpec) -> Runner:
