@@ -81,6 +81,7 @@ def test_persistent_stockout_raises_capacity_error_and_leaves_nothing(
     ):
         pass
     assert (info.value.kind, info.value.attempts) == ("stockout", 3)
+    assert info.value.zones_available == ("us-central1-a", "us-central1-f")  # from errorInfo.metadatas
     assert fake_compute.instances == {}
 
 
@@ -91,7 +92,7 @@ def test_quota_refusal_is_reported_as_quota(compute: ComputeClients, fake_comput
         swarm(compute, count=1),
     ):
         pass
-    assert (info.value.kind, info.value.code) == ("quota", 403)
+    assert (info.value.kind, info.value.code, info.value.resource) == ("quota", 403, "NVIDIA_T4_GPUS")
 
 
 def test_existing_vm_raises_exists_and_is_not_deleted(

@@ -182,9 +182,12 @@ def test_gc_lists_without_deleting_unless_told_yes(
 def test_gc_yes_deletes_the_old_labelled_leftovers_only(
     crashed_run: None, fake_gke: FakeGKE, fake_compute: FakeCompute
 ) -> None:
-    result = gc_cli(fake_gke, fake_compute, "--older-than", "1d", "--yes", "--poll-interval-s", "0.01")
+    # older than the oldest labelled leftover, whatever today's date: nothing qualifies
+    oldest = datetime.datetime(2026, 11, 21, 8, tzinfo=datetime.UTC)
+    days = (datetime.datetime.now(datetime.UTC) - oldest).days + 2
+    result = gc_cli(fake_gke, fake_compute, "--older-than", f"{days}d", "--yes", "--poll-interval-s", "0.01")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1] == '{"deleted": []}'  # the crashed run is a few hours old
+    assert result.stdout.splitlines()[-1] == '{"deleted": []}'
 
     result = gc_cli(fake_gke, fake_compute, "--older-than", "5m", "--yes", "--poll-interval-s", "0.01")
     assert result.exit_code == 0, result.output

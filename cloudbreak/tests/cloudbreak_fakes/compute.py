@@ -32,9 +32,10 @@ ROUTES = [
 
 
 class HttpError(Exception):
-    def __init__(self, code: int, status: str, message: str):
+    def __init__(self, code: int, status: str, message: str, *, reason: str = "", domain: str = "global"):
         super().__init__(message)
         self.code, self.status, self.message = code, status, message
+        self.reason, self.domain = reason, domain
 
 
 @dataclass
@@ -43,7 +44,8 @@ class FakeCompute:
 
     polls_per_operation: int = 1
     stockouts: int = 0  # that many inserts end with ZONE_RESOURCE_POOL_EXHAUSTED in their operation
-    quota_errors: int = 0  # that many inserts are refused with 403 QUOTA_EXCEEDED
+    quota_errors: int = 0  # that many inserts are refused with Compute's 403 quota text
+    zones_available: str = "us-central1-a,us-central1-f"  # what a stockout says has capacity
     page_size: int = 2
     address: str = "127.0.0.1"
     creation_timestamp: str = "2026-11-21T02:00:00.000-08:00"  # what new VMs report
@@ -85,10 +87,13 @@ class FakeCompute:
         vm = c.Instance.from_json(body, ignore_unknown_fields=False)
         if self.quota_errors:
             self.quota_errors -= 1
+            # Compute's refusal (gcloud shows it as in fastai/course-v3#165): 403, reason quotaExceeded
             raise HttpError(
                 403,
                 "PERMISSION_DENIED",
-                "Quota 'NVIDIA_T4_GPUS' exceeded.  Limit: 0.0 in region us-central1. QUOTA_EXCEEDED",
+                "Quota 'NVIDIA_T4_GPUS' exceeded.  Limit: 0.0 in region us-central1.",
+                reason="quotaExceeded",
+                domain="usageLimits",
             )
         if vm.name in self.instances:
             raise HttpError(
@@ -111,14 +116,30 @@ class FakeCompute:
 
         def done(op: c.Operation) -> None:
             if stockout:
+                # the shape of kubernetes/k8s.io#9834: code, message, errorDetails with errorInfo metadatas
                 op.error = c.Error(
                     errors=[
                         c.Errors(
-                            code="ZONE_RESOURCE_POOL_EXHAUSTED",
+                            code="ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
                             message=(
-                                f"The zone 'projects/{p}/zones/{z}' does not have enough resources available to fulfill "
-                                "the request. Try a different zone, or try again later."
+                                f"The zone 'projects/{p}/zones/{z}' does not have enough resources available to "
+                                "fulfill the request.  'NULL:0/NULL:0/NULL:0 (state:STOCKOUT, sub-state:STOCKOUT, "
+                                "resource type:compute)'."
                             ),
+                            error_details=[
+                                c.ErrorDetails(
+                                    error_info=c.ErrorInfo(
+                                        domain="compute.googleapis.com",
+                                        reason="resource_availability",
+                                        metadatas={
+                                            "attachment": "nvidia-tesla-t4:1",
+                                            "vmType": "n1-standard-4",
+                                            "zone": z,
+                                            "zonesAvailable": self.zones_available,
+                                        },
+                                    )
+                                )
+                            ],
                         )
                     ]
                 )
@@ -221,7 +242,9 @@ def start_fake_compute(fake: FakeCompute) -> ThreadingHTTPServer:
                                 "code": exc.code,
                                 "status": exc.status,
                                 "message": exc.message,
-                                "errors": [{"message": exc.message}],
+                                "errors": [
+                                    {"message": exc.message, "domain": exc.domain, "reason": exc.reason}
+                                ],
                             }
                         },
                     )

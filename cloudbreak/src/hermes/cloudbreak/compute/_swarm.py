@@ -20,7 +20,14 @@ from google.auth.credentials import Credentials
 from google.cloud import compute_v1
 
 from hermes.cloudbreak._credentials import load_credentials
-from hermes.cloudbreak._errors import capacity_kind, translate_google_error
+from hermes.cloudbreak._errors import (
+    GOOGLE_ERRORS,
+    capacity_kind,
+    quota_resource,
+    translate_error,
+    translate_google_error,
+    zones_available,
+)
 from hermes.cloudbreak._managed import ManagedResource
 from hermes.cloudbreak._retry import RetryPolicy
 from hermes.cloudbreak._wait import poll_until
@@ -80,7 +87,11 @@ def compute_clients(
 
 
 def _operation_error(op: compute_v1.Operation) -> str | None:
-    errors = [f"{e.code}: {e.message}" for e in op.error.errors]
+    errors = []
+    for e in op.error.errors:
+        available = [d.error_info.metadatas.get("zonesAvailable", "") for d in e.error_details]
+        hint = f" (zonesAvailable: {', '.join(a for a in available if a)})" if any(available) else ""
+        errors.append(f"{e.code}: {e.message}{hint}")
     if errors:
         return "; ".join(errors)
     if op.http_error_status_code and op.http_error_status_code >= 400:
@@ -169,8 +180,8 @@ class Swarm(ManagedResource):
     def _call(self, what: str, method: Callable[..., T], **kwargs: Any) -> T:
         try:
             return method(**kwargs)
-        except gexc.GoogleAPICallError as exc:
-            raise translate_google_error(exc, what) from exc
+        except GOOGLE_ERRORS as exc:
+            raise translate_error(exc, what) from exc
 
     def wait_operation(
         self, op: compute_v1.Operation, *, what: str, timeout_s: float | None = None
@@ -206,7 +217,12 @@ class Swarm(ManagedResource):
         if error is not None:
             kind = capacity_kind(error)
             if kind is not None:
-                raise CapacityError(f"{what}: {error}", kind=kind)
+                raise CapacityError(
+                    f"{what}: {error}",
+                    kind=kind,
+                    resource=quota_resource(error),
+                    zones_available=zones_available(error.replace("zonesAvailable: ", "zonesAvailable=")),
+                )
             raise OperationFailed(f"{what} failed: {error}")
         return done
 
@@ -242,7 +258,11 @@ class Swarm(ManagedResource):
                 pending[:] = [name for name, _ in refused]
                 first = refused[0][1]
                 raise CapacityError(
-                    f"{len(refused)} of {len(ops)} VMs refused; {first}", kind=first.kind, code=first.code
+                    f"{len(refused)} of {len(ops)} VMs refused; {first}",
+                    kind=first.kind,
+                    code=first.code,
+                    resource=first.resource,
+                    zones_available=first.zones_available,
                 )
 
         self.retry.call(attempt, what=f"create {self.describe()}", stop=self.stop)
