@@ -48,8 +48,8 @@ def _cloud(
     credentials_file: Path | None = typer.Option(
         None,
         "--credentials-file",
-        envvar="GOOGLE_APPLICATION_CREDENTIALS",
-        help="Service-account JSON key (default: ADC).",
+        help="Google credentials JSON of any type (service account key, authorized_user, external_account). "
+        "Default: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's login, metadata server).",
     ),
     gke_endpoint: str | None = typer.Option(
         None,
