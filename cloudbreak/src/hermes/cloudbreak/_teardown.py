@@ -1,7 +1,7 @@
-"""Signal handling that turns SIGINT and SIGTERM into an orderly teardown.
+"""Signal handling that turns SIGINT, SIGTERM and SIGHUP into an orderly teardown.
 
-While a cloud context is active, SIGTERM raises :class:`Terminated` (a ``SystemExit``) in
-the main thread and SIGINT raises ``KeyboardInterrupt``: the stack unwinds through every
+While a cloud context is active, SIGTERM and SIGHUP (a dropped SSH session) raise
+:class:`Terminated` (a ``SystemExit``) in the main thread and SIGINT raises ``KeyboardInterrupt``: the stack unwinds through every
 ``with`` block, and each context deletes what it created. While a teardown runs, further
 signals are logged and ignored, so a second Ctrl-C does not leave half a cluster behind.
 The previous handlers come back when the outermost context closes.
@@ -21,7 +21,9 @@ __all__ = ["Terminated", "signal_teardown", "teardown_in_progress"]
 
 logger = logging.getLogger("hermes.cloudbreak.teardown")
 
-_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
+    (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+)
 _lock = threading.Lock()
 _depth = 0
 _saved: dict[int, Any] = {}
@@ -29,7 +31,7 @@ _tearing_down = 0
 
 
 class Terminated(SystemExit):
-    """Raised in the main thread when the process receives SIGTERM inside a cloud context."""
+    """Raised in the main thread when the process receives SIGTERM or SIGHUP inside a cloud context."""
 
     def __init__(self, signum: int):
         super().__init__(128 + signum)
@@ -49,7 +51,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def signal_teardown() -> Iterator[None]:
-    """Route SIGINT/SIGTERM into exceptions while the block runs (main thread only; a no-op elsewhere)."""
+    """Route SIGINT/SIGTERM/SIGHUP into exceptions while the block runs (main thread only; a no-op elsewhere)."""
     global _depth
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -29,7 +29,7 @@ from hermes.cloudbreak._errors import (
     zones_available,
 )
 from hermes.cloudbreak._managed import ManagedResource
-from hermes.cloudbreak._retry import RetryPolicy
+from hermes.cloudbreak._retry import RetryPolicy, retry_transient
 from hermes.cloudbreak._wait import poll_until
 from hermes.cloudbreak.compute._specs import SWARM_LABEL, VMSpec, insert_requests
 from hermes.cloudbreak.compute._ssh import CommandResult, run_on_hosts
@@ -314,17 +314,25 @@ class Swarm(ManagedResource):
         self.wait_operation(op, what=f"delete VM {name}")
         return True
 
+    def _teardown_retry(self, attempt: Callable[[], T], what: str) -> T:
+        return retry_transient(
+            attempt, what=what, deadline_s=self.timeout_s, backoff_s=min(self.poll_interval_s, 5.0)
+        )
+
     def _delete(self) -> list[str]:
         leftovers = []
         ops = {}
         for name in dict.fromkeys(self._requested):  # send every delete first, then wait for each
             try:
-                ops[name] = self._call(
+                ops[name] = self._teardown_retry(
+                    lambda name=name: self._call(  # type: ignore[misc]
+                        f"delete VM {name}",
+                        self.clients.instances.delete_unary,
+                        project=self.project,
+                        zone=self.zone,
+                        instance=name,
+                    ),
                     f"delete VM {name}",
-                    self.clients.instances.delete_unary,
-                    project=self.project,
-                    zone=self.zone,
-                    instance=name,
                 )
             except ResourceNotFound:
                 continue
@@ -333,8 +341,11 @@ class Swarm(ManagedResource):
         deadline = time.monotonic() + self.timeout_s
         for name, op in ops.items():
             try:
-                self.wait_operation(
-                    op, what=f"delete VM {name}", timeout_s=max(deadline - time.monotonic(), 0.01)
+                self._teardown_retry(
+                    lambda name=name, op=op: self.wait_operation(  # type: ignore[misc]
+                        op, what=f"delete VM {name}", timeout_s=max(deadline - time.monotonic(), 0.01)
+                    ),
+                    f"delete VM {name}",
                 )
             except CloudbreakError as exc:
                 leftovers.append(f"VM {name} in {self.project}/{self.zone} ({exc})")

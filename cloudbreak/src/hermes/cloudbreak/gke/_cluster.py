@@ -137,7 +137,9 @@ class Cluster(ManagedResource):
             return []
         logger.info("deleting %s", self.describe())
         try:
-            self.manager.delete_cluster(self._name, missing_ok=True)
+            self.manager.delete_with_retries(
+                lambda: self.manager.delete_cluster(self._name, missing_ok=True), self.describe()
+            )
         except CloudbreakError as exc:
             return [f"{self.describe()} ({exc})"]
         return []
@@ -235,7 +237,10 @@ class NodePool(ManagedResource):
         if not self._requested:
             return []
         try:
-            self.manager.delete_node_pool(self.cluster, self.spec.name, missing_ok=True)
+            self.manager.delete_with_retries(
+                lambda: self.manager.delete_node_pool(self.cluster, self.spec.name, missing_ok=True),
+                self.describe(),
+            )
         except CloudbreakError as exc:
             return [f"{self.describe()} ({exc})"]
         return []

@@ -32,7 +32,7 @@ from hermes.cloudbreak._errors import (
     translate_error,
     zones_available,
 )
-from hermes.cloudbreak._retry import RetryPolicy
+from hermes.cloudbreak._retry import RetryPolicy, retry_transient
 from hermes.cloudbreak._wait import poll_until
 from hermes.cloudbreak.exceptions import (
     CapacityError,
@@ -436,6 +436,13 @@ class ClusterManager:
             raise
         self.wait_operation(op, what=what, timeout_s=max(deadline - time.monotonic(), 0.0))
         return True
+
+    def delete_with_retries(self, delete: Callable[[], T], what: str) -> T:
+        """Run a delete again after each transient error (network, 5xx, RetryError, RefreshError) with
+        backoff, until ``timeout_s``: the teardown boundary of clusters and node pools."""
+        return retry_transient(
+            delete, what=f"delete {what}", deadline_s=self.timeout_s, backoff_s=min(self.poll_interval_s, 5.0)
+        )
 
     def attach(self, name: str) -> Cluster:
         """A context manager for an existing cluster: gets it on entry and never deletes it.
