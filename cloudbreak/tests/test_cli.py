@@ -47,7 +47,19 @@ def test_cluster_up_list_down(fake_gke: FakeGKE) -> None:
         "0.01",
     )
     assert up.exit_code == 0, up.output
-    assert json.loads(up.stdout) == {"name": "c1", "endpoint": "127.0.0.1", "status": "RUNNING"}
+    assert json.loads(up.stdout) == {
+        "name": "c1",
+        "location": "us-central1-a",
+        "node_locations": ["us-central1-a"],
+        "gpus": 1,
+        "endpoint": "127.0.0.1",
+        "status": "RUNNING",
+    }
+    assert (
+        "capacity in us-central1-a: gpus: 1 node(s)/zone x 1 zone(s) x 1 nvidia-tesla-t4 = 1 GPUs"
+        in up.stderr
+    )
+    assert "ESTIMATE (not a quote) of GKE cluster c1 in us-central1-a: about $" in up.stderr
     listed = gke_cli(fake_gke, "cluster", "list", *WHERE)
     assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["c1"]
     down = gke_cli(fake_gke, "cluster", "down", "--name", "c1", *WHERE, "--poll-interval-s", "0.01")
@@ -175,8 +187,44 @@ def test_deploy_dry_run_prints_valid_manifests() -> None:
         kubernetes_validate.validate(doc, "1.33", strict=True)
     assert docs[1]["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "--model-repository=s3://b/r",
+        "--model-control-mode=none",
+        "--exit-timeout-secs=30",
         "--log-verbose=1",
     ]
+    assert docs[2]["spec"]["type"] == "ClusterIP"  # private unless asked
+
+
+def test_deploy_dry_run_shows_the_secure_and_elastic_manifests() -> None:
+    result = runner.invoke(
+        app,
+        [
+            *["deploy", "--name", "tr", "--repository", "gs://b/r", "--gpu-type", "nvidia-l4"],
+            *["--model-control", "explicit", "--admin-token-secret", "tr-admin"],
+            *["--workload-identity", "triton@gw-project.iam.gserviceaccount.com"],
+            *["--min-servers", "1", "--max-servers", "6", "--queue-time-us", "20000", "--dry-run"],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("ServiceAccount", "tr-triton"),
+        ("Deployment", "tr"),
+        ("Service", "tr"),
+        ("ScaledObject", "tr"),
+    ]
+    for doc in docs[:3]:  # the ScaledObject is KEDA's CRD: not in the Kubernetes schemas
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    assert docs[0]["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "triton@gw-project.iam.gserviceaccount.com"
+    }
+    pod = docs[1]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tr-triton"
+    assert docs[2]["spec"]["clusterIP"] == "None"
+    trigger = docs[3]["spec"]["triggers"][0]
+    assert (trigger["type"], trigger["metadata"]["threshold"]) == ("prometheus", "20000")
+    assert "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
+    assert (docs[3]["spec"]["minReplicaCount"], docs[3]["spec"]["maxReplicaCount"]) == (1, 6)
+    assert "ESTIMATE (not a quote) of Triton deployment tr: about $3.36/hour" in result.stderr  # 6 x L4
 
 
 def test_swarm_up_run_down(fake_compute: FakeCompute, ssh: dict) -> None:
@@ -318,7 +366,7 @@ def test_deploy_to_a_missing_gke_cluster_fails_naming_it(fake_gke: FakeGKE) -> N
         *WHERE,
     )
     assert result.exit_code == 1
-    assert result.stderr.startswith(
+    assert result.stderr.split("\n")[-2].startswith(
         "error: get cluster nope: Not found: projects/p1/locations/us-central1-a/clusters/nope"
     )
 

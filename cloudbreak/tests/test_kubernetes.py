@@ -28,7 +28,10 @@ SPEC = TritonSpec(
     servers=2,
     gpus=1,
     accelerator_type="nvidia-tesla-t4",
-    server_args=("--model-control-mode=explicit",),
+    model_control="explicit",
+    admin_token_secret="triton-admin",
+    service_type="LoadBalancer",
+    load_balancer_source_ranges=("203.0.113.0/24",),
     credentials_secret="s3-keys",
     env={"LOG_VERBOSE": "1"},
 )
@@ -59,10 +62,24 @@ def test_each_server_gets_its_own_deployment_and_service() -> None:
     assert service["spec"]["selector"] == {"hermes.cloudbreak/server": "triton-1"}
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["args"] == ["--model-repository=gs://my-bucket/repo", "--model-control-mode=explicit"]
+    assert container["args"] == [
+        "--model-repository=gs://my-bucket/repo",
+        "--model-control-mode=explicit",
+        "--exit-timeout-secs=30",
+        "--http-restricted-api=model-repository:hermes-admin-token=$(HERMES_ADMIN_TOKEN)",
+        "--grpc-restricted-protocol=model-repository:hermes-admin-token=$(HERMES_ADMIN_TOKEN)",
+    ]
+    assert container["env"] == [
+        {"name": "LOG_VERBOSE", "value": "1"},
+        {
+            "name": "HERMES_ADMIN_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "triton-admin", "key": "token"}},
+        },
+    ]
     assert container["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "1"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert container["envFrom"] == [{"secretRef": {"name": "s3-keys"}}]
+    assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
     assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]
     assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
@@ -77,8 +94,26 @@ def test_each_server_gets_its_own_deployment_and_service() -> None:
         ),
         ({"servers": 0}, "servers must be >= 1, got 0"),
         ({"shm_size": "1 GB"}, "shm_size must be a Kubernetes quantity.*'1 GB'"),
-        ({"server_args": ("--model-repository=/x",)}, "must not set the repository"),
+        ({"server_args": ("--model-repository=/x",)}, "must not set --model-repository"),
+        (
+            {"server_args": ("--model-control-mode=explicit",)},
+            "must not set --model-control-mode.*use model_control",
+        ),
         ({"service_type": "Ingress"}, "service_type must be one of"),
+        (
+            {"service_type": "LoadBalancer"},
+            "exposes the servers outside the VPC; give load_balancer_source_ranges",
+        ),
+        (
+            {"load_balancer_source_ranges": ("1.2.3.0/24",)},
+            "needs a load balancer, but service_type is 'ClusterIP'",
+        ),
+        (
+            {"service_type": "LoadBalancer", "load_balancer_source_ranges": ("my-lab",)},
+            "must be CIDRs like",
+        ),
+        ({"model_control": "explicit"}, "lets clients load and unload models; give admin_token_secret"),
+        ({"workload_identity": "me@gmail.com"}, "must be a Google service account email"),
     ],
 )
 def test_triton_spec_rejects_bad_fields(kwargs: dict, message: str) -> None:
@@ -155,7 +190,7 @@ def test_rollout_that_never_gets_ready_times_out_and_deletes_everything(
 
 
 def test_cluster_ip_services_resolve_to_cluster_dns(kube_api: client.ApiClient, controller: object) -> None:
-    spec = TritonSpec(name="inner", model_repository="s3://b/r", gpus=0, service_type="ClusterIP")
+    spec = TritonSpec(name="inner", model_repository="s3://b/r", gpus=0)  # ClusterIP: the default
     with TritonDeployment(kube_api, spec, poll_interval_s=0.02, timeout_s=20) as deployment:
         assert deployment.endpoints == [
             Endpoint(

@@ -5,17 +5,24 @@ from hermes.cloudbreak.kubernetes._deploy import (
     TritonDeployment,
     apply_gpu_driver_installer,
     deployment_ready,
+    pod_endpoints,
     service_address,
 )
+from hermes.cloudbreak.kubernetes._diagnostics import PodReport, pod_reports
 from hermes.cloudbreak.kubernetes._endpoints import Endpoint, read_endpoints, write_endpoints
 from hermes.cloudbreak.kubernetes._manifests import (
+    ADMIN_TOKEN_HEADER,
+    Autoscale,
     TritonSpec,
     gpu_driver_installer_manifest,
     triton_manifests,
 )
 
 __all__ = [
+    "ADMIN_TOKEN_HEADER",
+    "Autoscale",
     "Endpoint",
+    "PodReport",
     "TritonDeployment",
     "TritonSpec",
     "apply_gpu_driver_installer",
@@ -23,6 +30,8 @@ __all__ = [
     "delete_manifest",
     "deployment_ready",
     "gpu_driver_installer_manifest",
+    "pod_endpoints",
+    "pod_reports",
     "read_endpoints",
     "read_manifest",
     "service_address",
