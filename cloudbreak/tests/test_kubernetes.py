@@ -296,8 +296,9 @@ def test_a_load_balancer_that_never_goes_is_listed(kube_api: client.ApiClient, c
 
 
 def _stuck_pod(kube: tuple, name: str, *, started: bool) -> None:
-    emu, url = kube
     from cloudbreak_fakes.kube import api_client_for
+
+    url = kube[1]
 
     with api_client_for(url) as api:
         core = client.CoreV1Api(api)
@@ -314,7 +315,6 @@ def _stuck_pod(kube: tuple, name: str, *, started: bool) -> None:
                 {"name": "tritonserver", "ready": False, "restartCount": 2, "image": "i", "imageID": "x"}
             ]
         core.patch_namespaced_pod_status(name, "default", {"status": status})
-    return None
 
 
 def _event(kube: tuple, pod: str, reason: str, message: str) -> None:

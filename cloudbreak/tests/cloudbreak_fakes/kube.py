@@ -237,7 +237,9 @@ class FakeController(threading.Thread):
             except client.ApiException:
                 core.create_namespaced_endpoints(self.namespace, body)
             else:
-                core.patch_namespaced_endpoints(svc.metadata.name, self.namespace, {"subsets": body["subsets"]})
+                core.patch_namespaced_endpoints(
+                    svc.metadata.name, self.namespace, {"subsets": body["subsets"]}
+                )
 
     def _clean_up(self, core: client.CoreV1Api, name: str) -> None:
         left = self._cleanup.setdefault(name, self.lb_cleanup_polls)
