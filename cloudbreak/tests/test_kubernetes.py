@@ -424,3 +424,56 @@ def test_elastic_servers_are_one_endpoint_per_ready_pod(
         )["items"]
         == []
     )
+
+
+class _Members:
+    """Records what an EndpointWatcher feeds a ClusterClient (the two methods it calls)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.log: list[str] = []
+
+    def add_endpoint(self, endpoint: object) -> None:
+        self.names.append(endpoint.name)  # type: ignore[attr-defined]
+        self.log.append(f"+{endpoint.name}@{endpoint.grpc}")  # type: ignore[attr-defined]
+
+    def remove_endpoint(self, name: str, *, drain_timeout_s: float) -> int:
+        self.names.remove(name)
+        self.log.append(f"-{name} drain {drain_timeout_s:g}")
+        return 0
+
+
+def test_membership_follows_the_autoscaled_deployment(
+    kube_api: client.ApiClient, controller: object, tmp_path: Path
+) -> None:
+    from hermes.cloudbreak.kubernetes import Autoscale, EndpointWatcher
+
+    spec = TritonSpec(
+        name="el", model_repository="gs://b/r", autoscale=Autoscale(min_servers=1, max_servers=3)
+    )
+    path = tmp_path / "live.json"
+    members = _Members()
+    apps = client.AppsV1Api(kube_api)
+    with TritonDeployment(kube_api, spec, poll_interval_s=0.02, timeout_s=20):
+        watcher = EndpointWatcher(kube_api, "el", endpoints_file=path, interval_s=0.02).follow(
+            members, drain_timeout_s=5
+        )
+        with watcher:
+            _wait_for(lambda: members.names == ["el-7d4b9-0"])
+            apps.patch_namespaced_deployment("el", "default", {"spec": {"replicas": 3}})  # KEDA scales up
+            _wait_for(lambda: sorted(members.names) == ["el-7d4b9-0", "el-7d4b9-1", "el-7d4b9-2"])
+            assert [e.name for e in read_endpoints(path)] == ["el-7d4b9-0", "el-7d4b9-1", "el-7d4b9-2"]
+            apps.patch_namespaced_deployment("el", "default", {"spec": {"replicas": 1}})  # and down
+            _wait_for(lambda: members.names == ["el-7d4b9-0"])
+    assert members.log[0] == "+el-7d4b9-0@10.8.0.10:8001"
+    assert sorted(members.log[1:3]) == ["+el-7d4b9-1@10.8.0.11:8001", "+el-7d4b9-2@10.8.0.12:8001"]
+    assert sorted(members.log[3:]) == ["-el-7d4b9-1 drain 5", "-el-7d4b9-2 drain 5"]
+
+
+def _wait_for(condition: object, timeout_s: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

@@ -17,11 +17,13 @@ from hermes.cloudbreak.kubernetes._manifests import (
     gpu_driver_installer_manifest,
     triton_manifests,
 )
+from hermes.cloudbreak.kubernetes._membership import EndpointWatcher
 
 __all__ = [
     "ADMIN_TOKEN_HEADER",
     "Autoscale",
     "Endpoint",
+    "EndpointWatcher",
     "PodReport",
     "TritonDeployment",
     "TritonSpec",
