@@ -228,6 +228,7 @@ def test_deploy_dry_run_shows_the_secure_and_elastic_manifests() -> None:
 
 
 def test_swarm_up_run_down(fake_compute: FakeCompute, ssh: dict) -> None:
+    fake_compute.host_key = ssh["host_key"]  # swarm run checks it against the guest attributes
     base = ["--compute-endpoint", fake_compute.endpoint, "--anonymous", "swarm"]
     where = ["--name", "w", "--project", "p1", "--zone", "us-central1-a"]
     up = runner.invoke(
@@ -294,7 +295,12 @@ def test_swarm_up_dry_run_prints_one_insert_per_vm(fake_compute: FakeCompute, tm
     requests = json.loads(result.stdout)["requests"]
     assert [r["request"]["instanceResource"]["name"] for r in requests] == ["w-0", "w-1", "w-2"]
     vm = requests[0]["request"]["instanceResource"]
-    assert vm["metadata"]["items"] == [{"key": "startup-script", "value": script.read_text()}]
+    assert vm["metadata"]["items"] == [
+        {"key": "enable-guest-attributes", "value": "TRUE"},  # host keys, checked by `swarm run`
+        {"key": "install-nvidia-driver", "value": "True"},  # the default GPU image installs the driver
+        {"key": "startup-script", "value": script.read_text()},
+    ]
+    assert vm["disks"][0]["initializeParams"]["sourceImage"].endswith("common-cu128-ubuntu-2204-nvidia-570")
     assert vm["labels"] == {"job": "o3", "hermes-swarm": "w", "managed-by": "hermes-cloudbreak"}
     assert fake_compute.requests == []
 

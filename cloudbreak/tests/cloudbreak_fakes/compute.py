@@ -25,6 +25,7 @@ ROUTES = [
     ("GET", re.compile(_BASE + r"/instances$"), "list"),
     ("GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/aggregated/instances$"), "aggregated_list"),
     ("GET", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "get"),
+    ("GET", re.compile(_BASE + r"/instances/(?P<name>[^/]+)/getGuestAttributes$"), "guest_attributes"),
     ("DELETE", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "delete"),
     ("POST", re.compile(_BASE + r"/operations/(?P<op>[^/]+)/wait$"), "wait"),
     ("GET", re.compile(_BASE + r"/operations/(?P<op>[^/]+)$"), "get_operation"),
@@ -46,6 +47,8 @@ class FakeCompute:
     stockouts: int = 0  # that many inserts end with ZONE_RESOURCE_POOL_EXHAUSTED in their operation
     quota_errors: int = 0  # that many inserts are refused with Compute's 403 quota text
     zones_available: str = "us-central1-a,us-central1-f"  # what a stockout says has capacity
+    host_key: str | None = None  # "ssh-ed25519 AAAA...": what each VM's guest agent publishes
+    host_key_delay: int = 0  # that many guest-attribute reads answer 404 first (agent not up yet)
     page_size: int = 2
     address: str = "127.0.0.1"
     creation_timestamp: str = "2026-11-21T02:00:00.000-08:00"  # what new VMs report
@@ -196,6 +199,25 @@ class FakeCompute:
         vm = self.get(p, z, name, body, query)
         vm.status = "STOPPING"
         return self._op(z, "delete", name, lambda op: self.instances.pop(name, None))
+
+    def guest_attributes(self, p: str, z: str, name: str, body: bytes, query: dict) -> Any:
+        """``hostkeys/`` guest attributes as the guest agent writes them: key = type, value = base64 key."""
+        self.get(p, z, name, body, query)
+        path = query.get("queryPath", [""])[0]
+        if self.host_key is None or self.host_key_delay > 0 or path != "hostkeys/":
+            self.host_key_delay = max(self.host_key_delay - 1, 0)
+            raise HttpError(
+                404,
+                "NOT_FOUND",
+                f"The resource 'projects/{p}/zones/{z}/instances/{name}/guestAttributes/{path}' was not found",
+            )
+        kind, value = self.host_key.split()[:2]
+        return c.GuestAttributes(
+            query_path=path,
+            query_value=c.GuestAttributesValue(
+                items=[c.GuestAttributesEntry(namespace="hostkeys", key=kind, value=value)]
+            ),
+        )
 
     def wait(self, p: str, z: str, op: str, body: bytes, query: dict) -> Any:
         return self.get_operation(p, z, op, body, query)

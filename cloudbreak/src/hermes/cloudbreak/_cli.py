@@ -554,7 +554,7 @@ def _vm_spec(
     machine_type: str,
     gpu_type: str | None,
     gpus: int,
-    image: str,
+    image: str | None,
     startup_script: Path | None,
     label: list[str],
     spot: bool,
@@ -593,7 +593,10 @@ def swarm_up(
     machine_type: str = typer.Option("n1-standard-4", help="Machine type."),
     gpu_type: str | None = typer.Option(None, help="GPU type."),
     gpus: int = typer.Option(0, help="GPUs per VM."),
-    image: str = typer.Option("projects/debian-cloud/global/images/family/debian-12", help="Boot image."),
+    image: str | None = typer.Option(
+        None,
+        help="Boot image (default: a Deep Learning VM image with the NVIDIA driver with --gpus, else Debian 12).",
+    ),
     startup_script: Path | None = typer.Option(None, help="File run as root at boot."),
     label: list[str] = typer.Option([], "--label", help="key=value GCP label (repeatable)."),
     spot: bool = typer.Option(False, help="Spot VMs."),
@@ -645,12 +648,22 @@ def swarm_run(
     ssh_port: int = typer.Option(22, help="SSH port."),
     concurrency: int = typer.Option(16, help="Most VMs at once."),
     timeout_s: float = typer.Option(600.0, help="Deadline per VM, in seconds."),
+    known_hosts: Path | None = typer.Option(
+        None, help="known_hosts file to check the VMs against (default: their guest-attribute host keys)."
+    ),
+    insecure_skip_host_key_check: bool = typer.Option(
+        False, "--insecure-skip-host-key-check", help="Accept any SSH host key (not recommended)."
+    ),
+    poll_interval_s: float = typer.Option(5.0, hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; connect to nothing."),
 ) -> None:
-    """Run a command on every VM of a swarm over SSH; print one JSON line per VM; exit 1 if any failed."""
+    """Run a command on every VM of a swarm over SSH; print one JSON line per VM; exit 1 if any failed.
+
+    SSH host keys are checked: against --known-hosts, or else against the keys each VM's guest
+    agent published in its guest attributes (read through the Compute API)."""
     from google.cloud import compute_v1
 
-    from hermes.cloudbreak.compute import SWARM_LABEL, list_swarm, run_on_hosts
+    from hermes.cloudbreak.compute import SWARM_LABEL, host_keys, list_swarm, run_on_hosts
 
     if dry_run:
         _print_requests(
@@ -666,16 +679,31 @@ def swarm_run(
         typer.echo(json.dumps({"ssh": {"command": command, "user": ssh_user, "port": ssh_port}}))
         return
     try:
-        hosts = list_swarm(_compute(), project=project, zone=zone, name=name)
+        clients = _compute()
+        hosts = list_swarm(clients, project=project, zone=zone, name=name)
         if not hosts:
             typer.echo(f"error: swarm {name} has no running VMs in {project}/{zone}", err=True)
             raise typer.Exit(1)
+        check = not insecure_skip_host_key_check
+        keys = None
+        if check and known_hosts is None:
+            keys = host_keys(
+                clients,
+                project=project,
+                zone=zone,
+                names=list(hosts),
+                timeout_s=timeout_s,
+                poll_interval_s=poll_interval_s,
+            )
         results = run_on_hosts(
             hosts,
             command,
             port=ssh_port,
             username=ssh_user,
             client_keys=ssh_key or None,
+            known_hosts=known_hosts,
+            host_keys=keys,
+            check_host_keys=check,
             timeout_s=timeout_s,
             concurrency=concurrency,
         )

@@ -42,7 +42,7 @@ from hermes.cloudbreak.exceptions import (
     ResourceNotFound,
 )
 
-__all__ = ["ComputeClients", "Swarm", "compute_clients", "delete_swarm", "list_swarm"]
+__all__ = ["ComputeClients", "Swarm", "compute_clients", "delete_swarm", "host_keys", "list_swarm"]
 
 logger = logging.getLogger("hermes.cloudbreak.compute")
 
@@ -99,6 +99,50 @@ def _operation_error(op: compute_v1.Operation) -> str | None:
     return None
 
 
+def _guest_host_keys(clients: ComputeClients, project: str, zone: str, name: str) -> list[str] | None:
+    """The SSH host keys the guest agent published (``hostkeys/`` guest attributes), or ``None`` yet."""
+    try:
+        attributes = clients.instances.get_guest_attributes(
+            request=compute_v1.GetGuestAttributesInstanceRequest(
+                project=project, zone=zone, instance=name, query_path="hostkeys/"
+            )
+        )
+    except gexc.NotFound:
+        return None  # the guest agent has not written them yet
+    except GOOGLE_ERRORS as exc:
+        raise translate_error(exc, f"get the SSH host keys of VM {name}") from exc
+    keys = [f"{e.key} {e.value}" for e in attributes.query_value.items if e.namespace == "hostkeys"]
+    return keys or None
+
+
+def host_keys(
+    clients: ComputeClients,
+    *,
+    project: str,
+    zone: str,
+    names: list[str],
+    timeout_s: float = 180.0,
+    poll_interval_s: float = 5.0,
+) -> dict[str, list[str]]:
+    """Each VM's SSH host keys from its guest attributes (``enable-guest-attributes=TRUE``), waiting
+    until every VM published them; what ``run`` checks servers against."""
+    found: dict[str, list[str]] = {}
+
+    def check() -> dict[str, list[str]] | None:
+        for name in names:
+            if name not in found and (keys := _guest_host_keys(clients, project, zone, name)) is not None:
+                found[name] = keys
+        return dict(found) if len(found) == len(names) else None
+
+    return poll_until(
+        check,
+        timeout_s=timeout_s,
+        interval_s=poll_interval_s,
+        what="the SSH host keys of the VMs (guest attributes hostkeys/)",
+        describe=lambda: f"missing for {sorted(set(names) - set(found))}",
+    )
+
+
 class Swarm(ManagedResource):
     """N Compute Engine VMs made from one :class:`VMSpec`; created on enter, deleted on exit.
 
@@ -121,6 +165,7 @@ class Swarm(ManagedResource):
 
     Attributes:
         addresses: VM name → address (external IP, else internal), once running.
+        host_keys: VM name → its SSH host keys (from guest attributes), fetched on the first :meth:`run`.
     """
 
     def __init__(
@@ -159,6 +204,7 @@ class Swarm(ManagedResource):
         self.poll_interval_s = poll_interval_s
         self.ssh_port = ssh_port
         self.addresses: dict[str, str] = {}
+        self.host_keys: dict[str, list[str]] = {}
         self.stop = threading.Event()
         self._requested: list[str] = []
 
@@ -361,17 +407,28 @@ class Swarm(ManagedResource):
         username: str | None = None,
         client_keys: Sequence[str | Path] | None = None,
         known_hosts: str | Path | None = None,
+        check_host_keys: bool = True,
         timeout_s: float = 600.0,
         concurrency: int = 16,
         check: bool = False,
     ) -> dict[str, CommandResult]:
         """Run ``command`` on every VM over SSH; VM name → :class:`CommandResult`.
 
+        The servers' host keys are checked against what each VM published in its guest attributes
+        (fetched once), unless ``known_hosts`` is given or ``check_host_keys=False``.
         ``per_vm`` fills ``str.format`` fields per VM (``{"shard": [0, 1, 2]}``); see
         :func:`~hermes.cloudbreak.compute.run_on_hosts` for the other arguments.
         """
         if not self.addresses:
             raise CloudbreakError(f"{self.describe()} has no running VMs; enter the context first")
+        if check_host_keys and known_hosts is None and not self.host_keys:
+            self.host_keys = host_keys(
+                self.clients,
+                project=self.project,
+                zone=self.zone,
+                names=list(self.addresses),
+                poll_interval_s=self.poll_interval_s,
+            )
         return run_on_hosts(
             self.addresses,
             command,
@@ -380,6 +437,8 @@ class Swarm(ManagedResource):
             username=username or self.spec.ssh_user,
             client_keys=client_keys,
             known_hosts=known_hosts,
+            host_keys=self.host_keys if known_hosts is None and check_host_keys else None,
+            check_host_keys=check_host_keys,
             timeout_s=timeout_s,
             concurrency=concurrency,
             check=check,
