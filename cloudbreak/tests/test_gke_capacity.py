@@ -187,3 +187,11 @@ def test_node_pools_carry_the_managed_by_label_and_their_zones() -> None:
     pool = NodePoolSpec(name="g", locations=("us-central1-f",)).to_proto()
     assert dict(pool.config.resource_labels) == {"managed-by": "hermes-cloudbreak"}
     assert list(pool.locations) == ["us-central1-f"]
+
+
+def test_workload_identity_sets_the_project_pool() -> None:
+    from hermes.cloudbreak.gke import create_cluster_request
+
+    spec = ClusterSpec(name="wi", node_pools=(T4,), workload_identity=True)
+    request = create_cluster_request("gw-project", "us-central1", spec)
+    assert request.cluster.workload_identity_config.workload_pool == "gw-project.svc.id.goog"

@@ -187,6 +187,9 @@ def cluster_up(
     node_location: list[str] = typer.Option(
         [], "--node-location", help="Zone of the nodes (repeatable); --nodes is per zone."
     ),
+    workload_identity: bool = typer.Option(
+        False, "--workload-identity", help="Turn on GKE workload identity (gs:// without keys)."
+    ),
     failover_location: list[str] = typer.Option(
         [], "--failover-location", help="Zone or region tried next when one has no capacity (repeatable)."
     ),
@@ -216,6 +219,7 @@ def cluster_up(
                 ),
             ),
             node_locations=tuple(node_location),
+            workload_identity=workload_identity,
         )
         for line in spec.capacity_summary(location):
             typer.echo(f"capacity in {location}: {line}", err=True)

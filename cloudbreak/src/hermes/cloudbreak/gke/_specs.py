@@ -176,6 +176,8 @@ class ClusterSpec:
         labels: GCP resource labels (billing, and finding what a job left behind).
         node_locations: the zones of the nodes (``Cluster.locations``); empty takes the zone of a
             zonal cluster, or three zones GKE picks in a region.
+        workload_identity: turn on GKE workload identity (pool ``<project>.svc.id.goog``), so pods
+            read gs:// as a Google service account without keys (``TritonSpec.workload_identity``).
     """
 
     name: str
@@ -184,6 +186,7 @@ class ClusterSpec:
     network: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     node_locations: tuple[str, ...] = ()
+    workload_identity: bool = False
 
     def __post_init__(self) -> None:
         check_name("ClusterSpec", "name", self.name, max_length=40)
@@ -200,8 +203,9 @@ class ClusterSpec:
         object.__setattr__(self, "node_pools", pools)
         object.__setattr__(self, "labels", _frozen({MANAGED_BY_LABEL: MANAGED_BY, **self.labels}))
 
-    def to_proto(self) -> container_v1.Cluster:
-        """The ``google.container.v1.Cluster`` message for this cluster."""
+    def to_proto(self, project: str | None = None) -> container_v1.Cluster:
+        """The ``google.container.v1.Cluster`` message for this cluster (``project`` names the
+        workload identity pool)."""
         cluster = container_v1.Cluster(
             name=self.name,
             node_pools=[pool.to_proto() for pool in self.node_pools],
@@ -213,6 +217,14 @@ class ClusterSpec:
             cluster.network = self.network
         if self.node_locations:
             cluster.locations = list(self.node_locations)
+        if self.workload_identity:
+            if not project:
+                raise CloudConfigError(
+                    "ClusterSpec.workload_identity needs the project (its pool is <project>.svc.id.goog)"
+                )
+            cluster.workload_identity_config = container_v1.WorkloadIdentityConfig(
+                workload_pool=f"{project}.svc.id.goog"
+            )
         return cluster
 
     def zones_of(self, pool: NodePoolSpec, location: str) -> int:
@@ -247,7 +259,7 @@ def create_cluster_request(
 ) -> container_v1.CreateClusterRequest:
     """The exact ``CreateClusterRequest`` sent to create ``spec`` in ``project``/``location``."""
     return container_v1.CreateClusterRequest(
-        parent=f"projects/{project}/locations/{location}", cluster=spec.to_proto()
+        parent=f"projects/{project}/locations/{location}", cluster=spec.to_proto(project)
     )
 
 
