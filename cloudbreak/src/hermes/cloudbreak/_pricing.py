@@ -17,8 +17,9 @@ __all__ = ["PRICES_DATE", "PRICES_SOURCE", "Estimate", "gpu_price", "machine_pri
 PRICES_DATE = "2026-12-03"
 PRICES_SOURCE = (
     "Google Cloud on-demand list prices for us-central1 (cloud.google.com/compute/gpus-pricing, "
-    "/compute/vm-instance-pricing, /compute/disks-image-pricing, /kubernetes-engine/pricing), "
-    "as recorded on that date from the published pages; not fetched at run time"
+    "/compute/vm-instance-pricing, /compute/disks-image-pricing, /kubernetes-engine/pricing) as the "
+    "author knew them when writing the table; not fetched at run time (the build machine has no "
+    "network to them)"
 )
 
 #: USD per GPU-hour, on demand, us-central1.
@@ -96,7 +97,7 @@ class Estimate:
         out += [f"  {line}" for line in self.lines]
         if self.unknown:
             out.append(f"  no price known for: {', '.join(self.unknown)} (left out of the total)")
-        out.append(f"  prices: {PRICES_SOURCE}, {PRICES_DATE}; no Spot or committed-use discounts")
+        out.append(f"  price table of {PRICES_DATE}: {PRICES_SOURCE}; no Spot or committed-use discounts")
         return "\n".join(out)
 
 
