@@ -385,3 +385,36 @@ def test_deploy_cluster_needs_a_location_and_no_kubeconfig(tmp_path: Path) -> No
     both = runner.invoke(app, [*base, *WHERE, "--kubeconfig", str(tmp_path / "kc")])
     assert both.exit_code == 1
     assert "error: --cluster and --kubeconfig/--context each name the cluster" in both.stderr
+
+
+def test_cluster_down_deletes_and_awaits_load_balancers_before_the_cluster(
+    fake_gke: FakeGKE, kube_tls: dict, tls_controller: object
+) -> None:
+    fake_gke.endpoint = kube_tls["url"].removeprefix("https://")
+    fake_gke.ca_certificate = base64.b64encode(kube_tls["ca_pem"]).decode()
+    up = gke_cli(
+        fake_gke, "--anonymous", "cluster", "up", "--name", "c1", *WHERE, "--poll-interval-s", "0.01"
+    )
+    assert up.exit_code == 0, up.output
+    deployed = gke_cli(
+        fake_gke,
+        "--anonymous",
+        *["deploy", "--name", "tr", "--repository", "gs://b/r", "--cluster", "c1", *WHERE],
+        *["--service-type", "LoadBalancer", "--source-range", "203.0.113.0/24"],
+        *["--poll-interval-s", "0.02", "--timeout-s", "20"],
+    )
+    assert deployed.exit_code == 0, deployed.output
+    tls_controller.lb_cleanup_polls = 3  # type: ignore[attr-defined]  # GKE takes a while to drop the rule
+    down = gke_cli(
+        fake_gke, "--anonymous", "cluster", "down", "--name", "c1", *WHERE, "--poll-interval-s", "0.02"
+    )
+    assert down.exit_code == 0, down.output
+    assert "deleted load balancer Service default/tr-0" in down.stderr
+    assert down.stdout.strip() == "deleted cluster c1"
+    requests = list(kube_tls["emu"])
+    deletes = [r for r in requests if r.method.value == "DELETE"]
+    assert [r.url.path for r in deletes] == ["/api/v1/namespaces/default/services/tr-0"]
+    # the Service was read until it was gone (404) before DeleteCluster went out
+    reads = [r for r in requests if r.method.value == "GET" and r.url.path.endswith("/services/tr-0")]
+    assert len(reads) >= 2
+    assert fake_gke.methods()[-2:] == ["DeleteCluster", "GetOperation"]

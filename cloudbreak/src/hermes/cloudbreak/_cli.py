@@ -265,10 +265,16 @@ def cluster_down(
     project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
     location: str = typer.Option(..., help="Zone or region."),
     timeout_s: float = typer.Option(1800.0, help="Deadline of the delete operation, in seconds."),
+    load_balancers_first: bool = typer.Option(
+        True,
+        help="Delete the cluster's LoadBalancer Services and wait for them first (no orphaned forwarding rules).",
+    ),
     poll_interval_s: float = typer.Option(10.0, hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; send nothing."),
 ) -> None:
-    """Delete a GKE cluster and wait until it is gone (a missing cluster is not an error)."""
+    """Delete a GKE cluster and wait until it is gone (a missing cluster is not an error).
+
+    Its LoadBalancer Services are deleted and awaited first, so GKE removes their forwarding rules."""
     from hermes.cloudbreak.gke import delete_cluster_request
 
     if dry_run:
@@ -283,10 +289,32 @@ def cluster_down(
         return
     try:
         with _gke(project, location, timeout_s, poll_interval_s) as gke:
+            if load_balancers_first:
+                _release_load_balancers(gke, name, timeout_s, poll_interval_s)
             deleted = gke.delete_cluster(name, missing_ok=True)
     except CloudbreakError as exc:
         raise _fail(exc) from exc
     typer.echo(f"deleted cluster {name}" if deleted else f"cluster {name} did not exist")
+
+
+def _release_load_balancers(gke: Any, name: str, timeout_s: float, poll_interval_s: float) -> None:
+    """Delete the cluster's LoadBalancer Services (and so GKE's forwarding rules) before the cluster."""
+    from hermes.cloudbreak.exceptions import ResourceNotFound, TeardownError
+    from hermes.cloudbreak.kubernetes import delete_load_balancers
+
+    try:
+        with gke.attach(name) as cluster, cluster.kube_api_client() as api:
+            gone = delete_load_balancers(api, timeout_s=timeout_s, poll_interval_s=poll_interval_s)
+    except ResourceNotFound:
+        return
+    except TeardownError:
+        raise
+    except CloudbreakError as exc:  # the API server cannot be reached: say what may be left, go on
+        typer.echo(f"warning: could not delete the cluster's load balancers first ({exc}); "
+                   "`hermes cloud gc` and the Cloud Console list forwarding rules left behind", err=True)  # fmt: skip
+        return
+    for service in gone:
+        typer.echo(f"deleted load balancer Service {service}", err=True)
 
 
 @cluster_app.command("list")

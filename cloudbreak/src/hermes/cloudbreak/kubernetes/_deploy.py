@@ -41,6 +41,7 @@ from hermes.cloudbreak.kubernetes._manifests import (
 __all__ = [
     "TritonDeployment",
     "apply_gpu_driver_installer",
+    "delete_load_balancers",
     "deployment_ready",
     "pod_endpoints",
     "service_address",
@@ -343,3 +344,56 @@ def apply_gpu_driver_installer(
             "the NVIDIA driver installer targets no node (GKE installs the drivers, or no GPU node yet)"
         )
     return ready
+
+
+def delete_load_balancers(
+    api_client: client.ApiClient, *, timeout_s: float = 600.0, poll_interval_s: float = 5.0
+) -> list[str]:
+    """Delete every LoadBalancer Service of a cluster and wait until each is gone.
+
+    Run before deleting a GKE cluster: a cluster deleted with live LoadBalancer Services leaves
+    their forwarding rules and firewall rules behind (billed, outside any cluster).
+
+    Returns:
+        ``namespace/name`` of each Service deleted.
+
+    Raises:
+        TeardownError: some were still there at the deadline (their forwarding rules too).
+    """
+    from hermes.cloudbreak.exceptions import TeardownError
+
+    core = client.CoreV1Api(api_client)
+    what = "list the LoadBalancer Services of the cluster"
+    try:
+        items = core.list_service_for_all_namespaces().items
+    except Exception as exc:
+        raise _translate(exc, what) from exc
+    manifests: list[dict[str, Any]] = []
+    for svc in items:
+        if svc.spec is not None and svc.spec.type == "LoadBalancer" and svc.metadata is not None:
+            meta = {"name": svc.metadata.name, "namespace": svc.metadata.namespace}
+            manifests.append({"apiVersion": "v1", "kind": "Service", "metadata": meta})
+    for manifest in manifests:
+        delete_manifest(api_client, manifest, missing_ok=True)
+    left = []
+    for manifest in manifests:
+
+        def gone(m: dict[str, Any] = manifest) -> bool | None:
+            try:
+                read_manifest(api_client, m)
+            except ResourceNotFound:
+                return True
+            return None
+
+        try:
+            poll_until(
+                gone,
+                timeout_s=timeout_s,
+                interval_s=poll_interval_s,
+                what=f"deletion of {describe_manifest(manifest)}",
+            )
+        except OperationTimeout as exc:
+            left.append(f"{describe_manifest(manifest)} and its forwarding rule ({exc})")
+    if left:
+        raise TeardownError("load balancers still there: " + "; ".join(left), leftovers=left)
+    return [describe_manifest(m).split(" ", 1)[1] for m in manifests]
