@@ -61,6 +61,7 @@ class Cluster(ManagedResource):
         self.timeout_s = timeout_s
         self.info: container_v1.Cluster | None = None
         self._requested = False
+        self._kube_used = False
         self._ca_file: str | None = None
 
     @property
@@ -130,6 +131,8 @@ class Cluster(ManagedResource):
             return
 
     def _delete(self) -> list[str]:
+        if self._requested:
+            self._release_load_balancers()
         if self._ca_file is not None:
             Path(self._ca_file).unlink(missing_ok=True)
             self._ca_file = None
@@ -143,6 +146,27 @@ class Cluster(ManagedResource):
         except CloudbreakError as exc:
             return [f"{self.describe()} ({exc})"]
         return []
+
+    def _release_load_balancers(self) -> None:
+        """When Kubernetes was used through :meth:`kube_api_client`, delete the cluster's LoadBalancer
+        Services first (GKE then deletes their forwarding rules); best-effort, the cluster goes anyway."""
+        if not self._kube_used or self.info is None:
+            return
+        from hermes.cloudbreak.kubernetes import delete_load_balancers
+
+        try:
+            with self.kube_api_client() as api:
+                delete_load_balancers(
+                    api,
+                    timeout_s=min(self.manager.timeout_s, 600.0),
+                    poll_interval_s=self.manager.poll_interval_s,
+                )
+        except CloudbreakError as exc:
+            logger.warning(
+                "%s: could not delete its load balancers first (%s); check forwarding rules",
+                self.describe(),
+                exc,
+            )
 
     def close(self) -> None:
         """Delete the cluster unless kept (an attached cluster never is); remove the CA file. Idempotent."""
@@ -177,6 +201,7 @@ class Cluster(ManagedResource):
             raise CloudConfigError(
                 "kube_api_client needs the ClusterManager's Google credentials; none were given"
             )
+        self._kube_used = True
         config = kubernetes.client.Configuration()
         config.host = f"https://{self.info.endpoint}"
         ca = self.info.master_auth.cluster_ca_certificate
