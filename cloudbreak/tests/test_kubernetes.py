@@ -477,3 +477,16 @@ def _wait_for(condition: object, timeout_s: float = 20.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_a_503_during_teardown_is_retried_and_the_teardown_finishes(
+    kube_api: client.ApiClient, kube: tuple, controller: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="hermes.cloudbreak")
+    spec = TritonSpec(name="blip", model_repository="gs://b/r")
+    with TritonDeployment(kube_api, spec, poll_interval_s=0.02, timeout_s=20):
+        kube[0]["delete /api/v1/namespaces/default/services/blip-0"][:1] << 503  # the API server blips once
+    assert "delete Service default/blip-0: HTTP 503" in caplog.text and "retrying" in caplog.text
+    assert client.AppsV1Api(kube_api).list_namespaced_deployment("default").items == []
