@@ -401,3 +401,40 @@ def test_model_manager_loads_and_unloads_versions_on_every_server(swap_pair):
             manager.load("ghost")
     with pytest.raises(ClientClosedError, match="closed"):
         manager.ready_versions("acc")
+
+
+def test_membership_follows_servers_added_and_removed_at_runtime(trio):
+    """A server added later takes new sequences; a leaving server is drained before it goes."""
+    endpoints = endpoints_of(trio)
+    with ClusterClient(endpoints[:2], "acc") as client:
+        client.add_endpoint(endpoints[2])
+        client.add_endpoint(endpoints[2])  # already a member: no-op
+        assert client.live_endpoints == ["server-0", "server-1", "server-2"]
+        mine = [i for i in range(1, 200) if client.owner(i) == "server-2"]
+        assert len(mine) > 20  # about a third of new ids now hash to the new server
+        seq = client.sequence(mine[0])
+        out = seq.infer({"x": ONES}).result(60)
+        assert out["server"][0, 0] == 2
+
+        # removing server-2: no new sequence goes there, the live one may finish during the drain
+        leaving = threading.Thread(
+            target=client.remove_endpoint, args=("server-2",), kwargs={"drain_timeout_s": 30}
+        )
+        leaving.start()
+        deadline = threading.Event()
+        while "server-2" in client.live_endpoints and not deadline.wait(0.01):
+            pass
+        assert client.owner(mine[0]) != "server-2"
+        last = seq.end({"x": ONES}).result(60)
+        np.testing.assert_array_equal(last["y"], ONES * 2)  # the state survived the drain
+        leaving.join(30)
+        assert not leaving.is_alive()
+        assert [ep.name for ep in client.endpoints] == ["server-0", "server-1"]
+
+        # a sequence that outlives the drain is cut with ServerLost
+        client.add_endpoint(endpoints[2])
+        stuck = client.sequence(mine[1])
+        stuck.infer({"x": ONES}).result(60)
+        assert client.remove_endpoint("server-2", drain_timeout_s=0.1) == 1
+        with pytest.raises(ServerLost, match=r"left the cluster after a 0\.1 s drain"):
+            stuck.infer({"x": ONES})

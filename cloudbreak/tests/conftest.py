@@ -47,6 +47,20 @@ def gke(fake_gke: FakeGKE) -> Iterator[ClusterManager]:
 
 
 @pytest.fixture
+def token_endpoint() -> Iterator[object]:
+    """A fake OAuth token endpoint on 127.0.0.1 (credentials files point their token_uri at it)."""
+    from cloudbreak_fakes.token import FakeTokenEndpoint, start_fake_token_endpoint
+
+    fake = FakeTokenEndpoint()
+    server = start_fake_token_endpoint(fake)
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
 def kube() -> Iterator[tuple[object, str]]:
     """kmock's Kubernetes emulator on 127.0.0.1: ``(emulator, url)``."""
     from cloudbreak_fakes.kube import kube_emulator

@@ -47,7 +47,19 @@ def test_cluster_up_list_down(fake_gke: FakeGKE) -> None:
         "0.01",
     )
     assert up.exit_code == 0, up.output
-    assert json.loads(up.stdout) == {"name": "c1", "endpoint": "127.0.0.1", "status": "RUNNING"}
+    assert json.loads(up.stdout) == {
+        "name": "c1",
+        "location": "us-central1-a",
+        "node_locations": ["us-central1-a"],
+        "gpus": 1,
+        "endpoint": "127.0.0.1",
+        "status": "RUNNING",
+    }
+    assert (
+        "capacity in us-central1-a: gpus: 1 node(s)/zone x 1 zone(s) x 1 nvidia-tesla-t4 = 1 GPUs"
+        in up.stderr
+    )
+    assert "ESTIMATE (not a quote) of GKE cluster c1 in us-central1-a: about $" in up.stderr
     listed = gke_cli(fake_gke, "cluster", "list", *WHERE)
     assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["c1"]
     down = gke_cli(fake_gke, "cluster", "down", "--name", "c1", *WHERE, "--poll-interval-s", "0.01")
@@ -177,11 +189,48 @@ def test_deploy_dry_run_prints_valid_manifests() -> None:
         kubernetes_validate.validate(doc, "1.33", strict=True)
     assert docs[1]["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "--model-repository=s3://b/r",
+        "--model-control-mode=none",
+        "--exit-timeout-secs=30",
         "--log-verbose=1",
     ]
+    assert docs[2]["spec"]["type"] == "ClusterIP"  # private unless asked
+
+
+def test_deploy_dry_run_shows_the_secure_and_elastic_manifests() -> None:
+    result = runner.invoke(
+        app,
+        [
+            *["deploy", "--name", "tr", "--repository", "gs://b/r", "--gpu-type", "nvidia-l4"],
+            *["--model-control", "explicit", "--admin-token-secret", "tr-admin"],
+            *["--workload-identity", "triton@gw-project.iam.gserviceaccount.com"],
+            *["--min-servers", "1", "--max-servers", "6", "--queue-time-us", "20000", "--dry-run"],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("ServiceAccount", "tr-triton"),
+        ("Deployment", "tr"),
+        ("Service", "tr"),
+        ("ScaledObject", "tr"),
+    ]
+    for doc in docs[:3]:  # the ScaledObject is KEDA's CRD: not in the Kubernetes schemas
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    assert docs[0]["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "triton@gw-project.iam.gserviceaccount.com"
+    }
+    pod = docs[1]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tr-triton"
+    assert docs[2]["spec"]["clusterIP"] == "None"
+    trigger = docs[3]["spec"]["triggers"][0]
+    assert (trigger["type"], trigger["metadata"]["threshold"]) == ("prometheus", "20000")
+    assert "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
+    assert (docs[3]["spec"]["minReplicaCount"], docs[3]["spec"]["maxReplicaCount"]) == (1, 6)
+    assert "ESTIMATE (not a quote) of Triton deployment tr: about $3.36/hour" in result.stderr  # 6 x L4
 
 
 def test_swarm_up_run_down(fake_compute: FakeCompute, ssh: dict) -> None:
+    fake_compute.host_key = ssh["host_key"]  # swarm run checks it against the guest attributes
     base = ["--compute-endpoint", fake_compute.endpoint, "--anonymous", "swarm"]
     where = ["--name", "w", "--project", "hermes-p1", "--zone", "us-central1-a"]
     up = runner.invoke(
@@ -248,7 +297,12 @@ def test_swarm_up_dry_run_prints_one_insert_per_vm(fake_compute: FakeCompute, tm
     requests = json.loads(result.stdout)["requests"]
     assert [r["request"]["instanceResource"]["name"] for r in requests] == ["w-0", "w-1", "w-2"]
     vm = requests[0]["request"]["instanceResource"]
-    assert vm["metadata"]["items"] == [{"key": "startup-script", "value": script.read_text()}]
+    assert vm["metadata"]["items"] == [
+        {"key": "enable-guest-attributes", "value": "TRUE"},  # host keys, checked by `swarm run`
+        {"key": "install-nvidia-driver", "value": "True"},  # the default GPU image installs the driver
+        {"key": "startup-script", "value": script.read_text()},
+    ]
+    assert vm["disks"][0]["initializeParams"]["sourceImage"].endswith("common-cu128-ubuntu-2204-nvidia-570")
     assert vm["labels"] == {"job": "o3", "hermes-swarm": "w", "managed-by": "hermes-cloudbreak"}
     assert fake_compute.requests == []
 
@@ -320,7 +374,7 @@ def test_deploy_to_a_missing_gke_cluster_fails_naming_it(fake_gke: FakeGKE) -> N
         *WHERE,
     )
     assert result.exit_code == 1
-    assert result.stderr.startswith(
+    assert result.stderr.split("\n")[-2].startswith(
         "error: get cluster nope: Not found: projects/hermes-p1/locations/us-central1-a/clusters/nope"
     )
 
@@ -333,3 +387,36 @@ def test_deploy_cluster_needs_a_location_and_no_kubeconfig(tmp_path: Path) -> No
     both = runner.invoke(app, [*base, *WHERE, "--kubeconfig", str(tmp_path / "kc")])
     assert both.exit_code == 1
     assert "error: --cluster and --kubeconfig/--context each name the cluster" in both.stderr
+
+
+def test_cluster_down_deletes_and_awaits_load_balancers_before_the_cluster(
+    fake_gke: FakeGKE, kube_tls: dict, tls_controller: object
+) -> None:
+    fake_gke.endpoint = kube_tls["url"].removeprefix("https://")
+    fake_gke.ca_certificate = base64.b64encode(kube_tls["ca_pem"]).decode()
+    up = gke_cli(
+        fake_gke, "--anonymous", "cluster", "up", "--name", "c1", *WHERE, "--poll-interval-s", "0.01"
+    )
+    assert up.exit_code == 0, up.output
+    deployed = gke_cli(
+        fake_gke,
+        "--anonymous",
+        *["deploy", "--name", "tr", "--repository", "gs://b/r", "--cluster", "c1", *WHERE],
+        *["--service-type", "LoadBalancer", "--source-range", "203.0.113.0/24"],
+        *["--poll-interval-s", "0.02", "--timeout-s", "20"],
+    )
+    assert deployed.exit_code == 0, deployed.output
+    tls_controller.lb_cleanup_polls = 3  # type: ignore[attr-defined]  # GKE takes a while to drop the rule
+    down = gke_cli(
+        fake_gke, "--anonymous", "cluster", "down", "--name", "c1", *WHERE, "--poll-interval-s", "0.02"
+    )
+    assert down.exit_code == 0, down.output
+    assert "deleted load balancer Service default/tr-0" in down.stderr
+    assert down.stdout.strip() == "deleted cluster c1"
+    requests = list(kube_tls["emu"])
+    deletes = [r for r in requests if r.method.value == "DELETE"]
+    assert [r.url.path for r in deletes] == ["/api/v1/namespaces/default/services/tr-0"]
+    # the Service was read until it was gone (404) before DeleteCluster went out
+    reads = [r for r in requests if r.method.value == "GET" and r.url.path.endswith("/services/tr-0")]
+    assert len(reads) >= 2
+    assert fake_gke.methods()[-2:] == ["DeleteCluster", "GetOperation"]

@@ -81,6 +81,7 @@ def test_persistent_stockout_raises_capacity_error_and_leaves_nothing(
     ):
         pass
     assert (info.value.kind, info.value.attempts) == ("stockout", 3)
+    assert info.value.zones_available == ("us-central1-a", "us-central1-f")  # from errorInfo.metadatas
     assert fake_compute.instances == {}
 
 
@@ -91,7 +92,7 @@ def test_quota_refusal_is_reported_as_quota(compute: ComputeClients, fake_comput
         swarm(compute, count=1),
     ):
         pass
-    assert (info.value.kind, info.value.code) == ("quota", 403)
+    assert (info.value.kind, info.value.code, info.value.resource) == ("quota", 403, "NVIDIA_T4_GPUS")
 
 
 def test_existing_vm_raises_exists_and_is_not_deleted(
@@ -121,7 +122,10 @@ def test_list_and_delete_swarm_by_label_across_pages(
     assert fake_compute.instances == {}
 
 
-def test_run_collects_output_per_vm_over_ssh(compute: ComputeClients, ssh: dict) -> None:
+def test_run_collects_output_per_vm_over_ssh(
+    compute: ComputeClients, ssh: dict, fake_compute: FakeCompute
+) -> None:
+    fake_compute.host_key, fake_compute.host_key_delay = ssh["host_key"], 2  # the agent publishes it late
     with swarm(compute, count=3, ssh_port=ssh["port"]) as vms:
         results = vms.run(
             "echo shard {shard} of $((1+2)); echo warn >&2; exit {code}",
@@ -136,6 +140,34 @@ def test_run_collects_output_per_vm_over_ssh(compute: ComputeClients, ssh: dict)
         "clients-2": (3, "shard 2 of 3\n", "warn\n"),
     }
     assert [r.ok for r in results.values()] == [True, True, False]
+    assert vms.host_keys == {f"clients-{i}": [ssh["host_key"]] for i in range(3)}
+
+
+def test_a_host_key_that_does_not_match_the_guest_attributes_is_refused(
+    compute: ComputeClients, ssh: dict, fake_compute: FakeCompute
+) -> None:
+    import asyncssh
+
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    fake_compute.host_key = " ".join(impostor.split()[:2])  # the VM published another key than it serves
+    with swarm(compute, count=1, ssh_port=ssh["port"]) as vms:
+        results = vms.run("echo hi", username="hermes", client_keys=[ssh["client_key"]], timeout_s=10)
+        assert results["clients-0"].exit_status is None
+        assert "HostKeyNotVerifiable" in results["clients-0"].stderr
+        assert ssh["commands"] == []  # nothing ran on the impostor
+        skipped = vms.run(
+            "echo hi", username="hermes", client_keys=[ssh["client_key"]], check_host_keys=False, timeout_s=10
+        )
+        assert skipped["clients-0"].stdout == "hi\n"
+
+
+def test_gpu_vms_default_to_an_image_with_the_nvidia_driver() -> None:
+    from hermes.cloudbreak.compute import CPU_IMAGE, GPU_IMAGE
+
+    gpu = VMSpec(name="g", accelerator_type="nvidia-tesla-t4", accelerator_count=1)
+    assert gpu.image == GPU_IMAGE and VMSpec(name="c").image == CPU_IMAGE
+    items = {i.key: i.value for i in gpu.instance("g-0", "us-central1-a").metadata.items}
+    assert items == {"enable-guest-attributes": "TRUE", "install-nvidia-driver": "True"}
 
 
 def test_run_reports_unreachable_hosts_per_vm(ssh: dict) -> None:
@@ -145,6 +177,7 @@ def test_run_reports_unreachable_hosts_per_vm(ssh: dict) -> None:
         port=ssh["port"],
         client_keys=[ssh["client_key"]],
         username="hermes",
+        host_keys={"up": [ssh["host_key"]]},
         timeout_s=5,
     )
     assert (results["up"].exit_status, results["up"].stdout) == (0, "hi\n")

@@ -33,7 +33,9 @@ def test_cluster_up_deploy_three_servers_endpoints_to_aeriel_then_everything_dow
             model_repository="gs://bucket/deepclean",
             servers=3,
             accelerator_type="nvidia-tesla-t4",
-            server_args=("--model-control-mode=explicit",),
+            model_control="explicit",
+            admin_token_secret="triton-admin",
+            service_type="InternalLoadBalancer",
         )
         with TritonDeployment(
             kube_api, spec, endpoints_file=path, timeout_s=20, poll_interval_s=0.02

@@ -123,9 +123,11 @@ def test_quota_error_is_reported_clearly_and_bounded_by_attempts(
         retry=RetryPolicy(attempts=2, backoff_s=0.0),
         poll_interval_s=0.01,
     )
-    with pytest.raises(CapacityError, match=r"NVIDIA_T4_GPUS.*QUOTA_EXCEEDED") as info:
+    with pytest.raises(CapacityError, match=r"Insufficient regional quota.*NVIDIA_T4_GPUS") as info:
         once.create_cluster(SPEC)
-    assert (info.value.kind, info.value.attempts, info.value.code) == ("quota", 2, 429)
+    # GKE answers 403 PERMISSION_DENIED: a quota refusal, not an IAM problem
+    assert (info.value.kind, info.value.attempts, info.value.code) == ("quota", 2, 403)
+    assert info.value.resource == "NVIDIA_T4_GPUS"
     assert fake_gke.methods() == ["CreateCluster", "CreateCluster"]
 
 

@@ -106,3 +106,33 @@ def test_attached_cluster_without_credentials_explains_what_is_missing(
         pytest.raises(ValueError, match="kube_api_client needs the ClusterManager's Google credentials"),
     ):
         cluster.kube_api_client()
+
+
+def test_a_cluster_whose_kube_api_was_used_deletes_its_load_balancers_first(
+    gke: ClusterManager, fake_gke: FakeGKE, kube_tls: dict, tls_controller: object
+) -> None:
+    from hermes.cloudbreak import ClusterSpec, NodePoolSpec
+    from hermes.cloudbreak.kubernetes import TritonDeployment, TritonSpec
+
+    point_cluster_at(fake_gke, kube_tls["url"], kube_tls["ca_pem"])
+    credentials, _ = rotating_credentials()
+    gke.credentials = credentials
+    spec = TritonSpec(
+        name="ext",
+        model_repository="gs://b/r",
+        service_type="LoadBalancer",
+        load_balancer_source_ranges=("10.0.0.0/8",),
+    )
+    with gke.cluster(ClusterSpec(name="c", node_pools=(NodePoolSpec(name="cpu"),))) as cluster:
+        api = cluster.kube_api_client()
+        TritonDeployment(
+            api, spec, poll_interval_s=0.02, timeout_s=20, keep=True
+        ).__enter__()  # kept: outlives us
+        ca_file = Path(api.configuration.ssl_ca_cert)
+    requests = list(kube_tls["emu"])
+    deletes = [r.url.path for r in requests if r.method.value == "DELETE"]
+    assert deletes == [
+        "/api/v1/namespaces/default/services/ext-0"
+    ]  # only the load balancer, before the cluster
+    assert fake_gke.clusters == {}
+    assert not ca_file.exists()

@@ -130,9 +130,11 @@ def test_quota_error_becomes_a_capacity_error_after_the_retries(
     manager: ClusterManager, fake: FakeGKE
 ) -> None:
     fake.quota_errors = 5
-    with pytest.raises(CapacityError, match="QUOTA_EXCEEDED") as info:
+    with pytest.raises(CapacityError, match="Insufficient regional quota to satisfy request") as info:
         manager.create_cluster(SPEC)
-    assert (info.value.kind, info.value.attempts, info.value.code) == ("quota", 2, 429)
+    # both transports: GKE's 403 PERMISSION_DENIED with the quota text is a capacity error
+    assert (info.value.kind, info.value.attempts, info.value.code) == ("quota", 2, 403)
+    assert info.value.resource == "NVIDIA_T4_GPUS"
     assert fake.methods() == ["CreateCluster", "CreateCluster"]
 
 

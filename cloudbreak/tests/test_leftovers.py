@@ -188,9 +188,12 @@ def test_gc_lists_without_deleting_unless_told_yes(
 def test_gc_yes_deletes_the_old_labelled_leftovers_only(
     crashed_run: None, fake_gke: FakeGKE, fake_compute: FakeCompute
 ) -> None:
-    result = gc_cli(fake_gke, fake_compute, "--older-than", "1d", "--yes", "--poll-interval-s", "0.01")
+    # older than the oldest labelled leftover, whatever today's date: nothing qualifies
+    oldest = datetime.datetime(2026, 11, 21, 8, tzinfo=datetime.UTC)
+    days = (datetime.datetime.now(datetime.UTC) - oldest).days + 2
+    result = gc_cli(fake_gke, fake_compute, "--older-than", f"{days}d", "--yes", "--poll-interval-s", "0.01")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1] == '{"deleted": []}'  # the crashed run is a few hours old
+    assert result.stdout.splitlines()[-1] == '{"deleted": []}'
 
     result = gc_cli(fake_gke, fake_compute, "--older-than", "5m", "--yes", "--poll-interval-s", "0.01")
     assert result.exit_code == 0, result.output
@@ -242,3 +245,28 @@ def test_gc_rejects_a_bad_age(fake_gke: FakeGKE, fake_compute: FakeCompute) -> N
         == "error: duration '2 hours' is not valid; expected e.g. '90s', '30m', '2h', '1d' or '1h30m'\n"
     )
     assert fake_gke.requests == []
+
+
+def test_node_pools_added_to_someone_elses_cluster_are_found_and_deleted(
+    fake_gke: FakeGKE, gke: ClusterManager
+) -> None:
+    from google.cloud import container_v1
+
+    from hermes.cloudbreak import NodePoolSpec
+
+    theirs = fake_gke.add_cluster(
+        "p1", "us-central1-a", "shared", labels={}, create_time="2026-01-01T00:00:00Z"
+    )
+    theirs.node_pools.append(container_v1.NodePool(name="default-pool"))
+    ours = NodePoolSpec(name="t4", accelerator_type="nvidia-tesla-t4", accelerator_count=1).to_proto()
+    theirs.node_pools.append(ours)  # what ClusterManager.node_pool(...) created, then a crash
+    found = find_leftovers(project="p1", locations=["us-central1-a"], gke=gke, now=NOW)
+    assert names(found) == ["gke-node-pool/us-central1-a/shared/t4"]
+    assert found[0].delete_method == "google.container.v1.ClusterManager/DeleteNodePool"
+    assert (
+        found[0].delete_request().name == "projects/p1/locations/us-central1-a/clusters/shared/nodePools/t4"
+    )
+    assert delete_leftovers(found, gke=gke, poll_interval_s=0.01) == found
+    assert [
+        p.name for p in fake_gke.clusters["projects/p1/locations/us-central1-a/clusters/shared"].node_pools
+    ] == ["default-pool"]

@@ -32,7 +32,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    ("signum", "returncode"), [(signal.SIGTERM, 128 + 15), (signal.SIGINT, -signal.SIGINT)]
+    ("signum", "returncode"),
+    [(signal.SIGTERM, 128 + 15), (signal.SIGINT, -signal.SIGINT), (signal.SIGHUP, 128 + 1)],
 )
 def test_signal_in_a_subprocess_deletes_its_cluster(fake_gke: FakeGKE, signum: int, returncode: int) -> None:
     proc = subprocess.Popen(
@@ -58,7 +59,8 @@ def test_signal_in_a_subprocess_deletes_its_cluster(fake_gke: FakeGKE, signum: i
 
 
 def test_signal_handlers_are_restored_after_the_context(gke: ClusterManager) -> None:
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = [signal.getsignal(s) for s in sigs]
     with gke.cluster(ClusterSpec(name="c", node_pools=(NodePoolSpec(name="cpu"),))):
-        assert signal.getsignal(signal.SIGTERM) is not before[0]
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+        assert all(signal.getsignal(s) is not b for s, b in zip(sigs, before, strict=True))
+    assert [signal.getsignal(s) for s in sigs] == before

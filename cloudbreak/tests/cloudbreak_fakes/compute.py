@@ -26,6 +26,7 @@ ROUTES = [
     ("GET", re.compile(_BASE + r"/instances$"), "list"),
     ("GET", re.compile(r"^/compute/v1/projects/(?P<p>[^/]+)/aggregated/instances$"), "aggregated_list"),
     ("GET", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "get"),
+    ("GET", re.compile(_BASE + r"/instances/(?P<name>[^/]+)/getGuestAttributes$"), "guest_attributes"),
     ("DELETE", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "delete"),
     ("POST", re.compile(_BASE + r"/operations/(?P<op>[^/]+)/wait$"), "wait"),
     ("GET", re.compile(_BASE + r"/operations/(?P<op>[^/]+)$"), "get_operation"),
@@ -33,9 +34,10 @@ ROUTES = [
 
 
 class HttpError(Exception):
-    def __init__(self, code: int, status: str, message: str):
+    def __init__(self, code: int, status: str, message: str, *, reason: str = "", domain: str = "global"):
         super().__init__(message)
         self.code, self.status, self.message = code, status, message
+        self.reason, self.domain = reason, domain
 
 
 @dataclass
@@ -44,7 +46,10 @@ class FakeCompute:
 
     polls_per_operation: int = 1
     stockouts: int = 0  # that many inserts end with ZONE_RESOURCE_POOL_EXHAUSTED in their operation
-    quota_errors: int = 0  # that many inserts are refused with 403 QUOTA_EXCEEDED
+    quota_errors: int = 0  # that many inserts are refused with Compute's 403 quota text
+    zones_available: str = "us-central1-a,us-central1-f"  # what a stockout says has capacity
+    host_key: str | None = None  # "ssh-ed25519 AAAA...": what each VM's guest agent publishes
+    host_key_delay: int = 0  # that many guest-attribute reads answer 404 first (agent not up yet)
     page_size: int = 2
     address: str = "127.0.0.1"
     creation_timestamp: str | None = None  # what new VMs report; None: the clock at creation
@@ -86,10 +91,13 @@ class FakeCompute:
         vm = c.Instance.from_json(body, ignore_unknown_fields=False)
         if self.quota_errors:
             self.quota_errors -= 1
+            # Compute's refusal (gcloud shows it as in fastai/course-v3#165): 403, reason quotaExceeded
             raise HttpError(
                 403,
                 "PERMISSION_DENIED",
-                "Quota 'NVIDIA_T4_GPUS' exceeded.  Limit: 0.0 in region us-central1. QUOTA_EXCEEDED",
+                "Quota 'NVIDIA_T4_GPUS' exceeded.  Limit: 0.0 in region us-central1.",
+                reason="quotaExceeded",
+                domain="usageLimits",
             )
         if vm.name in self.instances:
             raise HttpError(
@@ -112,14 +120,30 @@ class FakeCompute:
 
         def done(op: c.Operation) -> None:
             if stockout:
+                # the shape of kubernetes/k8s.io#9834: code, message, errorDetails with errorInfo metadatas
                 op.error = c.Error(
                     errors=[
                         c.Errors(
-                            code="ZONE_RESOURCE_POOL_EXHAUSTED",
+                            code="ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
                             message=(
-                                f"The zone 'projects/{p}/zones/{z}' does not have enough resources available to fulfill "
-                                "the request. Try a different zone, or try again later."
+                                f"The zone 'projects/{p}/zones/{z}' does not have enough resources available to "
+                                "fulfill the request.  'NULL:0/NULL:0/NULL:0 (state:STOCKOUT, sub-state:STOCKOUT, "
+                                "resource type:compute)'."
                             ),
+                            error_details=[
+                                c.ErrorDetails(
+                                    error_info=c.ErrorInfo(
+                                        domain="compute.googleapis.com",
+                                        reason="resource_availability",
+                                        metadatas={
+                                            "attachment": "nvidia-tesla-t4:1",
+                                            "vmType": "n1-standard-4",
+                                            "zone": z,
+                                            "zonesAvailable": self.zones_available,
+                                        },
+                                    )
+                                )
+                            ],
                         )
                     ]
                 )
@@ -177,6 +201,25 @@ class FakeCompute:
         vm.status = "STOPPING"
         return self._op(z, "delete", name, lambda op: self.instances.pop(name, None))
 
+    def guest_attributes(self, p: str, z: str, name: str, body: bytes, query: dict) -> Any:
+        """``hostkeys/`` guest attributes as the guest agent writes them: key = type, value = base64 key."""
+        self.get(p, z, name, body, query)
+        path = query.get("queryPath", [""])[0]
+        if self.host_key is None or self.host_key_delay > 0 or path != "hostkeys/":
+            self.host_key_delay = max(self.host_key_delay - 1, 0)
+            raise HttpError(
+                404,
+                "NOT_FOUND",
+                f"The resource 'projects/{p}/zones/{z}/instances/{name}/guestAttributes/{path}' was not found",
+            )
+        kind, value = self.host_key.split()[:2]
+        return c.GuestAttributes(
+            query_path=path,
+            query_value=c.GuestAttributesValue(
+                items=[c.GuestAttributesEntry(namespace="hostkeys", key=kind, value=value)]
+            ),
+        )
+
     def wait(self, p: str, z: str, op: str, body: bytes, query: dict) -> Any:
         return self.get_operation(p, z, op, body, query)
 
@@ -222,7 +265,9 @@ def start_fake_compute(fake: FakeCompute) -> ThreadingHTTPServer:
                                 "code": exc.code,
                                 "status": exc.status,
                                 "message": exc.message,
-                                "errors": [{"message": exc.message}],
+                                "errors": [
+                                    {"message": exc.message, "domain": exc.domain, "reason": exc.reason}
+                                ],
                             }
                         },
                     )

@@ -40,6 +40,8 @@ HTTP_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAVAILABLE: 503,
 }
 
 

@@ -78,7 +78,16 @@ def kube_emulator(tls: ssl.SSLContext | None = None) -> Iterator[tuple[Any, str]
     async def main() -> None:
         box["stop"] = asyncio.Event()
         async with kmock.KubernetesEmulator() as emu, kmock.Server(emu, **server_kwargs) as srv:
-            for resource in ("apps/v1/deployments", "apps/v1/daemonsets", "v1/services"):
+            for resource in (
+                "apps/v1/deployments",
+                "apps/v1/daemonsets",
+                "v1/services",
+                "v1/serviceaccounts",
+                "v1/pods",
+                "v1/events",
+                "v1/endpoints",
+                "keda.sh/v1alpha1/scaledobjects",
+            ):
                 emu.resources[resource] = {}
             box.update(emu=emu, url=str(srv.url).rstrip("/"))
             ready.set()
@@ -104,8 +113,15 @@ def api_client_for(url: str, *, ca_file: Path | None = None) -> client.ApiClient
     return client.ApiClient(config)
 
 
+LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+
+
 class FakeController(threading.Thread):
     """Marks Deployments ready, gives LoadBalancer Services an ingress IP, schedules DaemonSets.
+
+    Like GKE's service controller, it puts the finalizer ``service.kubernetes.io/load-balancer-cleanup``
+    on a LoadBalancer Service and removes it ``lb_cleanup_polls`` polls after the Service was deleted
+    (the forwarding rule is gone), so the Service lingers until then.
 
     Args:
         url: the emulator's URL.
@@ -133,6 +149,9 @@ class FakeController(threading.Thread):
         self.enabled.set()
         self.stopped = threading.Event()
         self.ips: dict[str, str] = {}
+        self.lb_cleanup_polls = 5
+        self.daemonset_nodes = 2  # nodes the driver installer targets (0: GKE installs the drivers)
+        self._cleanup: dict[str, int] = {}
 
     def run(self) -> None:
         apps, core = client.AppsV1Api(self.api), client.CoreV1Api(self.api)
@@ -156,9 +175,16 @@ class FakeController(threading.Thread):
                         },
                     )
             for svc in core.list_namespaced_service(self.namespace).items:
-                if svc.spec.type == "LoadBalancer" and not (
-                    svc.status and svc.status.load_balancer and svc.status.load_balancer.ingress
-                ):
+                if svc.spec.type != "LoadBalancer":
+                    continue
+                if svc.metadata.deletion_timestamp is not None:
+                    self._clean_up(core, svc.metadata.name)
+                    continue
+                if not svc.metadata.finalizers:
+                    core.patch_namespaced_service(
+                        svc.metadata.name, self.namespace, {"metadata": {"finalizers": [LB_FINALIZER]}}
+                    )
+                if not (svc.status and svc.status.load_balancer and svc.status.load_balancer.ingress):
                     prefix, last = self.lb_ip.rsplit(".", 1)
                     ip = self.ips.setdefault(svc.metadata.name, f"{prefix}.{int(last) + len(self.ips)}")
                     core.patch_namespaced_service_status(
@@ -166,20 +192,62 @@ class FakeController(threading.Thread):
                         self.namespace,
                         {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
                     )
+            self._headless_endpoints(core, apps)
             for ds in apps.list_namespaced_daemon_set("kube-system").items:
-                if not (ds.status and ds.status.number_ready):
+                if not (ds.status and ds.status.desired_number_scheduled is not None):
                     apps.patch_namespaced_daemon_set_status(
                         ds.metadata.name,
                         "kube-system",
                         {
                             "status": {
-                                "desiredNumberScheduled": 2,
-                                "currentNumberScheduled": 2,
-                                "numberReady": 2,
+                                "desiredNumberScheduled": self.daemonset_nodes,
+                                "currentNumberScheduled": self.daemonset_nodes,
+                                "numberReady": self.daemonset_nodes,
                                 "numberMisscheduled": 0,
                             }
                         },
                     )
+
+    def _headless_endpoints(self, core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
+        """The endpoints controller for headless Services: one ready address per replica of the Deployment."""
+        for svc in core.list_namespaced_service(self.namespace).items:
+            if svc.spec.cluster_ip != "None" or svc.metadata.deletion_timestamp is not None:
+                continue
+            try:
+                dep = apps.read_namespaced_deployment(svc.metadata.name, self.namespace)
+            except client.ApiException:
+                continue
+            ready = (dep.status.ready_replicas if dep.status else 0) or 0
+            addresses = [
+                {
+                    "ip": f"10.8.0.{10 + i}",
+                    "targetRef": {"kind": "Pod", "name": f"{svc.metadata.name}-7d4b9-{i}"},
+                }
+                for i in range(ready)
+            ]
+            ports = [{"name": p.name, "port": p.port, "protocol": "TCP"} for p in svc.spec.ports]
+            body = {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": svc.metadata.name, "namespace": self.namespace},
+                "subsets": [{"addresses": addresses, "ports": ports}] if addresses else [],
+            }
+            try:  # kmock has no PUT: read, then a merge patch (lists are replaced whole)
+                core.read_namespaced_endpoints(svc.metadata.name, self.namespace)
+            except client.ApiException:
+                core.create_namespaced_endpoints(self.namespace, body)
+            else:
+                core.patch_namespaced_endpoints(
+                    svc.metadata.name, self.namespace, {"subsets": body["subsets"]}
+                )
+
+    def _clean_up(self, core: client.CoreV1Api, name: str) -> None:
+        left = self._cleanup.setdefault(name, self.lb_cleanup_polls)
+        if left > 0:
+            self._cleanup[name] = left - 1
+            return
+        core.patch_namespaced_service(name, self.namespace, {"metadata": {"finalizers": []}})
+        self._cleanup.pop(name)
 
     def close(self) -> None:
         self.stopped.set()

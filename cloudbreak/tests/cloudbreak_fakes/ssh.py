@@ -33,7 +33,7 @@ async def _process(process: asyncssh.SSHServerProcess) -> None:
 
 @contextmanager
 def ssh_server(tmp: Path) -> Iterator[dict[str, Any]]:
-    """Yields ``{"port", "client_key" (path), "commands" (list received)}``; stopped on exit."""
+    """Yields ``{"port", "client_key" (path), "host_key" ("ssh-ed25519 AAAA..."), "commands"}``; stopped on exit."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     key_path = tmp / "id_ed25519"
@@ -69,7 +69,8 @@ def ssh_server(tmp: Path) -> Iterator[dict[str, Any]]:
     thread.start()
     try:
         assert ready.wait(10), "ssh server did not start"
-        yield {"port": box["port"], "client_key": key_path, "commands": box["commands"]}
+        public = " ".join(host_key.export_public_key().decode().split()[:2])
+        yield {"port": box["port"], "client_key": key_path, "host_key": public, "commands": box["commands"]}
     finally:
         loop.call_soon_threadsafe(box["stop"].set)
         thread.join(10)

@@ -48,8 +48,8 @@ def _cloud(
     credentials_file: Path | None = typer.Option(
         None,
         "--credentials-file",
-        envvar="GOOGLE_APPLICATION_CREDENTIALS",
-        help="Service-account JSON key (default: ADC).",
+        help="Google credentials JSON of any type (service account key, authorized_user, external_account). "
+        "Default: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's login, metadata server).",
     ),
     gke_endpoint: str | None = typer.Option(
         None,
@@ -85,6 +85,53 @@ def _print_requests(requests: list[tuple[str, Any]]) -> None:
         for method, req in requests
     ]
     typer.echo(json.dumps({"requests": out}, indent=2))
+
+
+def _print_estimate(estimate: Any) -> None:
+    """A $/hour estimate on stderr (stdout stays the command's JSON)."""
+    typer.echo(estimate.render(), err=True)
+
+
+def _cluster_estimate(spec: Any, location: str) -> Any:
+    from hermes.cloudbreak._pricing import GKE_CLUSTER_HOURLY, Estimate, vm_parts
+
+    parts: list[tuple[str, float | None]] = [("GKE cluster management fee", GKE_CLUSTER_HOURLY)]
+    for pool in spec.node_pools:
+        nodes = pool.node_count * spec.zones_of(pool, location)
+        label = f"pool {pool.name} ({pool.node_count} node(s)/zone x {spec.zones_of(pool, location)} zone(s))"
+        parts += vm_parts(
+            label, nodes, pool.machine_type, pool.accelerator_type, pool.accelerator_count, pool.disk_size_gb
+        )
+    return Estimate.of(f"GKE cluster {spec.name} in {location}", parts)
+
+
+def _deploy_estimate(spec: Any) -> Any:
+    from hermes.cloudbreak._pricing import FORWARDING_RULE_HOURLY, Estimate, gpu_price
+
+    count = spec.autoscale.max_servers if spec.autoscale is not None else spec.servers
+    what = f"up to {count}" if spec.autoscale is not None else str(count)
+    parts: list[tuple[str, float | None]] = []
+    if spec.gpus:
+        price = gpu_price(spec.accelerator_type or "")
+        gpu = spec.accelerator_type or "GPU (type not given: --gpu-type)"
+        parts.append(
+            (
+                f"{what} server(s) x {spec.gpus} {gpu} (billed through the nodes)",
+                None if price is None else count * spec.gpus * price,
+            )
+        )
+    if spec.service_type in ("LoadBalancer", "InternalLoadBalancer"):
+        parts.append((f"{count} load balancer forwarding rule(s)", count * FORWARDING_RULE_HOURLY))
+    return Estimate.of(f"Triton deployment {spec.name}", parts)
+
+
+def _swarm_estimate(spec: Any, count: int) -> Any:
+    from hermes.cloudbreak._pricing import Estimate, vm_parts
+
+    parts = vm_parts(
+        "VMs", count, spec.machine_type, spec.accelerator_type, spec.accelerator_count, spec.disk_size_gb
+    )
+    return Estimate.of(f"VM swarm {spec.name}", parts)
 
 
 def _fail(exc: CloudbreakError) -> typer.Exit:
@@ -160,6 +207,15 @@ def cluster_up(
     min_nodes: int | None = typer.Option(None, help="Autoscaling minimum."),
     max_nodes: int | None = typer.Option(None, help="Autoscaling maximum."),
     spot: bool = typer.Option(False, help="Spot VMs."),
+    node_location: list[str] = typer.Option(
+        [], "--node-location", help="Zone of the nodes (repeatable); --nodes is per zone."
+    ),
+    workload_identity: bool = typer.Option(
+        False, "--workload-identity", help="Turn on GKE workload identity (gs:// without keys)."
+    ),
+    failover_location: list[str] = typer.Option(
+        [], "--failover-location", help="Zone or region tried next when one has no capacity (repeatable)."
+    ),
     timeout_s: float = typer.Option(1800.0, help="Deadline of the create operation, in seconds."),
     retries: int = typer.Option(3, help="Attempts on a GPU stockout or quota error."),
     retry_backoff_s: float = typer.Option(30.0, help="Wait before the second attempt (doubles), in seconds."),
@@ -187,7 +243,12 @@ def cluster_up(
                     spot=spot,
                 ),
             ),
+            node_locations=tuple(node_location),
+            workload_identity=workload_identity,
         )
+        for line in spec.capacity_summary(location):
+            typer.echo(f"capacity in {location}: {line}", err=True)
+        _print_estimate(_cluster_estimate(spec, location))
         if dry_run:
             _print_requests(
                 [
@@ -201,10 +262,24 @@ def cluster_up(
         from hermes.cloudbreak._retry import RetryPolicy
 
         retry = RetryPolicy(attempts=retries, backoff_s=retry_backoff_s, deadline_s=retry_deadline_s)
-        with _gke(project, location, timeout_s, poll_interval_s, retry) as gke, gke.cluster(spec) as cluster:
+        with (
+            _gke(project, location, timeout_s, poll_interval_s, retry) as gke,
+            gke.cluster(spec, failover=tuple(failover_location)) as cluster,
+        ):
             cluster.keep()
             info = cluster.info
-        typer.echo(json.dumps({"name": info.name, "endpoint": info.endpoint, "status": info.status.name}))
+        typer.echo(
+            json.dumps(
+                {
+                    "name": info.name,
+                    "location": cluster.location,
+                    "node_locations": cluster.node_locations,
+                    "gpus": cluster.gpu_total(),
+                    "endpoint": info.endpoint,
+                    "status": info.status.name,
+                }
+            )
+        )
     except CloudbreakError as exc:
         raise _fail(exc) from exc
 
@@ -215,10 +290,16 @@ def cluster_down(
     project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
     location: str = typer.Option(..., help="Zone or region."),
     timeout_s: float = typer.Option(1800.0, help="Deadline of the delete operation, in seconds."),
+    load_balancers_first: bool = typer.Option(
+        True,
+        help="Delete the cluster's LoadBalancer Services and wait for them first (no orphaned forwarding rules).",
+    ),
     poll_interval_s: float = typer.Option(10.0, hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; send nothing."),
 ) -> None:
-    """Delete a GKE cluster and wait until it is gone (a missing cluster is not an error)."""
+    """Delete a GKE cluster and wait until it is gone (a missing cluster is not an error).
+
+    Its LoadBalancer Services are deleted and awaited first, so GKE removes their forwarding rules."""
     from hermes.cloudbreak.gke import delete_cluster_request
 
     _validate(project=project, location=location)
@@ -234,10 +315,32 @@ def cluster_down(
         return
     try:
         with _gke(project, location, timeout_s, poll_interval_s) as gke:
+            if load_balancers_first:
+                _release_load_balancers(gke, name, timeout_s, poll_interval_s)
             deleted = gke.delete_cluster(name, missing_ok=True)
     except CloudbreakError as exc:
         raise _fail(exc) from exc
     typer.echo(f"deleted cluster {name}" if deleted else f"cluster {name} did not exist")
+
+
+def _release_load_balancers(gke: Any, name: str, timeout_s: float, poll_interval_s: float) -> None:
+    """Delete the cluster's LoadBalancer Services (and so GKE's forwarding rules) before the cluster."""
+    from hermes.cloudbreak.exceptions import ResourceNotFound, TeardownError
+    from hermes.cloudbreak.kubernetes import delete_load_balancers
+
+    try:
+        with gke.attach(name) as cluster, cluster.kube_api_client() as api:
+            gone = delete_load_balancers(api, timeout_s=timeout_s, poll_interval_s=poll_interval_s)
+    except ResourceNotFound:
+        return
+    except TeardownError:
+        raise
+    except CloudbreakError as exc:  # the API server cannot be reached: say what may be left, go on
+        typer.echo(f"warning: could not delete the cluster's load balancers first ({exc}); "
+                   "`hermes cloud gc` and the Cloud Console list forwarding rules left behind", err=True)  # fmt: skip
+        return
+    for service in gone:
+        typer.echo(f"deleted load balancer Service {service}", err=True)
 
 
 @cluster_app.command("list")
@@ -311,6 +414,49 @@ def _kube_api(
     return attached.kube_api_client()
 
 
+def _triton_spec(
+    name: str,
+    repository: str,
+    servers: int,
+    image: str,
+    gpus: int,
+    gpu_type: str | None,
+    server_arg: list[str],
+    shm_size: str,
+    namespace: str,
+    service_type: str,
+    source_range: list[str],
+    access: dict[str, Any],
+    autoscale: tuple[int | None, int | None, int, str],
+) -> Any:
+    from hermes.cloudbreak.kubernetes import Autoscale, TritonSpec
+
+    low, high, queue_time_us, prometheus = autoscale
+    elastic = None
+    if low is not None or high is not None:
+        elastic = Autoscale(
+            min_servers=low if low is not None else 1,
+            max_servers=high if high is not None else max(low or 1, 1),
+            queue_time_us=queue_time_us,
+            prometheus=prometheus,
+        )
+    return TritonSpec(
+        name=name,
+        model_repository=repository,
+        servers=servers,
+        image=image,
+        gpus=gpus,
+        accelerator_type=gpu_type,
+        server_args=tuple(server_arg),
+        shm_size=shm_size,
+        namespace=namespace,
+        service_type=service_type,
+        load_balancer_source_ranges=tuple(source_range),
+        autoscale=elastic,
+        **access,
+    )
+
+
 @app.command("deploy")
 def deploy(
     name: str = typer.Option(..., help="Base name; servers are <name>-0, <name>-1, ..."),
@@ -324,8 +470,34 @@ def deploy(
     ),
     shm_size: str = typer.Option("1Gi", help="Size of /dev/shm."),
     namespace: str = typer.Option("default", help="Kubernetes namespace."),
-    service_type: str = typer.Option("LoadBalancer", help="LoadBalancer, ClusterIP or NodePort."),
+    service_type: str = typer.Option(
+        "ClusterIP",
+        help="ClusterIP (private, default), InternalLoadBalancer (VPC only), LoadBalancer (external: "
+        "needs --source-range) or NodePort.",
+    ),
+    source_range: list[str] = typer.Option(
+        [], "--source-range", help="CIDR an external LoadBalancer accepts (repeatable)."
+    ),
+    model_control: str = typer.Option("none", help="none (default), explicit or poll."),
+    admin_token_secret: str | None = typer.Option(
+        None, help="Secret with a 'token' key guarding model load/unload (needed with --model-control)."
+    ),
+    workload_identity: str | None = typer.Option(
+        None, help="Google service account email the pods act as for gs:// (GKE workload identity)."
+    ),
+    service_account: str | None = typer.Option(None, help="Existing Kubernetes ServiceAccount of the pods."),
+    gcs_key_secret: str | None = typer.Option(
+        None, help="Secret with key.json (a service-account key) mounted for gs://."
+    ),
     credentials_secret: str | None = typer.Option(None, help="Secret whose keys become env (S3 keys)."),
+    drain_s: int = typer.Option(30, help="Seconds a stopping server keeps serving what is in flight."),
+    min_servers: int | None = typer.Option(None, help="Elastic servers (KEDA): the fewest."),
+    max_servers: int | None = typer.Option(None, help="Elastic servers (KEDA): the most."),
+    queue_time_us: int = typer.Option(50_000, help="Elastic servers: target queue time per request, in µs."),
+    prometheus: str = typer.Option(
+        "http://prometheus-operated.monitoring.svc.cluster.local:9090",
+        help="Elastic servers: the Prometheus that scrapes Triton's metrics.",
+    ),
     gpu_driver_installer: bool = typer.Option(
         False, help="Also apply the NVIDIA driver installer DaemonSet."
     ),
@@ -343,34 +515,35 @@ def deploy(
 ) -> None:
     """Deploy Triton servers (a Deployment and a Service each), wait until ready, print the endpoints.
 
-    The cluster is a GKE cluster named by --cluster/--project/--location (its endpoint, CA and a token
-    from your Google credentials), or else the kubeconfig's current (or --context) cluster. The servers
-    stay up when the command succeeds; on failure or interruption they are deleted.
+    Private by default (ClusterIP, model control off, probes, a preStop drain); see the README's
+    security section. The cluster is a GKE cluster named by --cluster/--project/--location, or else
+    the kubeconfig's current (or --context) cluster. The servers stay up when the command succeeds;
+    on failure or interruption they are deleted, with the pods' events and Triton log printed.
     """
     import yaml
 
     from hermes.cloudbreak.kubernetes import (
         TritonDeployment,
-        TritonSpec,
         apply_gpu_driver_installer,
         gpu_driver_installer_manifest,
     )
 
     _validate(project=project, location=location)
     try:
-        spec = TritonSpec(
-            name=name,
-            model_repository=repository,
-            servers=servers,
-            image=image,
-            gpus=gpus,
-            accelerator_type=gpu_type,
-            server_args=tuple(server_arg),
-            shm_size=shm_size,
-            namespace=namespace,
-            service_type=service_type,
-            credentials_secret=credentials_secret,
-        )
+        access = {
+            "model_control": model_control,
+            "admin_token_secret": admin_token_secret,
+            "workload_identity": workload_identity,
+            "service_account": service_account,
+            "gcs_key_secret": gcs_key_secret,
+            "credentials_secret": credentials_secret,
+            "drain_s": drain_s,
+        }
+        spec = _triton_spec(
+            name, repository, servers, image, gpus, gpu_type, server_arg, shm_size, namespace,
+            service_type, source_range, access, (min_servers, max_servers, queue_time_us, prometheus),
+        )  # fmt: skip
+        _print_estimate(_deploy_estimate(spec))
         if dry_run:
             from hermes.cloudbreak.kubernetes import triton_manifests
 
@@ -446,7 +619,7 @@ def _vm_spec(
     machine_type: str,
     gpu_type: str | None,
     gpus: int,
-    image: str,
+    image: str | None,
     startup_script: Path | None,
     label: list[str],
     spot: bool,
@@ -485,7 +658,10 @@ def swarm_up(
     machine_type: str = typer.Option("n1-standard-4", help="Machine type."),
     gpu_type: str | None = typer.Option(None, help="GPU type."),
     gpus: int = typer.Option(0, help="GPUs per VM."),
-    image: str = typer.Option("projects/debian-cloud/global/images/family/debian-12", help="Boot image."),
+    image: str | None = typer.Option(
+        None,
+        help="Boot image (default: a Deep Learning VM image with the NVIDIA driver with --gpus, else Debian 12).",
+    ),
     startup_script: Path | None = typer.Option(None, help="File run as root at boot."),
     label: list[str] = typer.Option([], "--label", help="key=value GCP label (repeatable)."),
     spot: bool = typer.Option(False, help="Spot VMs."),
@@ -504,6 +680,7 @@ def swarm_up(
         spec = _vm_spec(
             name, machine_type, gpu_type, gpus, image, startup_script, label, spot, ssh_user, ssh_public_key
         )
+        _print_estimate(_swarm_estimate(spec, count))
         if dry_run:
             _print_requests(
                 [
@@ -538,12 +715,22 @@ def swarm_run(
     ssh_port: int = typer.Option(22, help="SSH port."),
     concurrency: int = typer.Option(16, help="Most VMs at once."),
     timeout_s: float = typer.Option(600.0, help="Deadline per VM, in seconds."),
+    known_hosts: Path | None = typer.Option(
+        None, help="known_hosts file to check the VMs against (default: their guest-attribute host keys)."
+    ),
+    insecure_skip_host_key_check: bool = typer.Option(
+        False, "--insecure-skip-host-key-check", help="Accept any SSH host key (not recommended)."
+    ),
+    poll_interval_s: float = typer.Option(5.0, hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the API request; connect to nothing."),
 ) -> None:
-    """Run a command on every VM of a swarm over SSH; print one JSON line per VM; exit 1 if any failed."""
+    """Run a command on every VM of a swarm over SSH; print one JSON line per VM; exit 1 if any failed.
+
+    SSH host keys are checked: against --known-hosts, or else against the keys each VM's guest
+    agent published in its guest attributes (read through the Compute API)."""
     from google.cloud import compute_v1
 
-    from hermes.cloudbreak.compute import SWARM_LABEL, list_swarm, run_on_hosts
+    from hermes.cloudbreak.compute import SWARM_LABEL, host_keys, list_swarm, run_on_hosts
 
     _validate(project=project, zone=zone)
 
@@ -561,16 +748,31 @@ def swarm_run(
         typer.echo(json.dumps({"ssh": {"command": command, "user": ssh_user, "port": ssh_port}}))
         return
     try:
-        hosts = list_swarm(_compute(), project=project, zone=zone, name=name)
+        clients = _compute()
+        hosts = list_swarm(clients, project=project, zone=zone, name=name)
         if not hosts:
             typer.echo(f"error: swarm {name} has no running VMs in {project}/{zone}", err=True)
             raise typer.Exit(1)
+        check = not insecure_skip_host_key_check
+        keys = None
+        if check and known_hosts is None:
+            keys = host_keys(
+                clients,
+                project=project,
+                zone=zone,
+                names=list(hosts),
+                timeout_s=timeout_s,
+                poll_interval_s=poll_interval_s,
+            )
         results = run_on_hosts(
             hosts,
             command,
             port=ssh_port,
             username=ssh_user,
             client_keys=ssh_key or None,
+            known_hosts=known_hosts,
+            host_keys=keys,
+            check_host_keys=check,
             timeout_s=timeout_s,
             concurrency=concurrency,
         )

@@ -1,4 +1,4 @@
-"""Find and delete what a crashed run left behind: GKE clusters and VMs labelled ``managed-by=hermes-cloudbreak``.
+"""Find and delete what a crashed run left behind: GKE clusters, node pools and VMs labelled ``managed-by=hermes-cloudbreak``.
 
 Context managers delete what they create, but a ``kill -9``, a lost laptop or a ``keep=True``
 leaves resources running (and billing). :func:`find_leftovers` lists every GKE cluster and
@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import compute_v1, container_v1
 
-from hermes.cloudbreak._errors import translate_google_error
+from hermes.cloudbreak._errors import GOOGLE_ERRORS, translate_error
 from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL
 from hermes.cloudbreak._validation import check_location, check_project
 from hermes.cloudbreak.exceptions import CloudbreakError, CloudConfigError, ResourceNotFound, TeardownError
@@ -35,6 +34,7 @@ __all__ = ["Leftover", "delete_leftovers", "find_leftovers", "parse_duration"]
 logger = logging.getLogger("hermes.cloudbreak.leftovers")
 
 CLUSTER = "gke-cluster"
+NODE_POOL = "gke-node-pool"  # a pool hermes added to a cluster that is not its own; name "<cluster>/<pool>"
 VM = "vm"
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")  # us-central1-a; a region has no final letter
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -88,8 +88,10 @@ class Leftover:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in (CLUSTER, VM):
-            raise CloudConfigError(f"Leftover.kind must be {CLUSTER!r} or {VM!r}, got {self.kind!r}")
+        if self.kind not in (CLUSTER, NODE_POOL, VM):
+            raise CloudConfigError(
+                f"Leftover.kind must be {CLUSTER!r}, {NODE_POOL!r} or {VM!r}, got {self.kind!r}"
+            )
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
 
     def age_s(self, now: datetime.datetime | None = None) -> float | None:
@@ -99,8 +101,13 @@ class Leftover:
         now = now or datetime.datetime.now(datetime.UTC)
         return (now - self.created).total_seconds()
 
-    def delete_request(self) -> container_v1.DeleteClusterRequest | compute_v1.DeleteInstanceRequest:
+    def delete_request(self) -> Any:
         """The exact request :func:`delete_leftovers` sends to delete it."""
+        if self.kind == NODE_POOL:
+            cluster, pool = self.name.split("/", 1)
+            return container_v1.DeleteNodePoolRequest(
+                name=f"projects/{self.project}/locations/{self.location}/clusters/{cluster}/nodePools/{pool}"
+            )
         if self.kind == CLUSTER:
             return container_v1.DeleteClusterRequest(
                 name=f"projects/{self.project}/locations/{self.location}/clusters/{self.name}"
@@ -110,11 +117,10 @@ class Leftover:
     @property
     def delete_method(self) -> str:
         """The API method of :meth:`delete_request`."""
-        return (
-            "google.container.v1.ClusterManager/DeleteCluster"
-            if self.kind == CLUSTER
-            else "compute.instances.delete"
-        )
+        return {
+            CLUSTER: "google.container.v1.ClusterManager/DeleteCluster",
+            NODE_POOL: "google.container.v1.ClusterManager/DeleteNodePool",
+        }.get(self.kind, "compute.instances.delete")
 
     def to_dict(self, now: datetime.datetime | None = None) -> dict[str, Any]:
         """A JSON-ready description: kind, name, project, location, created (ISO 8601), age_s, labels."""
@@ -138,20 +144,37 @@ def _clusters(gke: ClusterManager, project: str, location: str) -> list[Leftover
     parent = f"projects/{project}/locations/{location}"
     try:
         response = gke.client.list_clusters(request=container_v1.ListClustersRequest(parent=parent))
-    except gexc.GoogleAPICallError as exc:
-        raise translate_google_error(exc, f"list clusters in {parent}") from exc
-    return [
-        Leftover(
-            kind=CLUSTER,
-            name=c.name,
-            project=project,
-            location=c.location or location,
-            created=_parse_time(c.create_time),
-            labels=dict(c.resource_labels),
-        )
-        for c in response.clusters
-        if _managed(c.resource_labels)
-    ]
+    except GOOGLE_ERRORS as exc:
+        raise translate_error(exc, f"list clusters in {parent}") from exc
+    found = []
+    for c in response.clusters:
+        where = c.location or location
+        if _managed(c.resource_labels):
+            found.append(
+                Leftover(
+                    kind=CLUSTER,
+                    name=c.name,
+                    project=project,
+                    location=where,
+                    created=_parse_time(c.create_time),
+                    labels=dict(c.resource_labels),
+                )
+            )
+            continue
+        # pools hermes added to someone else's cluster (GKE gives no creation time for a pool)
+        found += [
+            Leftover(
+                kind=NODE_POOL,
+                name=f"{c.name}/{pool.name}",
+                project=project,
+                location=where,
+                created=None,
+                labels=dict(pool.config.resource_labels),
+            )
+            for pool in c.node_pools
+            if _managed(pool.config.resource_labels)
+        ]
+    return found
 
 
 def _vms(compute: ComputeClients, project: str, location: str) -> list[Leftover]:
@@ -167,8 +190,8 @@ def _vms(compute: ComputeClients, project: str, location: str) -> list[Leftover]
                 zone = scope.rsplit("/", 1)[-1]
                 if location == "-" or zone.startswith(location + "-"):
                     found.extend((zone, vm) for vm in scoped.instances)
-    except gexc.GoogleAPICallError as exc:
-        raise translate_google_error(exc, f"list VMs of project {project} in {location}") from exc
+    except GOOGLE_ERRORS as exc:
+        raise translate_error(exc, f"list VMs of project {project} in {location}") from exc
     return [
         Leftover(
             kind=VM,
@@ -226,7 +249,8 @@ def find_leftovers(
             _vms(compute, project, location) if compute else []
         ):
             found[(item.kind, item.location, item.name)] = item
-    leftovers = sorted(found.values(), key=lambda x: (x.kind != CLUSTER, x.location, x.name))
+    order = {CLUSTER: 0, NODE_POOL: 1, VM: 2}
+    leftovers = sorted(found.values(), key=lambda x: (order[x.kind], x.location, x.name))
     if older_than_s is None:
         return leftovers
     return [x for x in leftovers if (age := x.age_s(now)) is not None and age > older_than_s]
@@ -262,8 +286,9 @@ def delete_leftovers(
     from hermes.cloudbreak.gke._manager import ClusterManager
 
     clusters = [x for x in leftovers if x.kind == CLUSTER]
+    pools = [x for x in leftovers if x.kind == NODE_POOL]
     vms = [x for x in leftovers if x.kind == VM]
-    if clusters and gke is None:
+    if (clusters or pools) and gke is None:
         raise CloudConfigError("delete_leftovers got GKE clusters but no gke=ClusterManager to delete them")
     if vms and compute is None:
         raise CloudConfigError("delete_leftovers got VMs but no compute=ComputeClients to delete them")
@@ -291,6 +316,16 @@ def delete_leftovers(
         except TeardownError as exc:
             failed.extend(exc.leftovers)
             deleted.extend(vm for vm in group if not any(f"VM {vm.name} " in f for f in exc.leftovers))
+    for pool in pools:
+        assert gke is not None
+        cluster_name, pool_name = pool.name.split("/", 1)
+        manager = gke.at(pool.location)
+        try:
+            manager.delete_node_pool(cluster_name, pool_name, missing_ok=True)
+        except CloudbreakError as exc:
+            failed.append(f"node pool {pool.name} in {manager.parent} ({exc})")
+            continue
+        deleted.append(pool)
     for cluster in clusters:
         assert gke is not None
         manager = ClusterManager(

@@ -1,9 +1,11 @@
 """The life cycle shared by every cloud resource hermes creates: create on enter, delete on exit.
 
-``__enter__`` routes SIGINT/SIGTERM into exceptions, then creates; a failure (or a signal)
+``__enter__`` routes SIGINT/SIGTERM/SIGHUP into exceptions, then creates; a failure (or a signal)
 during creation deletes whatever was created before the error propagates. ``close()``
 deletes unless the resource is kept, ignores signals while it runs, is idempotent, and
-reports what it could not delete in a :class:`TeardownError`.
+reports what it could not delete in a :class:`TeardownError`: subclasses retry transient
+errors (:class:`CloudUnavailable`) with backoff, and any exception that still escapes their
+``_delete`` is caught here and listed, so a teardown always runs to its end.
 """
 
 from __future__ import annotations
@@ -93,7 +95,11 @@ class ManagedResource(ABC):
             logger.warning("keeping %s (keep=True): delete it yourself when done", self.describe())
             return
         with teardown_in_progress():
-            leftovers = self._delete()
+            try:
+                leftovers = self._delete()
+            except Exception as exc:  # the teardown boundary: report, never stop half-way unexplained
+                logger.exception("teardown of %s failed", self.describe())
+                leftovers = [f"{self.describe()} ({type(exc).__name__}: {exc})"]
         if leftovers:
             raise TeardownError(
                 f"could not delete everything of {self.describe()}; delete by hand: " + "; ".join(leftovers),

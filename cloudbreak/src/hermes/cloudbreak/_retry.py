@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from hermes.cloudbreak.exceptions import CapacityError, CloudConfigError
+from hermes.cloudbreak.exceptions import CapacityError, CloudConfigError, CloudUnavailable
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "retry_transient"]
 
 logger = logging.getLogger("hermes.cloudbreak.retry")
 
@@ -97,8 +97,46 @@ class RetryPolicy:
                         kind=exc.kind,
                         attempts=number,
                         code=exc.code,
+                        resource=exc.resource,
+                        zones_available=exc.zones_available,
                     ) from exc
                 logger.warning("%s: %s; attempt %d failed, retrying in %.0f s", what, exc.kind, number, delay)
                 waiter = stop or threading.Event()
                 if waiter.wait(delay):
                     raise
+
+
+def retry_transient(
+    attempt: Callable[[], T],
+    *,
+    what: str,
+    deadline_s: float,
+    backoff_s: float = 1.0,
+    max_backoff_s: float = 30.0,
+    stop: threading.Event | None = None,
+) -> T:
+    """Run ``attempt`` again after each :class:`CloudUnavailable` (network, 5xx, token refresh), with backoff.
+
+    Used at the teardown boundary: a blip during a long delete must not end the teardown.
+    Waits double from ``backoff_s`` up to ``max_backoff_s``; no new attempt starts after ``deadline_s``.
+
+    Raises:
+        CloudUnavailable: the last error, once the deadline has passed (or ``stop`` was set).
+    """
+    start = time.monotonic()
+    delay = backoff_s
+    waiter = stop or threading.Event()
+    number = 0
+    while True:
+        number += 1
+        try:
+            return attempt()
+        except CloudUnavailable as exc:
+            left = deadline_s - (time.monotonic() - start)
+            if left <= 0 or waiter.is_set():
+                raise
+            wait = min(delay, max_backoff_s, left)
+            logger.warning("%s: %s; attempt %d, retrying in %.1f s", what, exc, number, wait)
+            if waiter.wait(wait):
+                raise
+            delay *= 2

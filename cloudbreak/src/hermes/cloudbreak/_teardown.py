@@ -50,7 +50,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def signal_teardown() -> Iterator[None]:
-    """Route SIGINT/SIGTERM into exceptions while the block runs (main thread only; a no-op elsewhere)."""
+    """Route SIGINT/SIGTERM/SIGHUP into exceptions while the block runs (main thread only; a no-op elsewhere)."""
     global _depth
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -10,6 +10,7 @@ and asyncssh are translated at one boundary (``raise ... from exc``) and never e
     - ResourceNotFound (also LookupError): 404, the named object does not exist
     - ResourceExists: 409, the named object exists already
     - CapacityError: GPU stockout or quota exceeded, after the retry policy gave up
+    - CloudUnavailable: the API could not be reached, timed out, or the credentials did not refresh
   + OperationFailed (also RuntimeError): a long-running operation ended with an error
   + OperationTimeout (also TimeoutError): an operation or a rollout did not finish in time
   + RemoteCommandError (also RuntimeError): SSH to a VM failed
@@ -57,12 +58,34 @@ class CapacityError(CloudApiError):
     Attributes:
         kind: ``"stockout"`` or ``"quota"``.
         attempts: how many attempts were made.
+        resource: the quota that ran out (``"NVIDIA_T4_GPUS"``), when Google named it.
+        zones_available: zones Google said have capacity (ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS).
+        locations_tried: the zones or regions tried, when failing over between them.
     """
 
-    def __init__(self, message: str, *, kind: str, attempts: int = 1, code: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        attempts: int = 1,
+        code: int | None = None,
+        resource: str | None = None,
+        zones_available: tuple[str, ...] = (),
+        locations_tried: tuple[str, ...] = (),
+    ):
         super().__init__(message, code=code)
         self.kind = kind
         self.attempts = attempts
+        self.resource = resource
+        self.zones_available = tuple(zones_available)
+        self.locations_tried = tuple(locations_tried)
+
+
+class CloudUnavailable(CloudApiError):
+    """The API could not be reached or kept failing: a 5xx, a timeout, an api-core ``RetryError``,
+    a google-auth ``RefreshError`` or a transport error. Retrying later may succeed; teardown does.
+    """
 
 
 class OperationFailed(CloudbreakError, RuntimeError):

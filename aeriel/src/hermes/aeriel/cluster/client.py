@@ -191,6 +191,7 @@ class ClusterClient:
         self.manager = ModelManager(self.endpoints, timeout_s=max(self.timeout_s, 120.0))
         self._lock = threading.Condition()
         self._down: set[str] = set()
+        self._draining: set[str] = set()  # leaving: no new work, live sequences may finish
         self._clients: dict[str, InferenceClient] = {}
         self._retired: list[InferenceClient] = []
         self._sequences: dict[Hashable, ClusterSequence] = {}
@@ -248,7 +249,7 @@ class ClusterClient:
     def live_endpoints(self) -> list[str]:
         """Names of the servers not marked down."""
         with self._lock:
-            return [ep.name for ep in self.endpoints if ep.name not in self._down]
+            return [ep.name for ep in self.endpoints if ep.name not in self._down | self._draining]
 
     def mark_down(self, name: str, reason: str = "marked down") -> None:
         """Stop using server ``name``: its sequences fail with ServerLost; new work goes elsewhere."""
@@ -274,7 +275,7 @@ class ClusterClient:
 
     def probe(self, *, timeout_s: float = 2.0) -> list[str]:
         """Reconnect to every server marked down that answers again; returns the live servers."""
-        for name in sorted(self._down):
+        for name in sorted(self._down - self._draining):
             try:
                 fresh = self._connect(self._by_name[name], timeout_s)
             except ConnectionFailed:
@@ -287,6 +288,60 @@ class ClusterClient:
                 self._down.discard(name)
             logger.info("server %s is live again", name)
         return self.live_endpoints
+
+    def add_endpoint(self, endpoint: Endpoint) -> None:
+        """Add a server at runtime (e.g. one an autoscaler started): new sequences may hash to it.
+
+        A server that does not answer yet is added as down; :meth:`probe` connects it later.
+        Adding a name already present is a no-op.
+        """
+        self._check_open()
+        with self._lock:
+            if endpoint.name in self._by_name:
+                return
+        try:
+            client: InferenceClient | None = self._connect(endpoint)
+        except ConnectionFailed as exc:
+            logger.warning("new server %s does not answer yet (%s); added as down", endpoint.name, exc)
+            client = None
+        with self._lock:
+            self.endpoints.append(endpoint)
+            self._by_name[endpoint.name] = endpoint
+            self.ring.add(endpoint.name)
+            if client is None:
+                self._down.add(endpoint.name)
+            else:
+                self._clients[endpoint.name] = client
+        logger.info("server %s joined the cluster", endpoint.name)
+
+    def remove_endpoint(self, name: str, *, drain_timeout_s: float = 60.0) -> int:
+        """Take a server out at runtime: no new work goes to it, its live sequences may end within
+        ``drain_timeout_s``; those still live then fail with ServerLost. Returns how many were cut.
+        """
+        with self._lock:
+            if name not in self._by_name:
+                return 0
+            self._draining.add(name)
+            self._lock.wait_for(
+                lambda: not any(s.endpoint == name for s in self._sequences.values()), timeout=drain_timeout_s
+            )
+            cut = [s for s in self._sequences.values() if s.endpoint == name]
+        for seq in cut:
+            seq._fail(self._lost_error(name, seq, f"it left the cluster after a {drain_timeout_s:g} s drain"))
+        with self._lock:
+            self.endpoints = [ep for ep in self.endpoints if ep.name != name]
+            del self._by_name[name]
+            self.ring.remove(name)
+            self._down.discard(name)
+            self._draining.discard(name)
+            client = self._clients.pop(name, None)
+        if client is not None:
+            try:
+                client.close(timeout_s=5.0)
+            except Exception:
+                logger.debug("closing the client of a leaving server failed", exc_info=True)
+        logger.info("server %s left the cluster (%d sequence(s) cut)", name, len(cut))
+        return len(cut)
 
     # ------------------------------------------------------------------ sequences
     def sequence(self, sequence_id: int | str, *, model_version: int | None = None) -> ClusterSequence:
@@ -301,7 +356,7 @@ class ClusterClient:
             if sequence_id in self._sequences:
                 raise SequenceError(f"sequence {sequence_id} is already live; end it first or use another id")
             try:
-                endpoint = self.ring.node_for(sequence_id, exclude=self._down)
+                endpoint = self.ring.node_for(sequence_id, exclude=self._down | self._draining)
             except LookupError:
                 raise ServerLost(f"every server is down ({', '.join(sorted(self._down))})") from None
             version = model_version if model_version is not None else self.model_version
@@ -314,7 +369,7 @@ class ClusterClient:
     def owner(self, sequence_id: int | str) -> str:
         """The live server a new sequence with this id would go to."""
         with self._lock:
-            return self.ring.node_for(sequence_id, exclude=self._down)
+            return self.ring.node_for(sequence_id, exclude=self._down | self._draining)
 
     @property
     def live_sequences(self) -> list[ClusterSequence]:
@@ -379,9 +434,8 @@ class ClusterClient:
     ) -> None:
         while True:
             with self._lock:
-                live = [
-                    ep.name for ep in self.endpoints if ep.name not in self._down and ep.name not in tried
-                ]
+                unusable = self._down | self._draining | tried
+                live = [ep.name for ep in self.endpoints if ep.name not in unusable]
                 if not live:
                     outer.set_exception(
                         ServerLost(

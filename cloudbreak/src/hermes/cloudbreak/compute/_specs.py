@@ -13,9 +13,15 @@ from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL, check_labels,
 from hermes.cloudbreak._validation import check_accelerator, check_count, check_project, check_zone
 from hermes.cloudbreak.exceptions import CloudConfigError
 
-__all__ = ["SWARM_LABEL", "VMSpec", "insert_requests"]
+__all__ = ["CPU_IMAGE", "GPU_IMAGE", "SWARM_LABEL", "VMSpec", "insert_requests"]
 
 SWARM_LABEL = "hermes-swarm"
+#: The default boot image without GPUs.
+CPU_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
+#: The default boot image with GPUs: a Deep Learning VM image (CUDA 12.8) with the NVIDIA
+#: driver; ``install-nvidia-driver=True`` metadata has it install the driver on first boot when
+#: the image does not carry it already.
+GPU_IMAGE = "projects/deeplearning-platform-release/global/images/family/common-cu128-ubuntu-2204-nvidia-570"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,7 +33,8 @@ class VMSpec:
         machine_type: the machine type (``n1-standard-4``).
         accelerator_type: a GPU type (``nvidia-tesla-t4``); ``None`` for none.
         accelerator_count: GPUs per VM.
-        image: the boot image or image family URL.
+        image: the boot image or image family URL; ``None`` takes :data:`GPU_IMAGE` (NVIDIA driver)
+            with GPUs, else :data:`CPU_IMAGE`.
         disk_size_gb: the boot disk, in GB.
         startup_script: a script run as root at boot (``startup-script`` metadata).
         labels: extra GCP labels.
@@ -43,7 +50,7 @@ class VMSpec:
     machine_type: str = "n1-standard-4"
     accelerator_type: str | None = None
     accelerator_count: int = 0
-    image: str = "projects/debian-cloud/global/images/family/debian-12"
+    image: str | None = None
     disk_size_gb: int = 50
     startup_script: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -67,6 +74,8 @@ class VMSpec:
         if (self.ssh_user is None) != (self.ssh_public_key is None):
             raise CloudConfigError("VMSpec.ssh_user and ssh_public_key go together; set both or neither")
         check_labels("VMSpec", "labels", self.labels)
+        if self.image is None:
+            object.__setattr__(self, "image", GPU_IMAGE if self.accelerator_type else CPU_IMAGE)
         object.__setattr__(
             self,
             "labels",
@@ -79,7 +88,10 @@ class VMSpec:
 
     def instance(self, name: str, zone: str) -> compute_v1.Instance:
         """The ``compute_v1.Instance`` resource for the VM ``name`` in ``zone``."""
-        metadata = []
+        # the guest agent publishes the SSH host keys as guest attributes: they are checked on connect
+        metadata = [compute_v1.Items(key="enable-guest-attributes", value="TRUE")]
+        if self.accelerator_type and self.image == GPU_IMAGE:
+            metadata.append(compute_v1.Items(key="install-nvidia-driver", value="True"))
         if self.startup_script:
             metadata.append(compute_v1.Items(key="startup-script", value=self.startup_script))
         if self.ssh_user and self.ssh_public_key:

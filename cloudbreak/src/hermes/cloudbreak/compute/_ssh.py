@@ -13,12 +13,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
 from hermes.cloudbreak.exceptions import CloudConfigError, RemoteCommandError
 
-__all__ = ["CommandResult", "run_on_hosts", "run_on_hosts_async"]
+__all__ = ["CommandResult", "known_hosts_for", "run_on_hosts", "run_on_hosts_async"]
 
 logger = logging.getLogger("hermes.cloudbreak.ssh")
 
@@ -49,6 +50,17 @@ class CommandResult:
         return self.exit_status == 0
 
 
+def known_hosts_for(
+    addresses: Mapping[str, str], host_keys: Mapping[str, Sequence[str]], *, port: int = 22
+) -> asyncssh.SSHKnownHosts:
+    """A known-hosts object trusting exactly ``host_keys[name]`` (``"ssh-ed25519 AAAA..."``) at each address."""
+    lines = []
+    for name, address in addresses.items():
+        pattern = address if port == 22 else f"[{address}]:{port}"
+        lines += [f"{pattern} {key}" for key in host_keys.get(name, ())]
+    return asyncssh.import_known_hosts("\n".join(lines) + "\n")
+
+
 async def _run_one(
     name: str,
     address: str,
@@ -57,7 +69,7 @@ async def _run_one(
     port: int,
     username: str | None,
     client_keys: Sequence[str | Path] | None,
-    known_hosts: str | Path | None,
+    known_hosts: Any,
     timeout_s: float,
     semaphore: asyncio.Semaphore,
 ) -> CommandResult:
@@ -69,7 +81,7 @@ async def _run_one(
                     port=port,
                     username=username,
                     client_keys=[str(k) for k in client_keys] if client_keys is not None else (),
-                    known_hosts=str(known_hosts) if known_hosts is not None else None,
+                    known_hosts=known_hosts,
                 ) as conn:
                     result = await conn.run(command, check=False)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
@@ -94,10 +106,13 @@ async def run_on_hosts_async(
     username: str | None = None,
     client_keys: Sequence[str | Path] | None = None,
     known_hosts: str | Path | None = None,
+    host_keys: Mapping[str, Sequence[str]] | None = None,
+    check_host_keys: bool = True,
     timeout_s: float = 600.0,
     concurrency: int = 16,
 ) -> dict[str, CommandResult]:
     """Run ``command`` on every host; see :func:`run_on_hosts`."""
+    trusted = _trust(hosts, known_hosts, host_keys, check_host_keys, port)
     if concurrency < 1:
         raise CloudConfigError(f"concurrency must be >= 1, got {concurrency}")
     names = list(hosts)
@@ -121,7 +136,7 @@ async def run_on_hosts_async(
                 port=port,
                 username=username,
                 client_keys=client_keys,
-                known_hosts=known_hosts,
+                known_hosts=trusted,
                 timeout_s=timeout_s,
                 semaphore=semaphore,
             )
@@ -129,6 +144,24 @@ async def run_on_hosts_async(
         ]
     )
     return {r.host: r for r in results}
+
+
+def _trust(
+    hosts: Mapping[str, str],
+    known_hosts: str | Path | None,
+    host_keys: Mapping[str, Sequence[str]] | None,
+    check: bool,
+    port: int,
+) -> Any:
+    """What asyncssh checks server keys against: ``None`` (no check) only when asked."""
+    if not check:
+        logger.warning("SSH host keys are NOT checked (check_host_keys=False)")
+        return None
+    if host_keys is not None:
+        return known_hosts_for(hosts, host_keys, port=port)
+    if known_hosts is not None:
+        return str(known_hosts)
+    return ()  # asyncssh's default: ~/.ssh/known_hosts
 
 
 def run_on_hosts(
@@ -140,6 +173,8 @@ def run_on_hosts(
     username: str | None = None,
     client_keys: Sequence[str | Path] | None = None,
     known_hosts: str | Path | None = None,
+    host_keys: Mapping[str, Sequence[str]] | None = None,
+    check_host_keys: bool = True,
     timeout_s: float = 600.0,
     concurrency: int = 16,
     check: bool = False,
@@ -153,7 +188,10 @@ def run_on_hosts(
         port: the SSH port.
         username: the remote user.
         client_keys: private key files; ``None`` uses the SSH agent and default keys.
-        known_hosts: a known_hosts file; ``None`` skips host-key checks (fresh cloud VMs have new keys).
+        known_hosts: a known_hosts file; ``None`` uses ``~/.ssh/known_hosts`` (unless ``host_keys``).
+        host_keys: host name → its public host keys (``"ssh-ed25519 AAAA..."``), e.g. from the VMs'
+            guest attributes (:meth:`Swarm.host_keys`); only these are trusted.
+        check_host_keys: ``False`` accepts any host key (an explicit, logged opt-out).
         timeout_s: the deadline for each host (connect and run), in seconds.
         concurrency: the most hosts at once.
         check: raise :class:`RemoteCommandError` when any host failed.
@@ -170,6 +208,8 @@ def run_on_hosts(
             username=username,
             client_keys=client_keys,
             known_hosts=known_hosts,
+            host_keys=host_keys,
+            check_host_keys=check_host_keys,
             timeout_s=timeout_s,
             concurrency=concurrency,
         )

@@ -20,9 +20,16 @@ from google.auth.credentials import Credentials
 from google.cloud import compute_v1
 
 from hermes.cloudbreak._credentials import load_credentials
-from hermes.cloudbreak._errors import capacity_kind, translate_google_error
+from hermes.cloudbreak._errors import (
+    GOOGLE_ERRORS,
+    capacity_kind,
+    quota_resource,
+    translate_error,
+    translate_google_error,
+    zones_available,
+)
 from hermes.cloudbreak._managed import ManagedResource
-from hermes.cloudbreak._retry import RetryPolicy
+from hermes.cloudbreak._retry import RetryPolicy, retry_transient
 from hermes.cloudbreak._validation import check_count, check_project, check_zone
 from hermes.cloudbreak._wait import poll_until
 from hermes.cloudbreak.compute._specs import SWARM_LABEL, VMSpec, insert_requests
@@ -36,7 +43,7 @@ from hermes.cloudbreak.exceptions import (
     ResourceNotFound,
 )
 
-__all__ = ["ComputeClients", "Swarm", "compute_clients", "delete_swarm", "list_swarm"]
+__all__ = ["ComputeClients", "Swarm", "compute_clients", "delete_swarm", "host_keys", "list_swarm"]
 
 logger = logging.getLogger("hermes.cloudbreak.compute")
 
@@ -81,12 +88,60 @@ def compute_clients(
 
 
 def _operation_error(op: compute_v1.Operation) -> str | None:
-    errors = [f"{e.code}: {e.message}" for e in op.error.errors]
+    errors = []
+    for e in op.error.errors:
+        available = [d.error_info.metadatas.get("zonesAvailable", "") for d in e.error_details]
+        hint = f" (zonesAvailable: {', '.join(a for a in available if a)})" if any(available) else ""
+        errors.append(f"{e.code}: {e.message}{hint}")
     if errors:
         return "; ".join(errors)
     if op.http_error_status_code and op.http_error_status_code >= 400:
         return f"HTTP {op.http_error_status_code} {op.http_error_message}"
     return None
+
+
+def _guest_host_keys(clients: ComputeClients, project: str, zone: str, name: str) -> list[str] | None:
+    """The SSH host keys the guest agent published (``hostkeys/`` guest attributes), or ``None`` yet."""
+    try:
+        attributes = clients.instances.get_guest_attributes(
+            request=compute_v1.GetGuestAttributesInstanceRequest(
+                project=project, zone=zone, instance=name, query_path="hostkeys/"
+            )
+        )
+    except gexc.NotFound:
+        return None  # the guest agent has not written them yet
+    except GOOGLE_ERRORS as exc:
+        raise translate_error(exc, f"get the SSH host keys of VM {name}") from exc
+    keys = [f"{e.key} {e.value}" for e in attributes.query_value.items if e.namespace == "hostkeys"]
+    return keys or None
+
+
+def host_keys(
+    clients: ComputeClients,
+    *,
+    project: str,
+    zone: str,
+    names: list[str],
+    timeout_s: float = 180.0,
+    poll_interval_s: float = 5.0,
+) -> dict[str, list[str]]:
+    """Each VM's SSH host keys from its guest attributes (``enable-guest-attributes=TRUE``), waiting
+    until every VM published them; what ``run`` checks servers against."""
+    found: dict[str, list[str]] = {}
+
+    def check() -> dict[str, list[str]] | None:
+        for name in names:
+            if name not in found and (keys := _guest_host_keys(clients, project, zone, name)) is not None:
+                found[name] = keys
+        return dict(found) if len(found) == len(names) else None
+
+    return poll_until(
+        check,
+        timeout_s=timeout_s,
+        interval_s=poll_interval_s,
+        what="the SSH host keys of the VMs (guest attributes hostkeys/)",
+        describe=lambda: f"missing for {sorted(set(names) - set(found))}",
+    )
 
 
 class Swarm(ManagedResource):
@@ -111,6 +166,7 @@ class Swarm(ManagedResource):
 
     Attributes:
         addresses: VM name → address (external IP, else internal), once running.
+        host_keys: VM name → its SSH host keys (from guest attributes), fetched on the first :meth:`run`.
     """
 
     def __init__(
@@ -152,6 +208,7 @@ class Swarm(ManagedResource):
         self.poll_interval_s = poll_interval_s
         self.ssh_port = ssh_port
         self.addresses: dict[str, str] = {}
+        self.host_keys: dict[str, list[str]] = {}
         self.stop = threading.Event()
         self._requested: list[str] = []
 
@@ -173,8 +230,8 @@ class Swarm(ManagedResource):
     def _call(self, what: str, method: Callable[..., T], **kwargs: Any) -> T:
         try:
             return method(**kwargs)
-        except gexc.GoogleAPICallError as exc:
-            raise translate_google_error(exc, what) from exc
+        except GOOGLE_ERRORS as exc:
+            raise translate_error(exc, what) from exc
 
     def wait_operation(
         self, op: compute_v1.Operation, *, what: str, timeout_s: float | None = None
@@ -210,7 +267,12 @@ class Swarm(ManagedResource):
         if error is not None:
             kind = capacity_kind(error)
             if kind is not None:
-                raise CapacityError(f"{what}: {error}", kind=kind)
+                raise CapacityError(
+                    f"{what}: {error}",
+                    kind=kind,
+                    resource=quota_resource(error),
+                    zones_available=zones_available(error.replace("zonesAvailable: ", "zonesAvailable=")),
+                )
             raise OperationFailed(f"{what} failed: {error}")
         return done
 
@@ -246,7 +308,11 @@ class Swarm(ManagedResource):
                 pending[:] = [name for name, _ in refused]
                 first = refused[0][1]
                 raise CapacityError(
-                    f"{len(refused)} of {len(ops)} VMs refused; {first}", kind=first.kind, code=first.code
+                    f"{len(refused)} of {len(ops)} VMs refused; {first}",
+                    kind=first.kind,
+                    code=first.code,
+                    resource=first.resource,
+                    zones_available=first.zones_available,
                 )
 
         self.retry.call(attempt, what=f"create {self.describe()}", stop=self.stop)
@@ -298,17 +364,25 @@ class Swarm(ManagedResource):
         self.wait_operation(op, what=f"delete VM {name}")
         return True
 
+    def _teardown_retry(self, attempt: Callable[[], T], what: str) -> T:
+        return retry_transient(
+            attempt, what=what, deadline_s=self.timeout_s, backoff_s=min(self.poll_interval_s, 5.0)
+        )
+
     def _delete(self) -> list[str]:
         leftovers = []
         ops = {}
         for name in dict.fromkeys(self._requested):  # send every delete first, then wait for each
             try:
-                ops[name] = self._call(
+                ops[name] = self._teardown_retry(
+                    lambda name=name: self._call(  # type: ignore[misc]
+                        f"delete VM {name}",
+                        self.clients.instances.delete_unary,
+                        project=self.project,
+                        zone=self.zone,
+                        instance=name,
+                    ),
                     f"delete VM {name}",
-                    self.clients.instances.delete_unary,
-                    project=self.project,
-                    zone=self.zone,
-                    instance=name,
                 )
             except ResourceNotFound:
                 continue
@@ -317,8 +391,11 @@ class Swarm(ManagedResource):
         deadline = time.monotonic() + self.timeout_s
         for name, op in ops.items():
             try:
-                self.wait_operation(
-                    op, what=f"delete VM {name}", timeout_s=max(deadline - time.monotonic(), 0.01)
+                self._teardown_retry(
+                    lambda name=name, op=op: self.wait_operation(  # type: ignore[misc]
+                        op, what=f"delete VM {name}", timeout_s=max(deadline - time.monotonic(), 0.01)
+                    ),
+                    f"delete VM {name}",
                 )
             except CloudbreakError as exc:
                 leftovers.append(f"VM {name} in {self.project}/{self.zone} ({exc})")
@@ -334,17 +411,28 @@ class Swarm(ManagedResource):
         username: str | None = None,
         client_keys: Sequence[str | Path] | None = None,
         known_hosts: str | Path | None = None,
+        check_host_keys: bool = True,
         timeout_s: float = 600.0,
         concurrency: int = 16,
         check: bool = False,
     ) -> dict[str, CommandResult]:
         """Run ``command`` on every VM over SSH; VM name → :class:`CommandResult`.
 
+        The servers' host keys are checked against what each VM published in its guest attributes
+        (fetched once), unless ``known_hosts`` is given or ``check_host_keys=False``.
         ``per_vm`` fills ``str.format`` fields per VM (``{"shard": [0, 1, 2]}``); see
         :func:`~hermes.cloudbreak.compute.run_on_hosts` for the other arguments.
         """
         if not self.addresses:
             raise CloudbreakError(f"{self.describe()} has no running VMs; enter the context first")
+        if check_host_keys and known_hosts is None and not self.host_keys:
+            self.host_keys = host_keys(
+                self.clients,
+                project=self.project,
+                zone=self.zone,
+                names=list(self.addresses),
+                poll_interval_s=self.poll_interval_s,
+            )
         return run_on_hosts(
             self.addresses,
             command,
@@ -353,6 +441,8 @@ class Swarm(ManagedResource):
             username=username or self.spec.ssh_user,
             client_keys=client_keys,
             known_hosts=known_hosts,
+            host_keys=self.host_keys if known_hosts is None and check_host_keys else None,
+            check_host_keys=check_host_keys,
             timeout_s=timeout_s,
             concurrency=concurrency,
             check=check,

@@ -13,23 +13,34 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 from google.auth.credentials import Credentials
 from google.cloud import container_v1
 
 from hermes.cloudbreak._credentials import load_credentials
-from hermes.cloudbreak._errors import capacity_kind, google_status, translate_google_error
-from hermes.cloudbreak._retry import RetryPolicy
+from hermes.cloudbreak._errors import (
+    GOOGLE_ERRORS,
+    capacity_from_conditions,
+    capacity_kind,
+    google_status,
+    quota_resource,
+    translate_error,
+    zones_available,
+)
+from hermes.cloudbreak._retry import RetryPolicy, retry_transient
 from hermes.cloudbreak._validation import check_location, check_project
 from hermes.cloudbreak._wait import poll_until
 from hermes.cloudbreak.exceptions import (
     CapacityError,
+    CloudbreakError,
     CloudConfigError,
     OperationFailed,
+    OperationTimeout,
     ResourceNotFound,
 )
 from hermes.cloudbreak.gke._specs import (
@@ -99,6 +110,13 @@ class ClusterManager:
         timeout_s: the default deadline of each long-running operation, in seconds.
         poll_interval_s: the wait between two operation polls, in seconds.
         progress: called with each polled operation (status, detail, progress); ``None`` logs it.
+        stockout_grace_s: GKE retries a GPU stockout inside one operation for up to 35 minutes;
+            once ``Operation.nodepool_conditions`` has reported GCE_STOCKOUT (or GCE_QUOTA_EXCEEDED)
+            for this many seconds, stop waiting and raise :class:`CapacityError` (so the retry
+            policy or a failover location can act). ``None`` waits for the operation to end.
+        read_retry_deadline_s: how long reads (operations, clusters, node pools) are retried by
+            google-api-core on UNAVAILABLE/DEADLINE_EXCEEDED before its ``RetryError``; ``None``
+            keeps the client's default.
     """
 
     def __init__(
@@ -115,6 +133,8 @@ class ClusterManager:
         timeout_s: float = 1800.0,
         poll_interval_s: float = 10.0,
         progress: OperationProgress | None = None,
+        stockout_grace_s: float | None = 600.0,
+        read_retry_deadline_s: float | None = None,
     ):
         emulator = _is_emulator(api_endpoint)
         if project is not None:
@@ -144,6 +164,8 @@ class ClusterManager:
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
         self.progress = progress
+        self.stockout_grace_s = stockout_grace_s
+        self.read_retry_deadline_s = read_retry_deadline_s
         self.stop = threading.Event()
 
     def __repr__(self) -> str:  # never shows the credentials
@@ -188,11 +210,36 @@ class ClusterManager:
         )
 
     # ----------------------------------------------------------------- plumbing
-    def _call(self, what: str, method: Callable[..., T], request: Any) -> T:
+    def at(self, location: str) -> ClusterManager:
+        """A manager of the same project, client and settings in another zone or region."""
+        other = ClusterManager(
+            project=self.project,
+            location=location,
+            client=self.client,
+            credentials=self.credentials,
+            retry=self.retry,
+            timeout_s=self.timeout_s,
+            poll_interval_s=self.poll_interval_s,
+            progress=self.progress,
+            stockout_grace_s=self.stockout_grace_s,
+            read_retry_deadline_s=self.read_retry_deadline_s,
+        )
+        other.stop = self.stop
+        return other
+
+    def _call(self, what: str, method: Callable[..., T], request: Any, *, read: bool = False) -> T:
+        kwargs: dict[str, Any] = {}
+        if read and self.read_retry_deadline_s is not None:
+            kwargs["retry"] = gretry.Retry(
+                predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded),
+                initial=0.05,
+                maximum=1.0,
+                timeout=self.read_retry_deadline_s,
+            )
         try:
-            return method(request=request)
-        except gexc.GoogleAPICallError as exc:
-            raise translate_google_error(exc, what) from exc
+            return method(request=request, **kwargs)
+        except GOOGLE_ERRORS as exc:
+            raise translate_error(exc, what) from exc
 
     def wait_operation(
         self, operation: container_v1.Operation, *, what: str, timeout_s: float | None = None
@@ -218,8 +265,10 @@ class ClusterManager:
                 f"{what}: get operation",
                 self.client.get_operation,
                 container_v1.GetOperationRequest(name=name),
+                read=True,
             )
             state["op"] = op
+            self._watch_conditions(op, state, what)
             seen = (op.status, op.detail, op.status_message)
             if self.progress is not None:
                 self.progress(op)
@@ -230,21 +279,70 @@ class ClusterManager:
             state["seen"] = seen
             return op if op.status == _DONE else None
 
-        op = poll_until(
-            check,
-            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
-            interval_s=self.poll_interval_s,
-            what=f"{what} (operation {operation.name})",
-            describe=lambda: state["op"].status.name,
-            stop=self.stop,
-        )
+        try:
+            op = poll_until(
+                check,
+                timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+                interval_s=self.poll_interval_s,
+                what=f"{what} (operation {operation.name})",
+                describe=lambda: _describe_operation(state["op"]),
+                stop=self.stop,
+            )
+        except OperationTimeout as exc:
+            if state.get("capacity") is not None:  # keep the cause: GKE was retrying a stockout
+                kind, text = state["capacity"]
+                raise _capacity_error(what, f"{exc}; GKE was still retrying: {text}", kind) from exc
+            raise
         message = op.error.message or op.status_message
         if op.error.code or op.status_message:
-            kind = capacity_kind(message)
+            found = capacity_from_conditions([*op.nodepool_conditions, *op.cluster_conditions])
+            kind = capacity_kind(message) or (found[0] if found else None)
             if kind is not None:
-                raise CapacityError(f"{what}: {message}", kind=kind)
+                raise _capacity_error(what, message, kind)
             raise OperationFailed(f"{what} failed: {message}")
         return op
+
+    def _watch_conditions(self, op: container_v1.Operation, state: dict[str, Any], what: str) -> None:
+        """Log a stockout or quota condition once; give up after ``stockout_grace_s`` of it."""
+        found = capacity_from_conditions([*op.nodepool_conditions, *op.cluster_conditions])
+        if found is None or op.status == _DONE:
+            return
+        if state.get("capacity") is None:
+            state["capacity"], state["capacity_since"] = found, time.monotonic()
+            logger.warning("%s: GKE reports %s and keeps retrying: %s", what, found[0], found[1])
+        lasted = time.monotonic() - state["capacity_since"]
+        if self.stockout_grace_s is not None and lasted >= self.stockout_grace_s:
+            self._cancel(op, what)  # else GKE keeps the operation (and refuses deletes) for 35 min
+            raise _capacity_error(
+                what,
+                f"GKE reported {found[0]} for {lasted:.0f} s (stockout_grace_s={self.stockout_grace_s:g}): "
+                f"{found[1]}",
+                found[0],
+            )
+
+    def _cancel(self, op: container_v1.Operation, what: str) -> None:
+        name = f"{self.parent}/operations/{op.name}"
+        try:
+            self._call(
+                f"{what}: cancel operation",
+                self.client.cancel_operation,
+                container_v1.CancelOperationRequest(name=name),
+            )
+        except CloudbreakError as exc:  # the delete that follows retries until the operation ends
+            logger.warning("%s: could not cancel operation %s: %s", what, op.name, exc)
+
+    def check_node_pools(self, pools: list[container_v1.NodePool], what: str) -> None:
+        """Raise :class:`CapacityError` for a pool in RUNNING_WITH_ERROR for lack of capacity (fewer nodes
+        than asked); log any other RUNNING_WITH_ERROR."""
+        for pool in pools:
+            if pool.status != container_v1.NodePool.Status.RUNNING_WITH_ERROR:
+                continue
+            found = capacity_from_conditions(pool.conditions)
+            kind = (found[0] if found else None) or capacity_kind(pool.status_message)
+            text = pool.status_message or (found[1] if found else "")
+            if kind is not None:
+                raise _capacity_error(what, f"node pool {pool.name} is RUNNING_WITH_ERROR: {text}", kind)
+            logger.warning("%s: node pool %s is RUNNING_WITH_ERROR: %s", what, pool.name, text)
 
     # ----------------------------------------------------------------- clusters
     def create_cluster(self, spec: ClusterSpec, *, timeout_s: float | None = None) -> container_v1.Cluster:
@@ -266,7 +364,13 @@ class ClusterManager:
             except CapacityError:
                 self.delete_cluster(spec.name, missing_ok=True)
                 raise
-            return self.get_cluster(spec.name)
+            cluster = self.get_cluster(spec.name)
+            try:
+                self.check_node_pools(list(cluster.node_pools), what)
+            except CapacityError:
+                self.delete_cluster(spec.name, missing_ok=True)
+                raise
+            return cluster
 
         return self.retry.call(attempt, what=what, stop=self.stop)
 
@@ -276,12 +380,16 @@ class ClusterManager:
             f"get cluster {name}",
             self.client.get_cluster,
             container_v1.GetClusterRequest(name=self.cluster_path(name)),
+            read=True,
         )
 
     def list_clusters(self) -> list[container_v1.Cluster]:
         """Every cluster in the project and location."""
         response = self._call(
-            "list clusters", self.client.list_clusters, container_v1.ListClustersRequest(parent=self.parent)
+            "list clusters",
+            self.client.list_clusters,
+            container_v1.ListClustersRequest(parent=self.parent),
+            read=True,
         )
         return list(response.clusters)
 
@@ -319,7 +427,9 @@ class ClusterManager:
                 if google_status(exc) == "FAILED_PRECONDITION":  # another operation is running on it
                     logger.info("%s: %s; retrying", what, exc.message)
                     return None
-                raise translate_google_error(exc, what) from exc
+                raise translate_error(exc, what) from exc
+            except GOOGLE_ERRORS as exc:
+                raise translate_error(exc, what) from exc
 
         try:
             op = poll_until(send, timeout_s=timeout, interval_s=self.poll_interval_s, what=what)
@@ -329,6 +439,13 @@ class ClusterManager:
             raise
         self.wait_operation(op, what=what, timeout_s=max(deadline - time.monotonic(), 0.0))
         return True
+
+    def delete_with_retries(self, delete: Callable[[], T], what: str) -> T:
+        """Run a delete again after each transient error (network, 5xx, RetryError, RefreshError) with
+        backoff, until ``timeout_s``: the teardown boundary of clusters and node pools."""
+        return retry_transient(
+            delete, what=f"delete {what}", deadline_s=self.timeout_s, backoff_s=min(self.poll_interval_s, 5.0)
+        )
 
     def attach(self, name: str) -> Cluster:
         """A context manager for an existing cluster: gets it on entry and never deletes it.
@@ -340,14 +457,22 @@ class ClusterManager:
 
         return Cluster(self, name, keep=True)
 
-    def cluster(self, spec: ClusterSpec, *, keep: bool = False, timeout_s: float | None = None) -> Cluster:
+    def cluster(
+        self,
+        spec: ClusterSpec,
+        *,
+        keep: bool = False,
+        timeout_s: float | None = None,
+        failover: Sequence[str] = (),
+    ) -> Cluster:
         """A context manager that creates the cluster on entry and deletes it on exit.
 
-        Deleted on normal exit, on an exception, on SIGINT and on SIGTERM, unless ``keep=True``.
+        Deleted on normal exit, on an exception, on SIGINT, SIGTERM and SIGHUP, unless ``keep=True``.
+        ``failover``: further zones or regions tried, in order, when one has no capacity.
         """
         from hermes.cloudbreak.gke._cluster import Cluster
 
-        return Cluster(self, spec, keep=keep, timeout_s=timeout_s)
+        return Cluster(self, spec, keep=keep, timeout_s=timeout_s, failover=failover)
 
     # ----------------------------------------------------------------- node pools
     def create_node_pool(
@@ -363,7 +488,13 @@ class ClusterManager:
             except CapacityError:
                 self.delete_node_pool(cluster, spec.name, missing_ok=True)
                 raise
-            return self.get_node_pool(cluster, spec.name)
+            pool = self.get_node_pool(cluster, spec.name)
+            try:
+                self.check_node_pools([pool], what)
+            except CapacityError:
+                self.delete_node_pool(cluster, spec.name, missing_ok=True)
+                raise
+            return pool
 
         return self.retry.call(attempt, what=what, stop=self.stop)
 
@@ -373,6 +504,7 @@ class ClusterManager:
             f"get node pool {name} in {cluster}",
             self.client.get_node_pool,
             container_v1.GetNodePoolRequest(name=self.node_pool_path(cluster, name)),
+            read=True,
         )
 
     def list_node_pools(self, cluster: str) -> list[container_v1.NodePool]:
@@ -381,6 +513,7 @@ class ClusterManager:
             f"list node pools of {cluster}",
             self.client.list_node_pools,
             container_v1.ListNodePoolsRequest(parent=self.cluster_path(cluster)),
+            read=True,
         )
         return list(response.node_pools)
 
@@ -401,3 +534,17 @@ class ClusterManager:
         from hermes.cloudbreak.gke._cluster import NodePool
 
         return NodePool(self, cluster, spec, keep=keep, timeout_s=timeout_s)
+
+
+def _capacity_error(what: str, message: str, kind: str) -> CapacityError:
+    return CapacityError(
+        f"{what}: {message}",
+        kind=kind,
+        resource=quota_resource(message),
+        zones_available=zones_available(message),
+    )
+
+
+def _describe_operation(op: container_v1.Operation) -> str:
+    conditions = [f"{c.code.name}: {c.message}" for c in [*op.nodepool_conditions, *op.cluster_conditions]]
+    return op.status.name + (f"; conditions: {'; '.join(conditions)}" if conditions else "")

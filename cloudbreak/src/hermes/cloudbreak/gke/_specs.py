@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -13,13 +14,30 @@ from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL, check_labels,
 from hermes.cloudbreak._validation import check_accelerator, check_location, check_project
 from hermes.cloudbreak.exceptions import CloudConfigError
 
-__all__ = ["ClusterSpec", "NodePoolSpec", "create_cluster_request", "delete_cluster_request"]
+__all__ = [
+    "REGIONAL_DEFAULT_ZONES",
+    "ClusterSpec",
+    "NodePoolSpec",
+    "create_cluster_request",
+    "delete_cluster_request",
+    "is_zone",
+]
 
 _DRIVER_VERSIONS = {
     "default": container_v1.GPUDriverInstallationConfig.GPUDriverVersion.DEFAULT,
     "latest": container_v1.GPUDriverInstallationConfig.GPUDriverVersion.LATEST,
     "disabled": container_v1.GPUDriverInstallationConfig.GPUDriverVersion.INSTALLATION_DISABLED,
 }
+
+
+#: How many zones GKE gives the nodes of a regional cluster when none are named (its documented default).
+REGIONAL_DEFAULT_ZONES = 3
+_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")  # us-central1-a; a region has no final letter
+
+
+def is_zone(location: str) -> bool:
+    """Whether ``location`` is a zone (``us-central1-a``) rather than a region (``us-central1``)."""
+    return bool(_ZONE.match(location))
 
 
 def _frozen(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -35,7 +53,9 @@ class NodePoolSpec:
         machine_type: the Compute Engine machine type of each node (``n1-standard-8``).
         accelerator_type: the GPU type (``nvidia-tesla-t4``, ``nvidia-l4``); ``None`` for CPU nodes.
         accelerator_count: GPUs per node (0 without ``accelerator_type``).
-        node_count: nodes at creation (per zone of the pool).
+        node_count: nodes at creation **per zone** of the pool: a regional cluster without
+            ``locations`` has three zones, so three times as many nodes (and GPUs);
+            see :meth:`ClusterSpec.gpu_total`.
         min_node_count: with ``max_node_count``, turns autoscaling on between the two.
         max_node_count: the autoscaling upper bound.
         spot: use Spot VMs (cheaper; can be preempted).
@@ -45,6 +65,7 @@ class NodePoolSpec:
             ``None`` sends no preference (GKE's default for the cluster version).
         labels: Kubernetes labels of the nodes.
         oauth_scopes: scopes of the nodes' service account (``cloud-platform`` reads gs:// repositories).
+        locations: the zones of the pool's nodes (``NodePool.locations``); empty takes the cluster's.
     """
 
     name: str
@@ -59,10 +80,12 @@ class NodePoolSpec:
     gpu_driver: str | None = "default"
     labels: Mapping[str, str] = field(default_factory=dict)
     oauth_scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)
+    locations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_name("NodePoolSpec", "name", self.name, max_length=40)
         check_accelerator("NodePoolSpec", self.accelerator_type)
+        object.__setattr__(self, "locations", tuple(self.locations))
         if not self.machine_type:
             raise CloudConfigError("NodePoolSpec.machine_type must name a machine type, e.g. 'n1-standard-8'")
         if self.accelerator_count < 0:
@@ -131,7 +154,10 @@ class NodePoolSpec:
                 spot=self.spot,
                 labels=dict(self.labels),
                 oauth_scopes=list(self.oauth_scopes),
+                # GCP labels of the pool's VMs: `hermes cloud gc` finds pools left in other clusters
+                resource_labels={MANAGED_BY_LABEL: MANAGED_BY},
             ),
+            locations=list(self.locations),
         )
         if self.autoscaling:
             pool.autoscaling = container_v1.NodePoolAutoscaling(
@@ -150,6 +176,10 @@ class ClusterSpec:
         kubernetes_version: the initial control-plane version; ``None`` takes GKE's default.
         network: the VPC network; ``None`` takes ``default``.
         labels: GCP resource labels (billing, and finding what a job left behind).
+        node_locations: the zones of the nodes (``Cluster.locations``); empty takes the zone of a
+            zonal cluster, or three zones GKE picks in a region.
+        workload_identity: turn on GKE workload identity (pool ``<project>.svc.id.goog``), so pods
+            read gs:// as a Google service account without keys (``TritonSpec.workload_identity``).
     """
 
     name: str
@@ -157,9 +187,12 @@ class ClusterSpec:
     kubernetes_version: str | None = None
     network: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    node_locations: tuple[str, ...] = ()
+    workload_identity: bool = False
 
     def __post_init__(self) -> None:
         check_name("ClusterSpec", "name", self.name, max_length=40)
+        object.__setattr__(self, "node_locations", tuple(self.node_locations))
         pools = tuple(self.node_pools)
         if not pools or not all(isinstance(p, NodePoolSpec) for p in pools):
             raise CloudConfigError(
@@ -172,8 +205,9 @@ class ClusterSpec:
         object.__setattr__(self, "node_pools", pools)
         object.__setattr__(self, "labels", _frozen({MANAGED_BY_LABEL: MANAGED_BY, **self.labels}))
 
-    def to_proto(self) -> container_v1.Cluster:
-        """The ``google.container.v1.Cluster`` message for this cluster."""
+    def to_proto(self, project: str | None = None) -> container_v1.Cluster:
+        """The ``google.container.v1.Cluster`` message for this cluster (``project`` names the
+        workload identity pool)."""
         cluster = container_v1.Cluster(
             name=self.name,
             node_pools=[pool.to_proto() for pool in self.node_pools],
@@ -183,7 +217,43 @@ class ClusterSpec:
             cluster.initial_cluster_version = self.kubernetes_version
         if self.network:
             cluster.network = self.network
+        if self.node_locations:
+            cluster.locations = list(self.node_locations)
+        if self.workload_identity:
+            if not project:
+                raise CloudConfigError(
+                    "ClusterSpec.workload_identity needs the project (its pool is <project>.svc.id.goog)"
+                )
+            cluster.workload_identity_config = container_v1.WorkloadIdentityConfig(
+                workload_pool=f"{project}.svc.id.goog"
+            )
         return cluster
+
+    def zones_of(self, pool: NodePoolSpec, location: str) -> int:
+        """How many zones ``pool`` spans when the cluster is created in ``location``."""
+        if pool.locations:
+            return len(pool.locations)
+        if self.node_locations:
+            return len(self.node_locations)
+        return 1 if is_zone(location) else REGIONAL_DEFAULT_ZONES
+
+    def node_total(self, location: str) -> int:
+        """Nodes at creation in all: each pool's per-zone ``node_count`` x its zones."""
+        return sum(p.node_count * self.zones_of(p, location) for p in self.node_pools)
+
+    def gpu_total(self, location: str) -> int:
+        """GPUs at creation in all (``node_count`` is per zone: a regional cluster multiplies it)."""
+        return sum(p.node_count * self.zones_of(p, location) * p.accelerator_count for p in self.node_pools)
+
+    def capacity_summary(self, location: str) -> list[str]:
+        """One line per pool: ``gpus: 2 nodes/zone x 3 zones x 1 nvidia-tesla-t4 = 6 GPUs``."""
+        lines = []
+        for p in self.node_pools:
+            zones = self.zones_of(p, location)
+            gpu = f" x {p.accelerator_count} {p.accelerator_type}" if p.accelerator_type else ""
+            total = f" = {p.node_count * zones * p.accelerator_count} GPUs" if p.accelerator_type else ""
+            lines.append(f"{p.name}: {p.node_count} node(s)/zone x {zones} zone(s){gpu}{total}")
+        return lines
 
 
 def create_cluster_request(
@@ -193,7 +263,7 @@ def create_cluster_request(
     check_project("create_cluster_request", project)
     check_location("create_cluster_request", location)
     return container_v1.CreateClusterRequest(
-        parent=f"projects/{project}/locations/{location}", cluster=spec.to_proto()
+        parent=f"projects/{project}/locations/{location}", cluster=spec.to_proto(project)
     )
 
 
