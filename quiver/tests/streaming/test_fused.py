@@ -234,3 +234,33 @@ def test_fused_model_records_what_clients_discover(built: Built) -> None:
     proto = fused.model.config.proto
     assert proto.max_batch_size == 4 and proto.sequence_batching.oldest.max_candidate_sequences == 4
     assert [s.input_name for s in proto.sequence_batching.state] == [f"INPUT__{i}" for i in range(2, 6)]
+
+
+def test_the_hermes_client_streams_batched_state_and_refuses_a_fifth_sequence(built: Built, url: str) -> None:
+    from hermes.aeriel import SequenceError
+    from hermes.aeriel.client import InferenceClient
+
+    fused = built.fused["fused_onnx_batched"]
+    data = _data((41, 42, 43, 44))
+    with InferenceClient(url, "fused_onnx_batched") as client:
+        assert client.max_sequences == 4
+        sequences = {sid: client.sequence(sid) for sid in data}
+        with pytest.raises(SequenceError, match=r"max_sequences=4.*add_fused_streaming_model"):
+            client.sequence(45)
+        futures: dict[int, list] = {sid: [] for sid in data}
+        for u in range(
+            UPDATES
+        ):  # every sequence's update u is in flight at once: the oldest strategy batches them
+            for sid, x in data.items():
+                part = {
+                    "strain": x[None, :3, u * SIZE : (u + 1) * SIZE],
+                    "aux": x[None, 3:, u * SIZE : (u + 1) * SIZE],
+                }
+                futures[sid].append(sequences[sid].send(part, end=u == UPDATES - 1))
+        for sid, x in data.items():
+            clean, _ = reference(built.net, x, built.history)
+            served = np.concatenate(
+                [f.result(timeout=60).outputs[fused.outputs["clean"]] for f in futures[sid]], -1
+            )
+            np.testing.assert_allclose(served[0], clean, rtol=1e-5, atol=1e-6)
+        assert client.live_sequences == 0
