@@ -26,7 +26,7 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 def rows(results: Sequence[Measurement]) -> list[dict[str, object]]:
     """One dict per measurement, keyed by :data:`COLUMNS`."""
-    out = []
+    out: list[dict[str, object]] = []
     for m in results:
         out.append({
             "streams": m.streams, "in_flight": m.in_flight, "instances": m.instances, "requests": m.requests,

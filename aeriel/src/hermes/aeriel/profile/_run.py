@@ -109,7 +109,7 @@ def process_cpu_s(pids: Sequence[int]) -> float | None:
 
 def _statistics(client: Any, models: Sequence[str]) -> dict[str, tuple[int, int]]:
     """``{model: (inference count, queue + compute ns)}``."""
-    out = {}
+    out: dict[str, tuple[int, int]] = {}
     for model in models:
         try:
             stats = client.get_inference_statistics(model_name=model).model_stats

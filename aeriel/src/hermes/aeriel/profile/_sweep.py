@@ -127,9 +127,9 @@ def sweep(config: SweepConfig, progress: Callable[[Measurement], Any] | None = N
     results = []
     for instances in config.instances:
         with _server(config, instances) as (url, pids, target):
-            network = (
-                load_network(config.repository, target.network) if config.floor and target.network else None
-            )
+            network = None
+            if config.floor and target.network and config.repository is not None:
+                network = load_network(config.repository, target.network)
             if config.floor and network is None:
                 raise ProfileError(f"--floor: cannot tell which network {config.model!r} runs")
             for streams in config.streams:

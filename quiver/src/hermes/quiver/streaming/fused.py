@@ -246,7 +246,7 @@ def _averager_specs(
 ) -> list[OnlineAveragerSpec]:
     if not outputs:
         raise StreamingConfigError(f"a fused streaming model of {network.name!r} needs at least one output")
-    specs = []
+    specs: list[OnlineAveragerSpec] = []
     for output in outputs:
         if output.tensor not in network.outputs:
             raise StreamingConfigError(
@@ -488,10 +488,10 @@ def _record(fused: FusedStreamingModel, groups: list[FusedInput], version: int) 
             "zero_state_updates": 0 if group.initial_state is not None else spec.zero_state_updates,
             "max_sequences": limit,
         }))  # fmt: skip
-    for key, spec in fused.averagers.items():
+    for key, avg in fused.averagers.items():
         config.set_parameter(f"hermes.streaming_output.{fused.outputs[key]}", json.dumps({
-            "model": fused.name, "key": key, "fused": True, "stride": spec.stride,
-            "batch_size": spec.batch_size, "num_updates": spec.num_updates, "delay": spec.delay,
+            "model": fused.name, "key": key, "fused": True, "stride": avg.stride,
+            "batch_size": avg.batch_size, "num_updates": avg.num_updates, "delay": avg.delay,
             "zero_state_updates": fused.zero_state_updates(key), "max_sequences": limit,
         }))  # fmt: skip
     config.write()

@@ -195,17 +195,17 @@ def fused_onnx_graph(
     averager_states_in: list[Any] = []
     averager_states_out: list[Any] = []
     for averager in averagers:
-        spec = averager.spec
+        avg = averager.spec
         predictions = PREFIX + averager.network_output
         if batched:
-            predictions = b.op("Reshape", [predictions, b.const([-1, *spec.input_shape])])
+            predictions = b.op("Reshape", [predictions, b.const([-1, *avg.input_shape])])
         online_averager_nodes(
-            b, spec, batched=batched, predictions=predictions, state_in=averager.state_in, output=averager.output,
+            b, avg, batched=batched, predictions=predictions, state_in=averager.state_in, output=averager.output,
             state_out=averager.state_out,
         )  # fmt: skip
-        channel_axis = [] if spec.channels is None else [spec.channels]
-        outputs.append(info(averager.output, float_type, [*lead, *channel_axis, spec.update_size]))
-        state = [*lead, *channel_axis, spec.state_length]
+        channel_axis = [] if avg.channels is None else [avg.channels]
+        outputs.append(info(averager.output, float_type, [*lead, *channel_axis, avg.update_size]))
+        state = [*lead, *channel_axis, avg.state_length]
         averager_states_in.append(info(averager.state_in, float_type, state))
         averager_states_out.append(info(averager.state_out, float_type, state))
     graph = onnx.helper.make_graph(
