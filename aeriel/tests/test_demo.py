@@ -85,7 +85,14 @@ def test_demo_streams_checks_every_sample_and_writes_its_records(tmp_path: Path)
         assert served.shape == offline.shape == (updates_per_stream * 128,)
         np.testing.assert_allclose(served, offline, rtol=1e-4, atol=1e-4)
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "model-repository" / "deepclean-stream" / "config.pbtxt").is_file()
+    config = (out / "model-repository" / "deepclean-stream" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and "sequence_batching" in config  # fused by default
+    assert summary["form"] == "fused" and "fused model: snapshotter" in proc.stdout
+    assert summary["floor_data_seconds_per_second"] > 0
+    assert summary["ratio_to_floor"] == pytest.approx(
+        summary["data_seconds_per_second"] / summary["floor_data_seconds_per_second"]
+    )
+    assert f"served / floor = {summary['ratio_to_floor']:.2f}" in proc.stdout
 
     assert _leaked(_shm() - before) == []
     leftover = subprocess.run(

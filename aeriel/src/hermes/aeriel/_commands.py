@@ -41,13 +41,18 @@ def demo(
     ),
     max_in_flight: int = typer.Option(16, "--max-in-flight", help="Requests the client keeps outstanding."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar."),
+    form: str = typer.Option(
+        "fused", "--form", help="'fused' (one stateful model, fastest) or 'ensemble' (three models)."
+    ),
 ) -> None:
     """Stream a DeepClean-shaped noise regression through quiver, aeriel and stillwater, and check it.
 
     Trains a small 1-D convolutional network (21 witness channels at 4096 Hz -> noise), exports it
-    as a streaming ensemble (snapshotter -> network -> online averager, K = 4096), serves it on the
-    local Triton runtime, streams synthetic data through a stillwater pipeline and checks every
-    output sample against the network run offline. Writes a figure and records to --output.
+    as a fused streaming model (snapshotter -> network -> online averager in one model, K = 4096;
+    --form ensemble for three models), serves it on the local Triton runtime, streams synthetic
+    data through a stillwater pipeline and checks every output sample against the network run
+    offline. Prints the ratio to the network's in-process rate (the floor). Writes a figure and
+    records to --output.
     """
     from hermes.aeriel.demo import DemoConfig, DemoError, run_demo
 
@@ -55,7 +60,7 @@ def demo(
         config = DemoConfig(
             seconds=seconds, streams=streams, rate=None if rate == "max" else float(rate), output=output,
             stride=stride, batch_size=batch_size, num_updates=num_updates, train_steps=train_steps,
-            max_in_flight=max_in_flight, progress=progress,
+            max_in_flight=max_in_flight, progress=progress, form=form,
         )  # fmt: skip
     except ValueError as exc:
         typer.echo(f"hermes demo: {exc}", err=True)

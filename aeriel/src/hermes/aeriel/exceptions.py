@@ -5,6 +5,7 @@ refine, so ``except TimeoutError`` keeps working.
 
 * AerielError
   + EndpointError (also ValueError): an endpoint list or file is malformed
+  + ProfileError (also ValueError): ``hermes profile`` cannot drive a model (names what is missing)
   + ServerError
     - ServerPreflightError (also RuntimeError): the server cannot start here; the message names the fix
     - ServerStartTimeout (also TimeoutError): not ready within the deadline
@@ -134,6 +135,10 @@ class BackendRequestError(BackendError, RuntimeError):
 
 class EndpointError(AerielError, ValueError):
     """An endpoint (or a list or file of them) is malformed; the message names the entry and field."""
+
+
+class ProfileError(AerielError, ValueError):
+    """The streaming profiler cannot drive a model or a sweep is malformed; the message names what."""
 
 
 class ServerLost(ConnectionFailed):

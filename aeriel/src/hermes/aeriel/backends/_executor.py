@@ -78,6 +78,7 @@ class BatchExecutor:
         self.config = config
         self.run = run
         self.output_names = [t.name for t in config.outputs]
+        self._wanted = self.output_names + [s.output_name for s in config.states]
         self.states: SequenceStates | None = None
         if config.stateful:
             assert config.sequence is not None
@@ -176,8 +177,7 @@ class BatchExecutor:
         try:
             outputs = dict(self.run(feeds))
             self.calls += 1
-            wanted = self.output_names + [s.output_name for s in self.config.states]
-            missing = [n for n in wanted if n not in outputs]
+            missing = [n for n in self._wanted if n not in outputs]
             if missing:
                 raise BackendRequestError(f"the model returned no output named {', '.join(missing)}")
         except Exception as exc:
@@ -187,12 +187,14 @@ class BatchExecutor:
             for index in group:
                 results[index] = BackendRequestError(message) if error is None else error
             return
-        offsets = np.cumsum([0, *sizes])
-        total = int(offsets[-1])
+        offsets = [0]
+        for size in sizes:
+            offsets.append(offsets[-1] + size)
+        total = offsets[-1]
         for position, index in enumerate(group):
             request = requests[index]
             if self.config.batched and len(group) > 1:
-                lo, hi = int(offsets[position]), int(offsets[position + 1])
+                lo, hi = offsets[position], offsets[position + 1]
                 try:
                     mine = {name: _slice(outputs[name], lo, hi, total, name) for name in outputs}
                 except BackendRequestError as exc:
@@ -210,7 +212,7 @@ class BatchExecutor:
                     continue
                 if request.end:
                     self.states.end(cid)
-            results[index] = {name: np.asarray(mine[name]) for name in self.output_names}
+            results[index] = {name: mine[name] for name in self.output_names}
 
 
 def _batch_size(feeds: Mapping[str, np.ndarray]) -> int:

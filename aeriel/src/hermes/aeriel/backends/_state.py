@@ -67,6 +67,7 @@ class SequenceStates:
         self.max_idle_s = max_idle_s
         self._clock = clock
         self._by_output = {spec.output_name: spec for spec in specs}
+        self._dtypes = {spec.output_name: numpy_dtype(spec.data_type) for spec in specs}
         self._initial: dict[str, np.ndarray] = {}
         for spec in specs:
             value = spec.initial_value(model_dir)
@@ -130,8 +131,10 @@ class SequenceStates:
             for output_name, spec in self._by_output.items():
                 if output_name not in outputs:
                     raise BackendRequestError(f"the model did not return state output {output_name!r}")
-                value = np.asarray(outputs[output_name]).astype(numpy_dtype(spec.data_type), copy=True)
-                seq.values[spec.input_name] = value
+                # the framework returns a fresh array each call: keep it, converting only a foreign dtype
+                seq.values[spec.input_name] = np.asarray(outputs[output_name]).astype(
+                    self._dtypes[output_name], copy=False
+                )
             seq.last_used = self._clock()
 
     def end(self, corrid: CorrelationId) -> bool:

@@ -99,6 +99,10 @@ class PortableModel:
         controls = config.sequence.controls if config.sequence is not None else {}
         self._inputs: list[TensorSpec] = [t for t in config.inputs if t.name not in state_inputs]
         self._outputs = {t.name: t for t in config.outputs}
+        # per-request work kept out of execute(): the dtype of every output, resolved once
+        self._out_dtypes = {t.name: t.dtype for t in config.outputs}
+        self._bf16_outputs = {t.name for t in config.outputs if t.is_bf16}
+        self._bf16_inputs = {t.name for t in config.inputs if t.is_bf16}
         self._start = controls.get(ControlKind.START)
         self._end = controls.get(ControlKind.END)
         self._ready = controls.get(ControlKind.READY)
@@ -171,18 +175,21 @@ class PortableModel:
         return Request(inputs=inputs, correlation_id=cid, start=start, end=end, ready=ready)
 
     def _array(self, spec: TensorSpec, tensor: Any) -> np.ndarray:
-        if spec.is_bf16:
+        if spec.name in self._bf16_inputs:
             import torch
 
             return torch.from_dlpack(tensor.to_dlpack()).float().numpy()
         return tensor.as_numpy()
 
     def _tensor(self, name: str, array: np.ndarray) -> Any:
-        spec = self._outputs[name]
-        if spec.is_bf16:
+        if name in self._bf16_outputs:
             import torch
 
             return self._pb.Tensor.from_dlpack(
                 name, torch.from_numpy(np.ascontiguousarray(array)).to(torch.bfloat16)
             )
-        return self._pb.Tensor(name, np.ascontiguousarray(np.asarray(array).astype(spec.dtype, copy=False)))
+        dtype = self._out_dtypes[name]
+        if type(array) is not np.ndarray or array.dtype != dtype or not array.flags.c_contiguous:
+            # only what the framework returned in another type or layout is converted (one copy)
+            array = np.ascontiguousarray(np.asarray(array), dtype=dtype)
+        return self._pb.Tensor(name, array)

@@ -382,7 +382,8 @@ class ClientCore:
                 "client; more would make its stateful members give their slots to different sequences and "
                 "stall until the idle timeout. End a sequence first (send(..., end=True)), or rebuild the "
                 "ensemble with more room: add_streaming_inputs(..., instances=N, sequences_per_instance=M) "
-                "and add_streaming_output(..., instances=N, sequences_per_instance=M) serve N*M sequences"
+                "and add_streaming_output(..., instances=N, sequences_per_instance=M) serve N*M sequences "
+                "(a fused model: add_fused_streaming_model(..., instances=N, sequences_per_instance=M))"
             )
         self._live.add(sequence_id)
         return sequence_id, version

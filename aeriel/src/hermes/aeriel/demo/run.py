@@ -2,13 +2,15 @@
 
 1. build a DeepClean-shaped network (21 witnesses at 4096 Hz -> 1 noise channel) and train it
    for a few seconds on synthetic coupled data;
-2. export it with quiver as a streaming ensemble (snapshotter -> network -> online averager),
-   the export verified against eager torch;
+2. export it with quiver, verified against eager torch, as a fused streaming model (snapshotter,
+   network and online averager in one ONNX graph with implicit state; the default, fastest form)
+   or as a three-step streaming ensemble (``form="ensemble"``);
 3. serve the repository on the local Triton runtime;
 4. stream several sequences through a stillwater pipeline: source -> aeriel inference stage ->
    checker, as fast as possible or at a real-time rate;
 5. check every served sample against the network run offline with the same windowing and
-   averaging, and write a summary, a figure and a record of the run.
+   averaging, run the network in-process on the same windows (the compute floor) and print the
+   served rate's ratio to it, and write a summary, a figure and a record of the run.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class DemoConfig:
         rtol, atol: tolerance of the served-vs-offline check (float32 arithmetic).
         seed: seed of the data and of the weights.
         progress: show a live progress bar.
+        form: ``"fused"`` (one stateful model, default) or ``"ensemble"`` (snapshotter ->
+            network -> averager as three models).
     """
 
     seconds: float = 8.0
@@ -72,8 +76,11 @@ class DemoConfig:
     atol: float = 1e-4
     seed: int = 0
     progress: bool = True
+    form: str = "fused"
 
     def __post_init__(self) -> None:
+        if self.form not in ("fused", "ensemble"):
+            raise ValueError(f"form must be 'fused' or 'ensemble', got {self.form!r}")
         if self.seconds <= 0:
             raise ValueError(f"seconds must be > 0, got {self.seconds}")
         if self.streams < 1:
@@ -105,6 +112,7 @@ class DemoReport:
     export_report: str
     server_ready_s: float
     files: dict[str, str]
+    floor_rate: float | None = None
 
     @property
     def data_rate(self) -> float:
@@ -115,20 +123,35 @@ class DemoReport:
     def requests_per_s(self) -> float:
         return self.requests / self.stream_wall_s
 
+    @property
+    def floor_ratio(self) -> float | None:
+        """Served seconds of data per second over the network's in-process rate on the same windows."""
+        return self.data_rate / self.floor_rate if self.floor_rate else None
+
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_s, q) * 1e3) if self.latencies_s else float("nan")
+
+    def _floor_text(self) -> str:
+        if not self.floor_rate or self.floor_ratio is None:
+            return "not measured"
+        return (
+            f"the network in-process on the same windows runs {self.floor_rate:.2f} s of data per second; "
+            f"served / floor = {self.floor_ratio:.2f}"
+        )
 
     def summary(self) -> str:
         c = self.config
         mode = "as fast as possible" if c.rate is None else f"at {c.rate:g}x real time"
         lines = [
             f"hermes demo: {c.streams} streams x {c.seconds:g} s of 21 witness channels at 4096 Hz, {mode}",
-            f"  ensemble: snapshotter (K={c.kernel_size}, stride {c.stride}, B={c.batch_size}) -> network "
-            f"-> online averager (N={c.num_updates}, delay {(c.num_updates - 1) * c.stride} samples)",
+            f"  {'fused model' if c.form == 'fused' else 'ensemble'}: snapshotter (K={c.kernel_size}, stride "
+            f"{c.stride}, B={c.batch_size}) -> network -> online averager (N={c.num_updates}, delay "
+            f"{(c.num_updates - 1) * c.stride} samples)",
             f"  server ready in {self.server_ready_s:.2f} s; streamed in {self.stream_wall_s:.2f} s "
             f"(whole demo {self.wall_s:.1f} s)",
             f"  data rate:    {self.data_rate:.2f} s of data per second ({self.data_rate / c.streams:.2f}x "
             "real time per stream)",
+            f"  floor:        {self._floor_text()}",
             f"  requests/s:   {self.requests_per_s:.1f} ({self.requests} requests)",
             f"  latency:      p50 {self.percentile_ms(50):.2f} ms, p99 {self.percentile_ms(99):.2f} ms",
             f"  max |served - offline|: {self.max_abs_error:.3g} (outputs up to {self.reference_scale:.3g}; "
@@ -157,6 +180,16 @@ def _export(config: DemoConfig, repo_dir: Path, net: Any) -> tuple[str, str, str
     result = model.export_version(
         net, example_inputs=[torch.randn(config.batch_size, 21, config.kernel_size)]
     )
+    if config.form == "fused":
+        from hermes.quiver.streaming import FusedInput, FusedOutput, add_fused_streaming_model
+
+        fused = add_fused_streaming_model(
+            model, stride=config.stride, batch_size=config.batch_size, num_updates=config.num_updates,
+            name="deepclean-stream", inputs=[FusedInput(key="witness", tensors=("witness",))],
+            outputs=[FusedOutput(key="noise_estimate", tensor="noise")], instances=config.streams,
+            idle_timeout_s=120,
+        )  # fmt: skip
+        return fused.name, fused.inputs["witness"], fused.outputs["noise_estimate"], str(result.report)
     ensemble = cast(EnsembleModel, repo.add("deepclean-stream", platform=Platform.ENSEMBLE))
     group = ensemble.add_streaming_inputs(
         model.inputs["witness"], stride=config.stride, batch_size=config.batch_size, key="witness",
@@ -279,6 +312,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
     if len(records) != config.streams or sum(r["updates"] for r in records) != total:
         raise DemoError(f"expected {total} results from {config.streams} streams, got {len(latencies)}")
 
+    floor = _floor(config, out / "model-repository", plan)
     worst = max(records, key=lambda r: r["max_abs_error"])
     scale = max(r["reference_scale"] for r in records)
     passed = all(
@@ -305,6 +339,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
         export_report=export_report,
         server_ready_s=ready_s,
         files=files,
+        floor_rate=floor,
     )
     (out / "summary.json").write_text(json.dumps(_summary_json(report), indent=2))
     if not passed:
@@ -314,6 +349,19 @@ def run_demo(config: DemoConfig) -> DemoReport:
             + report.summary()
         )
     return report
+
+
+def _floor(config: DemoConfig, repo_dir: Path, plan: Any) -> float:
+    """Seconds of data per second of the network in-process on the streams' windows (the compute floor)."""
+    from hermes.aeriel.profile import StreamGroup, StreamTarget, floor_rate, load_network
+
+    group = StreamGroup(
+        input="witness", channels=21, update_size=plan.update_size, kernel_size=config.kernel_size,
+        stride=config.stride, batch_size=config.batch_size, tensors=(("witness", 21),),
+    )  # fmt: skip
+    target = StreamTarget(model="deepclean-stream", groups=(group,), outputs=("noise",))
+    data = [{"witness": plan.stream(i).witnesses} for i in range(len(plan.seeds))]
+    return floor_rate(load_network(repo_dir, "deepclean"), target, data, sample_rate=SAMPLE_RATE_HZ)
 
 
 def _training_stream(config: DemoConfig) -> Any:
@@ -372,6 +420,9 @@ def _summary_json(report: DemoReport) -> dict[str, Any]:
         "requests_per_s": report.requests_per_s,
         "latency_p50_ms": report.percentile_ms(50),
         "latency_p99_ms": report.percentile_ms(99),
+        "form": report.config.form,
+        "floor_data_seconds_per_second": report.floor_rate,
+        "ratio_to_floor": report.floor_ratio,
         "max_abs_error": report.max_abs_error,
         "reference_scale": report.reference_scale,
         "noise_reduction_db": report.noise_reduction_db,

@@ -7,6 +7,8 @@
 * :func:`add_streaming_inputs` / :func:`add_streaming_output`: build and wire both into an
   ensemble, with Triton implicit state.
 * :func:`offline_stream`, :func:`sliding_windows`, :func:`online_average`: numpy references.
+* :func:`add_fused_streaming_model`: snapshotters, the network and averagers fused into ONE
+  stateful ONNX graph or TorchScript module (no windows between models).
 * :func:`export_streaming_model`: any stateful torch module
   (``forward(*inputs, *states) -> (*outputs, *new_states)``) as a model with implicit state.
 
@@ -23,6 +25,13 @@ from hermes.quiver.streaming.ensemble import (
     StreamingOutput,
     add_streaming_inputs,
     add_streaming_output,
+)
+from hermes.quiver.streaming.fused import (
+    FusedInput,
+    FusedOutput,
+    FusedStreamingModel,
+    add_fused_streaming_model,
+    write_fused_streaming_model,
 )
 from hermes.quiver.streaming.models import (
     OnlineAveragerModel,
@@ -50,6 +59,9 @@ if TYPE_CHECKING:
     from hermes.quiver.streaming.snapshotter import Snapshotter
 
 __all__ = [
+    "FusedInput",
+    "FusedOutput",
+    "FusedStreamingModel",
     "OnlineAverager",
     "OnlineAveragerModel",
     "OnlineAveragerSpec",
@@ -64,6 +76,7 @@ __all__ = [
     "StreamingOutput",
     "StreamingPlatform",
     "StreamingTensor",
+    "add_fused_streaming_model",
     "add_streaming_inputs",
     "add_streaming_output",
     "export_streaming_model",
@@ -71,6 +84,7 @@ __all__ = [
     "online_average",
     "sliding_windows",
     "streaming_model_config",
+    "write_fused_streaming_model",
     "write_online_averager",
     "write_snapshotter",
 ]

@@ -20,13 +20,20 @@ from hermes.quiver.streaming.specs import OnlineAveragerSpec, SnapshotterSpec
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["OPSET", "online_averager_graph", "snapshotter_graph"]
+__all__ = [
+    "OPSET",
+    "Builder",
+    "online_averager_graph",
+    "online_averager_nodes",
+    "snapshotter_graph",
+    "snapshotter_nodes",
+]
 
 OPSET = 18
 """The ONNX opset of the streaming graphs (ONNX Runtime ≥ 1.14, Triton ≥ 23.02)."""
 
 
-class _Builder:
+class Builder:
     """Collects nodes and constants of one graph, naming intermediates uniquely."""
 
     def __init__(self) -> None:
@@ -83,6 +90,27 @@ class _Builder:
         return model
 
 
+def snapshotter_nodes(
+    b: Builder, spec: SnapshotterSpec, *, batched: bool, update: str, state_in: str, outputs: list[str],
+    state_out: str,
+) -> None:  # fmt: skip
+    """Add the snapshotter's nodes to ``b`` (see :func:`snapshotter_graph` for the arguments)."""
+    kernel, stride, batch = spec.kernel_size, spec.stride, spec.batch_size
+    x = b.op("Concat", [state_in, update], axis=2)  # (n, C, K + s·B)
+    windows = [
+        b.unsqueeze(b.slice(x, (j + 1) * stride, (j + 1) * stride + kernel, 2), 1) for j in range(batch)
+    ]
+    stacked = b.op("Concat", windows, axis=1) if batch > 1 else windows[0]  # (n, B, C, K)
+    for tensor, channel_slice, name in zip(spec.tensors, spec.channel_slices, outputs, strict=True):
+        part = b.slice(stacked, channel_slice.start, channel_slice.stop, 2)
+        if tensor.channels is None:
+            part = b.squeeze(part, 2)
+        if not batched:
+            part = b.squeeze(part, 0)
+        b.identity(part, name)
+    b.slice(x, stride * batch, stride * batch + kernel, 2, output=state_out)
+
+
 def snapshotter_graph(
     spec: SnapshotterSpec,
     *,
@@ -102,22 +130,12 @@ def snapshotter_graph(
         outputs: the windows outputs' names, one per tensor of ``spec``.
         state_out: the new state's name.
     """
-    b = _Builder()
-    kernel, stride, batch, channels = spec.kernel_size, spec.stride, spec.batch_size, spec.num_channels
-    x = b.op("Concat", [state_in, update], axis=2)  # (n, C, K + s·B)
-    windows = [
-        b.unsqueeze(b.slice(x, (j + 1) * stride, (j + 1) * stride + kernel, 2), 1) for j in range(batch)
-    ]
-    stacked = b.op("Concat", windows, axis=1) if batch > 1 else windows[0]  # (n, B, C, K)
+    b = Builder()
+    snapshotter_nodes(
+        b, spec, batched=batched, update=update, state_in=state_in, outputs=outputs, state_out=state_out
+    )
     lead: list[Any] = ["sequences"] if batched else [1]
-    for tensor, channel_slice, name in zip(spec.tensors, spec.channel_slices, outputs, strict=True):
-        part = b.slice(stacked, channel_slice.start, channel_slice.stop, 2)
-        if tensor.channels is None:
-            part = b.squeeze(part, 2)
-        if not batched:
-            part = b.squeeze(part, 0)
-        b.identity(part, name)
-    b.slice(x, stride * batch, stride * batch + kernel, 2, output=state_out)
+    channels, kernel = spec.num_channels, spec.kernel_size
     out_shapes = [[*([lead[0]] if batched else []), *spec.output_shape(t)] for t in spec.tensors]
     return b.model(
         "snapshotter",
@@ -126,26 +144,11 @@ def snapshotter_graph(
     )
 
 
-def online_averager_graph(
-    spec: OnlineAveragerSpec,
-    *,
-    batched: bool,
-    predictions: str,
-    state_in: str,
-    output: str,
+def online_averager_nodes(
+    b: Builder, spec: OnlineAveragerSpec, *, batched: bool, predictions: str, state_in: str, output: str,
     state_out: str,
-) -> onnx.ModelProto:
-    """The online averager as an ONNX model.
-
-    Args:
-        spec: the averager.
-        batched: a leading ``"sequences"`` axis on every tensor.
-        predictions: the input's name, ``([n,] B, [C,] K)``.
-        state_in: the state input's name, ``(n, [C,] L)``.
-        output: the output's name, ``(n, [C,] s·B)``.
-        state_out: the new state's name.
-    """
-    b = _Builder()
+) -> None:  # fmt: skip
+    """Add the online averager's nodes to ``b`` (see :func:`online_averager_graph` for the arguments)."""
     kernel, stride, batch, num = spec.kernel_size, spec.stride, spec.batch_size, spec.num_updates
     channels = spec.channels or 1
     preds = predictions if batched else b.unsqueeze(predictions, 0)  # (n, B, [C,] K)
@@ -171,6 +174,37 @@ def online_averager_graph(
         new_state = b.squeeze(new_state, 1)
     b.identity(averaged, output)
     b.identity(new_state, state_out)
+
+
+def online_averager_graph(
+    spec: OnlineAveragerSpec,
+    *,
+    batched: bool,
+    predictions: str,
+    state_in: str,
+    output: str,
+    state_out: str,
+) -> onnx.ModelProto:
+    """The online averager as an ONNX model.
+
+    Args:
+        spec: the averager.
+        batched: a leading ``"sequences"`` axis on every tensor.
+        predictions: the input's name, ``([n,] B, [C,] K)``.
+        state_in: the state input's name, ``(n, [C,] L)``.
+        output: the output's name, ``(n, [C,] s·B)``.
+        state_out: the new state's name.
+    """
+    b = Builder()
+    online_averager_nodes(
+        b,
+        spec,
+        batched=batched,
+        predictions=predictions,
+        state_in=state_in,
+        output=output,
+        state_out=state_out,
+    )
     lead: list[Any] = ["sequences"] if batched else [1]
     channel_axis = [] if spec.channels is None else [spec.channels]
     pred_shape = ([lead[0]] if batched else []) + list(spec.input_shape)
