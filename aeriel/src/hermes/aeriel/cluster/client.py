@@ -20,11 +20,13 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Hashable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ import numpy as np
 from hermes.aeriel.cluster.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.cluster.hash_ring import HashRing
 from hermes.aeriel.cluster.model_manager import ModelManager, SwapReport
+from hermes.aeriel.cluster.replay import ReplayPlan, replay_plan
 from hermes.aeriel.exceptions import (
     ClientClosedError,
     ConnectionFailed,
@@ -43,9 +46,46 @@ from hermes.aeriel.exceptions import (
 if TYPE_CHECKING:  # the single-server client (and grpc) load on first use, not on import
     from hermes.aeriel.client import InferenceClient, Result, Sequence
 
-__all__ = ["ClusterClient", "ClusterSequence"]
+__all__ = ["ClusterClient", "ClusterSequence", "FailoverEvent"]
 
 logger = logging.getLogger("hermes.aeriel.cluster")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FailoverEvent:
+    """One move of a stream to another server (or version), rebuilt from its replay tail.
+
+    Attributes:
+        sequence_id: the stream's id.
+        source: the server it left (``name`` or ``name vN`` for a swap).
+        target: the server it moved to.
+        reason: why (the lost server's error, "draining", "swap").
+        replayed: updates replayed with START whose outputs were dropped.
+        resent: unanswered updates sent again (their futures get the new server's answers).
+        at: ``time.monotonic()`` when the move began.
+        move_s: seconds to open the stream on the target and send the replay and the resends.
+    """
+
+    sequence_id: Hashable
+    source: str
+    target: str
+    reason: str
+    replayed: int
+    resent: int
+    at: float
+    move_s: float
+
+
+@dataclasses.dataclass(eq=False)
+class _Sent:
+    """One update of a stream: kept until it is answered and falls out of the replay tail."""
+
+    index: int
+    inputs: Mapping[str, np.ndarray] | np.ndarray
+    end: bool
+    timeout_s: float | None
+    outer: Future[Result]
+    answered: bool = False
 
 
 class ClusterSequence:
@@ -55,19 +95,41 @@ class ClusterSequence:
     :class:`~hermes.aeriel.client.Sequence` of the owning server's client. The first
     request carries START, ``infer(..., end=True)`` (or :meth:`end`) carries END.
 
+    With a replay tail (``replay_updates`` not None: a streaming ensemble, see
+    :mod:`hermes.aeriel.cluster.replay`) the sequence survives its server: when the server is
+    lost or drains (or the model is swapped), the sequence opens again on another server,
+    replays its last ``replay_updates`` answered updates with START (outputs dropped) and
+    sends the unanswered ones again. Every future gets exactly one answer, in order, equal
+    to an uninterrupted run. Each move is logged in :attr:`failovers`.
+
     Attributes:
         sequence_id: the correlation id.
         endpoint: name of the server that holds the sequence's state.
         model_version: the version every request of the sequence goes to.
+        replay_updates: updates kept for a rebuild (None: no failover, a lost server fails it).
+        failovers: the moves so far.
     """
 
-    def __init__(self, cluster: ClusterClient, inner: Sequence, endpoint: str, model_version: int):
+    def __init__(
+        self,
+        cluster: ClusterClient,
+        inner: Sequence,
+        endpoint: str,
+        model_version: int,
+        replay_updates: int | None = None,
+    ):
         self._cluster = cluster
         self._inner = inner
         self.sequence_id = inner.sequence_id
         self.endpoint = endpoint
         self.model_version = model_version
-        self._lock = threading.RLock()  # _fail may run inside infer (a lost server)
+        self.replay_updates = replay_updates
+        self.failovers: list[FailoverEvent] = []
+        self._lock = threading.RLock()  # order of sends; _fail/_move may run inside infer
+        self._book = threading.Lock()  # the history; never held while sending
+        self._history: collections.deque[_Sent] = collections.deque()
+        self._generation = 0
+        self._index = 0
         self._failure: Exception | None = None
         self._end_sent = False
 
@@ -75,6 +137,12 @@ class ClusterSequence:
     def live(self) -> bool:
         """Whether the sequence still holds state on its server (not ended, failed or closed)."""
         return not self._end_sent and self._failure is None
+
+    @property
+    def tail_updates(self) -> int:
+        """Updates held now (answered ones in the replay tail and unanswered ones)."""
+        with self._book:
+            return len(self._history)
 
     def infer(
         self,
@@ -87,20 +155,142 @@ class ClusterSequence:
 
         Raises:
             SequenceError: the sequence already ended, was closed, or its version was retired.
-            ServerLost: its server went away; the sequence's state is gone.
+            ServerLost: its server went away and the sequence keeps no replay tail.
             InputValidationError: the inputs do not match the model.
         """
+        outer: Future[Result] = Future()
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            try:
-                inner = self._inner.send(inputs, end=end, timeout_s=timeout_s)
-            except ConnectionFailed as exc:
-                raise self._cluster._lose(self.endpoint, exc, self) from exc
+            if self._end_sent:
+                raise SequenceError(f"sequence {self.sequence_id!r} already ended; no request may follow END")
+            if self.replay_updates is None:
+                self._send_plain(inputs, end, timeout_s, outer)
+            else:
+                sent = _Sent(self._index, inputs, end, timeout_s, outer)
+                with self._book:
+                    self._history.append(sent)
+                try:
+                    self._send(sent, self._generation, replay=False)
+                except BaseException:
+                    with self._book:
+                        self._history.remove(sent)
+                    raise
+                self._index += 1
             self._end_sent = self._end_sent or end
-        outer: Future[Result] = Future()
-        inner.add_done_callback(lambda done: self._cluster._relay_sequence(self, done, outer, end))
         return outer
+
+    def _send_plain(
+        self,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        end: bool,
+        timeout_s: float | None,
+        outer: Future[Result],
+    ) -> None:
+        try:
+            inner = self._inner.send(inputs, end=end, timeout_s=timeout_s)
+        except ConnectionFailed as exc:
+            raise self._cluster._lose(self.endpoint, exc, self) from exc
+        inner.add_done_callback(lambda done: self._cluster._relay_sequence(self, done, outer, end))
+
+    def _send(self, sent: _Sent, generation: int, *, replay: bool) -> None:
+        """Send one kept update on the current server (under ``_lock``); a dead server moves the stream."""
+        try:
+            inner = self._inner.send(sent.inputs, end=sent.end and not replay, timeout_s=sent.timeout_s)
+        except ConnectionFailed as exc:
+            self._cluster._lose(self.endpoint, exc, None)
+            self._move(generation, str(exc).splitlines()[0][:200])
+            return
+        inner.add_done_callback(lambda done: self._on_answer(sent, generation, replay, done))
+
+    def _on_answer(self, sent: _Sent, generation: int, replay: bool, done: Future[Result]) -> None:
+        error = done.exception()
+        with self._book:
+            if generation != self._generation:
+                return  # an answer of a server the stream left: its update was sent again
+            if error is None:
+                if replay:
+                    return  # a replayed output: dropped
+                sent.answered = True
+                self._trim()
+        if error is None:
+            self._cluster._count(self.endpoint)
+            sent.outer.set_result(done.result())
+            if sent.end:
+                self._cluster._release(self)
+            return
+        if isinstance(error, ConnectionFailed) and not self._cluster._closed:
+            self._cluster._lose(self.endpoint, error, None)
+            self._cluster._schedule_move(self, generation, str(error).splitlines()[0][:200])
+            return
+        self._fail_all(error if isinstance(error, Exception) else SequenceError(str(error)))
+
+    def _trim(self) -> None:
+        """Drop answered updates older than the replay tail (under ``_book``)."""
+        answered = 0
+        for item in self._history:
+            if not item.answered:
+                break
+            answered += 1
+        for _ in range(max(0, answered - (self.replay_updates or 0))):
+            self._history.popleft()
+
+    def _fail_all(self, error: Exception) -> None:
+        """Fail the stream and every unanswered future with ``error``."""
+        with self._book:
+            waiting = [item.outer for item in self._history if not item.answered]
+        for outer in waiting:
+            if not outer.done():
+                outer.set_exception(error)
+        self._fail(error)
+
+    def _move(self, generation: int, reason: str, *, version: int | None = None) -> bool:
+        """Open the stream elsewhere, replay the tail, resend the unanswered updates.
+
+        Returns False when the stream had already moved (or ended) since ``generation``.
+        """
+        with self._lock:
+            with self._book:
+                if generation != self._generation or self._failure is not None:
+                    return False
+                if self._end_sent and all(item.answered for item in self._history):
+                    return False
+                self._generation += 1
+                generation = self._generation
+                history = list(self._history)
+            began = time.monotonic()
+            source = f"{self.endpoint} v{self.model_version}"
+            self._inner.close()
+            try:
+                endpoint, inner = self._cluster._reopen(self, version)
+            except (ConnectionFailed, ClientClosedError) as exc:
+                self._fail_all(exc)
+                return True
+            self._inner, self.endpoint = inner, endpoint
+            if version is not None:
+                self.model_version = version
+            first = next((i for i, item in enumerate(history) if not item.answered), len(history))
+            start = max(0, first - (self.replay_updates or 0))
+            for item in history[start:]:
+                self._send(item, generation, replay=item.answered)
+                if generation != self._generation:
+                    return True  # that server failed too: a nested move took over
+            event = FailoverEvent(
+                sequence_id=self.sequence_id,
+                source=source,
+                target=f"{endpoint} v{self.model_version}",
+                reason=reason,
+                replayed=first - start,
+                resent=len(history) - first,
+                at=began,
+                move_s=time.monotonic() - began,
+            )
+            self.failovers.append(event)
+        logger.info(
+            "sequence %s moved %s -> %s (%s): %d update(s) replayed, %d resent in %.3f s",
+            self.sequence_id, event.source, event.target, reason, event.replayed, event.resent, event.move_s,
+        )  # fmt: skip
+        return True
 
     def end(
         self, inputs: Mapping[str, np.ndarray] | np.ndarray, *, timeout_s: float | None = None
@@ -109,7 +299,7 @@ class ClusterSequence:
         return self.infer(inputs, end=True, timeout_s=timeout_s)
 
     def _fail(self, error: Exception) -> None:
-        with self._lock:
+        with self._book:
             if self._failure is None:
                 self._failure = error
         self._inner.close()
@@ -156,6 +346,15 @@ class ClusterClient:
         max_in_flight: unanswered requests allowed per server (backpressure).
         client_options: more keyword arguments for each ``InferenceClient``
             (``shared_memory="system"``, ``pad_batch=True``, ...).
+        failover: whether sequences keep a replay tail and survive a lost, draining or swapped
+            server. None (default): on for a streaming ensemble (its parameters record the
+            tail, see :mod:`hermes.aeriel.cluster.replay`), off for other stateful models
+            (whose state may depend on the whole past, so a replay cannot rebuild it).
+        replay_updates: the tail in updates, overriding the recorded one (``failover`` then
+            defaults to on).
+        watch_interval_s: seconds between readiness polls of the live servers: a server
+            that turns not-ready (draining after SIGTERM) has its streams moved away before
+            it exits. None: no polling (streams move only on a broken connection).
 
     ```python
     with ClusterClient(load_endpoints("endpoints.json"), "stream") as client:
@@ -175,6 +374,9 @@ class ClusterClient:
         timeout_s: float = 60.0,
         max_in_flight: int = 64,
         client_options: Mapping[str, Any] | None = None,
+        failover: bool | None = None,
+        replay_updates: int | None = None,
+        watch_interval_s: float | None = 0.5,
     ):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
@@ -195,6 +397,10 @@ class ClusterClient:
         self._sequences: dict[Hashable, ClusterSequence] = {}
         self._round_robin = itertools.count()
         self._closed = False
+        self._draining: set[str] = set()
+        self._mover: ThreadPoolExecutor | None = None
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
         self.requests_per_endpoint: collections.Counter[str] = collections.Counter()
         self.sequences_per_endpoint: collections.Counter[str] = collections.Counter()
         try:
@@ -208,6 +414,15 @@ class ClusterClient:
                     self._down.add(ep.name)
             if not self._clients:
                 raise ConnectionFailed(f"no server of the cluster answers for {model!r}: {'; '.join(errors)}")
+            self.replay = self._plan(failover, replay_updates)
+            if watch_interval_s is not None and self.replay is not None:
+                self._watcher = threading.Thread(
+                    target=self._watch,
+                    args=(float(watch_interval_s),),
+                    name="hermes-cluster-watch",
+                    daemon=True,
+                )
+                self._watcher.start()
         except BaseException:
             self.close()
             raise
@@ -225,6 +440,21 @@ class ClusterClient:
             connect_timeout_s=timeout_s,
             **self._options,
         )
+
+    def _plan(self, failover: bool | None, replay_updates: int | None) -> ReplayPlan | None:
+        """The replay tail of this model's streams, or None when they do not fail over."""
+        if failover is False:
+            return None
+        if replay_updates is not None:
+            return ReplayPlan(updates=replay_updates)
+        live = next(ep for ep in self.endpoints if ep.name in self._clients)
+        plan = replay_plan(self.manager.config(self.model, live).get("parameters", {}))
+        if plan is None and failover:
+            raise SequenceError(
+                f"model {self.model!r} records no streaming state (no hermes.streaming_* parameters), so the "
+                "replay tail that rebuilds its state is unknown; give replay_updates= or failover=False"
+            )
+        return plan
 
     def _newest_version(self) -> int:
         versions: set[int] = set()
@@ -256,20 +486,89 @@ class ClusterClient:
                 return
             self._down.add(name)
             lost = [s for s in self._sequences.values() if s.endpoint == name]
-        logger.warning("server %s is down (%s); %d live sequence(s) on it are lost", name, reason, len(lost))
+        moving = [seq for seq in lost if seq.replay_updates is not None]
+        logger.warning(
+            "server %s is down (%s); %d live sequence(s) on it move to other servers, %d are lost",
+            name, reason, len(moving), len(lost) - len(moving),
+        )  # fmt: skip
         for seq in lost:
-            seq._fail(self._lost_error(name, seq, reason))
+            if seq.replay_updates is not None:
+                self._schedule_move(seq, seq._generation, reason)
+            else:
+                seq._fail(self._lost_error(name, seq, reason))
 
-    def _lost_error(self, name: str, seq: ClusterSequence | None, reason: str) -> ServerLost:
-        what = f"the state of sequence {seq.sequence_id} is lost: start a new sequence" if seq else "resend"
-        return ServerLost(
-            f"server {name} ({self._by_name[name].grpc}) went away ({reason}); {what}", endpoint=name
-        )
+    def drain(self, name: str, reason: str = "draining") -> int:
+        """Stop sending new sequences to server ``name`` and move its streams away now.
 
-    def _lose(self, name: str, exc: BaseException, seq: ClusterSequence | None) -> ServerLost:
-        """Mark ``name`` down after ``exc`` and return the error for ``seq``."""
-        self.mark_down(name, str(exc).splitlines()[0][:200])
-        return self._lost_error(name, seq, "its stream broke")
+        Streams with a replay tail are rebuilt on other servers (their unanswered updates sent
+        again there); sequences without one stay until they end. The server stays in use for
+        stateless requests until it is marked down. Returns how many streams were moved.
+        """
+        with self._lock:
+            self._draining.add(name)
+            moving = [
+                s for s in self._sequences.values() if s.endpoint == name and s.replay_updates is not None
+            ]
+        logger.warning("server %s is draining (%s); moving %d stream(s)", name, reason, len(moving))
+        return sum(seq._move(seq._generation, reason) for seq in moving)
+
+    def _schedule_move(self, seq: ClusterSequence, generation: int, reason: str) -> None:
+        """Move ``seq`` on the mover thread (not on the thread of the stream that broke)."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._mover is None:
+                self._mover = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hermes-failover")
+            mover = self._mover
+        mover.submit(seq._move, generation, reason)
+
+    def _reopen(self, seq: ClusterSequence, version: int | None) -> tuple[str, Sequence]:
+        """Open ``seq`` again on the live, not draining server its id maps to now."""
+        with self._lock:
+            self._check_open()
+            avoid = self._down | self._draining
+            try:
+                endpoint = self.ring.node_for(seq.sequence_id, exclude=avoid)
+            except LookupError:
+                raise ServerLost(
+                    f"sequence {seq.sequence_id} cannot move: every server is down or draining "
+                    f"({', '.join(sorted(avoid))})"
+                ) from None
+            inner = self._clients[endpoint].sequence(
+                seq.sequence_id, model_version=seq.model_version if version is None else version
+            )
+            self.sequences_per_endpoint[endpoint] += 1
+            return endpoint, inner
+
+    def _count(self, endpoint: str) -> None:
+        with self._lock:
+            self.requests_per_endpoint[endpoint] += 1
+
+    def _watch(self, interval_s: float) -> None:
+        """Poll the readiness of the servers holding streams; drain those that turn not-ready."""
+        import tritonclient.grpc as grpcclient
+
+        probes: dict[str, Any] = {}
+        try:
+            while not self._stop_watch.wait(interval_s):
+                with self._lock:
+                    busy = {s.endpoint for s in self._sequences.values() if s.replay_updates is not None}
+                    busy -= self._down | self._draining
+                for name in sorted(busy):
+                    if name not in probes:
+                        probes[name] = grpcclient.InferenceServerClient(self._by_name[name].grpc)
+                    if not self._ready(probes[name]):
+                        self.drain(name, "the server is not ready (draining)")
+        finally:
+            for probe in probes.values():
+                probe.close()
+
+    @staticmethod
+    def _ready(probe: Any) -> bool:
+        try:
+            return bool(probe.is_server_ready(client_timeout=2.0))
+        except Exception:
+            return False
 
     def probe(self, *, timeout_s: float = 2.0) -> list[str]:
         """Reconnect to every server marked down that answers again; returns the live servers."""
@@ -303,9 +602,12 @@ class ClusterClient:
                 endpoint = self.ring.node_for(sequence_id, exclude=self._down)
             except LookupError:
                 raise ServerLost(f"every server is down ({', '.join(sorted(self._down))})") from None
+            if endpoint in self._draining:
+                endpoint = self.ring.node_for(sequence_id, exclude=self._down | self._draining)
             version = model_version if model_version is not None else self.model_version
             inner = self._clients[endpoint].sequence(sequence_id, model_version=version)
-            seq = ClusterSequence(self, inner, endpoint, version)
+            tail = self.replay.updates if self.replay is not None else None
+            seq = ClusterSequence(self, inner, endpoint, version, tail)
             self._sequences[sequence_id] = seq
             self.sequences_per_endpoint[endpoint] += 1
         return seq
@@ -420,10 +722,18 @@ class ClusterClient:
     def _drain(self, timeout_s: float, old_versions: frozenset[int]) -> int:
         with self._lock:
             self._lock.wait_for(
-                lambda: not any(s.model_version in old_versions for s in self._sequences.values()),
+                lambda: (
+                    not any(
+                        s.model_version in old_versions and s.replay_updates is None
+                        for s in self._sequences.values()
+                    )
+                ),
                 timeout=timeout_s,
             )
             stuck = [s for s in self._sequences.values() if s.model_version in old_versions]
+        for seq in [s for s in stuck if s.replay_updates is not None]:
+            seq._move(seq._generation, "swap", version=self.model_version)
+        stuck = [s for s in stuck if s.replay_updates is None]
         for seq in stuck:
             seq._fail(
                 SequenceError(
@@ -474,6 +784,11 @@ class ClusterClient:
         if self._closed:
             return
         self._closed = True
+        self._stop_watch.set()
+        if self._watcher is not None:
+            self._watcher.join(5.0)
+        if self._mover is not None:
+            self._mover.shutdown(wait=True, cancel_futures=True)
         for seq in self.live_sequences:
             seq._fail(ClientClosedError("the ClusterClient was closed"))
         for client in [*self._clients.values(), *self._retired]:
