@@ -39,6 +39,7 @@ from hermes.aeriel.cluster.replay import ReplayPlan, replay_plan
 from hermes.aeriel.exceptions import (
     ClientClosedError,
     ConnectionFailed,
+    InferenceFailed,
     SequenceError,
     ServerLost,
 )
@@ -49,6 +50,17 @@ if TYPE_CHECKING:  # the single-server client (and grpc) load on first use, not 
 __all__ = ["ClusterClient", "ClusterSequence", "FailoverEvent"]
 
 logger = logging.getLogger("hermes.aeriel.cluster")
+
+
+# What Triton answers a request that reaches a server after SIGTERM (measured with the
+# tritonserver of nvidia-pytriton 0.7.0): in-flight requests finish within --exit-timeout-secs,
+# new ones (of live sequences too) are refused with this text, so the sequence state there
+# can no longer be used: the stream moves as for a lost server.
+STOPPING = "Server is stopping"
+
+
+def _stopping(error: BaseException) -> bool:
+    return isinstance(error, InferenceFailed) and STOPPING in str(error)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -219,7 +231,7 @@ class ClusterSequence:
             if sent.end:
                 self._cluster._release(self)
             return
-        if isinstance(error, ConnectionFailed) and not self._cluster._closed:
+        if (isinstance(error, ConnectionFailed) or _stopping(error)) and not self._cluster._closed:
             self._cluster._lose(self.endpoint, error, None)
             self._cluster._schedule_move(self, generation, str(error).splitlines()[0][:200])
             return
@@ -569,6 +581,17 @@ class ClusterClient:
             return bool(probe.is_server_ready(client_timeout=2.0))
         except Exception:
             return False
+
+    def _lost_error(self, name: str, seq: ClusterSequence | None, reason: str) -> ServerLost:
+        what = f"the state of sequence {seq.sequence_id} is lost: start a new sequence" if seq else "resend"
+        return ServerLost(
+            f"server {name} ({self._by_name[name].grpc}) went away ({reason}); {what}", endpoint=name
+        )
+
+    def _lose(self, name: str, exc: BaseException, seq: ClusterSequence | None) -> ServerLost:
+        """Mark ``name`` down after ``exc`` and return the error for ``seq``."""
+        self.mark_down(name, str(exc).splitlines()[0][:200])
+        return self._lost_error(name, seq, "its stream broke")
 
     def probe(self, *, timeout_s: float = 2.0) -> list[str]:
         """Reconnect to every server marked down that answers again; returns the live servers."""
