@@ -42,6 +42,8 @@ def build(root: Path, versions: int = 1) -> list[Net]:
     net.config.add_instance_group(kind="cpu", count=1)
     for model in nets:
         net.export_version(model, example_inputs=[torch.randn(2, BATCH, 3, K), torch.randn(2, BATCH, K)])
+    net.config.proto.version_policy.specific.versions[:] = [1]  # serve version 1; swaps load the others
+    net.config.write()
     stream = repo.add("stream", platform=Platform.ENSEMBLE)
     options = {"sequences_per_instance": SEQUENCES, "max_queue_delay_us": 500, "idle_timeout_s": 60}
     stream.add_streaming_inputs(

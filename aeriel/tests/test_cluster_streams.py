@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from hermes.aeriel import StreamOrderError
 from hermes.aeriel.cluster import ClusterClient, Endpoint, ReplayPlan, replay_plan
 from hermes.aeriel.serve import serve
 from hermes.aeriel.testing import leftover_resources
@@ -136,3 +137,112 @@ def test_twelve_streams_survive_a_sigkill_and_a_sigterm_with_exact_outputs(tmp_p
             assert client.live_sequences == []
     finally:
         stop_all(servers)
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory: pytest.TempPathFactory):
+    """One server with ``net`` versions 1 (served) and 2, for the chunk, gap and swap tests."""
+    root = tmp_path_factory.mktemp("one")
+    nets = sm.build(root / "repo", versions=2)
+    server = serve(root / "repo", models=["stream"], log_file=root / "server.log", exit_timeout_s=3)
+    try:
+        yield server, nets
+    finally:
+        stop_all([server])
+
+
+def collect(blocks: list[Future]) -> dict[str, np.ndarray]:
+    got = [b.result(60) for b in blocks]
+    return {key: np.concatenate([b.outputs[key][0] for b in got], axis=-1) for key in ("clean", "parts")}
+
+
+def test_chunks_of_random_lengths_give_the_fixed_update_output_and_aligned_positions(one) -> None:
+    server, (net, _) = one
+    rng = np.random.default_rng(2)
+    total = sm.UPDATE * 30 + 3  # not a multiple of the update: the END pad is trimmed
+    data = rng.standard_normal((4, total)).astype(np.float32)
+    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+        stream = client.stream(5, position=1000)
+        blocks, at = [], 0
+        while at < total:
+            n = int(rng.integers(1, 11))
+            blocks += stream.push(
+                {"strain": data[:3, at : at + n], "aux": data[3:, at : at + n]}, position=1000 + at
+            )
+            at += n
+        blocks += stream.finish()
+        got = collect(blocks)
+        padded = np.concatenate([data, np.zeros((4, sm.UPDATE - 3), np.float32)], axis=1)
+        expected = sm.reference(net, padded)
+        np.testing.assert_allclose(got["clean"], expected["clean"][:total], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["parts"], expected["parts"][:, :total], rtol=1e-5, atol=1e-5)
+        first = blocks[0].result()
+        assert (first.position, dict(first.starts)) == (1000, {"clean": 996, "parts": 996})
+        assert blocks[-1].result().outputs["clean"].shape[-1] == 3
+        assert client.live_sequences == []
+
+
+def test_order_errors_name_the_sequence_and_positions_before_sending(one) -> None:
+    server, _ = one
+    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+        stream = client.stream(6, position=0)
+        chunk = {"strain": np.ones((3, 6), np.float32), "aux": np.ones((1, 6), np.float32)}
+        assert len(stream.push(chunk, position=0)) == 1
+        with pytest.raises(
+            StreamOrderError,
+            match=r"^sequence 6: the chunk of group 'strain' at position 3 overlaps samples already given "
+            r"\(the group expects position 6\): duplicated or out of order$",
+        ):
+            stream.push(chunk, position=3)
+        with pytest.raises(
+            StreamOrderError,
+            match=r"^sequence 6: the chunk at position 10 leaves a gap of 4 samples after position 6 "
+            r"\(gap policy 'raise'; use gap='zero_fill' or 'restart'\)$",
+        ):
+            stream.push(chunk, position=10)
+        assert stream.sequence.tail_updates == 1  # nothing was sent for the refused chunks
+        for b in stream.push(chunk, position=6) + stream.finish():
+            b.result(60)
+
+
+def test_gaps_are_zero_filled_up_to_a_limit_or_restart_the_state(one) -> None:
+    server, (net, _) = one
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 20)).astype(np.float32)
+    b = rng.standard_normal((4, 20)).astype(np.float32)
+    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+        # zero fill: the stream equals one with zeros in the gap, and the block after it says so
+        fill = client.stream(7, gap="zero_fill", max_fill=8)
+        blocks = fill.push({"strain": a[:3], "aux": a[3:]}, position=0)
+        blocks += fill.push({"strain": b[:3], "aux": b[3:]}, position=28) + fill.finish()
+        joined = np.concatenate([a, np.zeros((4, 8), np.float32), b], axis=1)
+        np.testing.assert_allclose(
+            collect(blocks)["clean"], sm.reference(net, joined)["clean"], rtol=1e-5, atol=1e-5
+        )
+        gapped = [blk.result() for blk in blocks if blk.result().gaps]
+        assert [(g.gaps[0].expected, g.gaps[0].position, g.gaps[0].samples, g.filled) for g in gapped] == [
+            (20, 28, 8, 4)
+        ]
+        over = client.stream(8, gap="zero_fill", max_fill=8)
+        sent = over.push({"strain": a[:3], "aux": a[3:]}, position=0)
+        with pytest.raises(
+            StreamOrderError,
+            match=r"^sequence 8: the gap of 9 samples from position 20 to 29 exceeds max_fill=8 "
+            r"\(gap policy 'zero_fill'\)$",
+        ):
+            over.push({"strain": b[:3], "aux": b[3:]}, position=29)
+        collect(sent + over.finish())
+    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+        # restart: each segment is a fresh sequence, exactly its own offline reference
+        restart = client.stream(9, gap="restart")
+        first = restart.push({"strain": a[:3], "aux": a[3:]}, position=0)
+        second = restart.push({"strain": b[:3], "aux": b[3:]}, position=100)
+        second += restart.finish()
+        np.testing.assert_allclose(
+            collect(first + second[:1])["clean"], sm.reference(net, a)["clean"], rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            collect(second[1:])["clean"], sm.reference(net, b)["clean"], rtol=1e-5, atol=1e-5
+        )
+        assert second[1].result().gaps[0].action == "restart"
+        assert second[1].result().position == 100

@@ -47,6 +47,7 @@ from hermes.aeriel.exceptions import (
     ServerPreflightError,
     ServerStartTimeout,
     SharedMemoryError,
+    StreamOrderError,
 )
 from hermes.aeriel.monitor import Monitor
 from hermes.aeriel.serve import (
@@ -97,6 +98,7 @@ __all__ = [
     "ServerStartTimeout",
     "SharedMemoryError",
     "StreamGroup",
+    "StreamOrderError",
     "StreamTarget",
     "SwapReport",
     "TensorSpec",

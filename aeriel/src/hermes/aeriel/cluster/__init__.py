@@ -11,6 +11,7 @@ with ClusterClient(load_endpoints("endpoints.json"), "stream") as client:
 ```
 """
 
+from hermes.aeriel.cluster.chunks import Block, ChunkedStream, Gap
 from hermes.aeriel.cluster.client import ClusterClient, ClusterSequence, FailoverEvent
 from hermes.aeriel.cluster.endpoints import DEFAULT_PORTS, Endpoint, load_endpoints
 from hermes.aeriel.cluster.hash_ring import HashRing
@@ -19,10 +20,13 @@ from hermes.aeriel.cluster.replay import ReplayPlan, replay_plan
 
 __all__ = [
     "DEFAULT_PORTS",
+    "Block",
+    "ChunkedStream",
     "ClusterClient",
     "ClusterSequence",
     "Endpoint",
     "FailoverEvent",
+    "Gap",
     "HashRing",
     "ModelManager",
     "ReplayPlan",

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import itertools
 import logging
@@ -46,6 +47,7 @@ from hermes.aeriel.exceptions import (
 
 if TYPE_CHECKING:  # the single-server client (and grpc) load on first use, not on import
     from hermes.aeriel.client import InferenceClient, Result, Sequence
+    from hermes.aeriel.cluster.chunks import ChunkedStream
 
 __all__ = ["ClusterClient", "ClusterSequence", "FailoverEvent"]
 
@@ -74,6 +76,7 @@ class FailoverEvent:
         reason: why (the lost server's error, "draining", "swap").
         replayed: updates replayed with START whose outputs were dropped.
         resent: unanswered updates sent again (their futures get the new server's answers).
+        first_update: the number (from 0) of the first update answered by the target.
         at: ``time.monotonic()`` when the move began.
         move_s: seconds to open the stream on the target and send the replay and the resends.
     """
@@ -84,6 +87,7 @@ class FailoverEvent:
     reason: str
     replayed: int
     resent: int
+    first_update: int
     at: float
     move_s: float
 
@@ -227,9 +231,9 @@ class ClusterSequence:
                 self._trim()
         if error is None:
             self._cluster._count(self.endpoint)
-            sent.outer.set_result(done.result())
-            if sent.end:
+            if sent.end:  # released first: a caller woken by the answer may reuse the id
                 self._cluster._release(self)
+            sent.outer.set_result(done.result())
             return
         if (isinstance(error, ConnectionFailed) or _stopping(error)) and not self._cluster._closed:
             self._cluster._lose(self.endpoint, error, None)
@@ -255,6 +259,12 @@ class ClusterSequence:
             if not outer.done():
                 outer.set_exception(error)
         self._fail(error)
+
+    def _wait_answered(self, timeout_s: float) -> None:
+        """Wait until every update sent so far is answered (or failed)."""
+        with self._book:
+            waiting = [item.outer for item in self._history if not item.answered]
+        concurrent.futures.wait(waiting, timeout=timeout_s)
 
     def _move(self, generation: int, reason: str, *, version: int | None = None) -> bool:
         """Open the stream elsewhere, replay the tail, resend the unanswered updates.
@@ -294,6 +304,7 @@ class ClusterSequence:
                 reason=reason,
                 replayed=first - start,
                 resent=len(history) - first,
+                first_update=history[first].index if first < len(history) else self._index,
                 at=began,
                 move_s=time.monotonic() - began,
             )
@@ -635,6 +646,26 @@ class ClusterClient:
             self.sequences_per_endpoint[endpoint] += 1
         return seq
 
+    def stream(self, sequence_id: int | str, **options: Any) -> ChunkedStream:
+        """A :class:`~hermes.aeriel.cluster.ChunkedStream` over sequence ``sequence_id``: chunks of any length.
+
+        The update sizes and output delays come from the ensemble's streaming records;
+        ``options`` are those of :class:`ChunkedStream` (``position``, ``sample_rates``,
+        ``gap``, ``max_fill``, ``flush``). A restart after a gap reopens the same id.
+
+        Raises:
+            SequenceError: the model records no streaming groups.
+        """
+        from hermes.aeriel.cluster.chunks import ChunkedStream
+
+        plan = self.replay or self._plan(None, None)
+        if plan is None or not plan.update_sizes:
+            raise SequenceError(
+                f"model {self.model!r} records no streaming input groups (hermes.streaming_input.*); "
+                "send fixed updates with client.sequence(id).infer(...)"
+            )
+        return ChunkedStream(lambda: self.sequence(sequence_id), plan.update_sizes, plan.delays, **options)
+
     def owner(self, sequence_id: int | str) -> str:
         """The live server a new sequence with this id would go to."""
         with self._lock:
@@ -659,9 +690,9 @@ class ClusterClient:
             self.requests_per_endpoint[seq.endpoint] += 1
         error = done.exception()
         if error is None:
-            outer.set_result(done.result())
             if end:
                 self._release(seq)
+            outer.set_result(done.result())
             return
         if isinstance(error, ConnectionFailed) and not isinstance(error, ServerLost) and not self._closed:
             error = self._lose(seq.endpoint, error, seq)
@@ -800,6 +831,44 @@ class ClusterClient:
             drain_timeout_s=drain_timeout_s,
             timeout_s=timeout_s,
         )
+
+    def swap_member(self, member: str, new_version: int, *, timeout_s: float | None = None) -> SwapReport:
+        """Hot-swap a member of a streaming ensemble (its network) and rebuild every live stream on it.
+
+        An ensemble step that asks for the latest version switches as soon as the new version
+        is ready, which would mix versions inside a stream's averaged output. So the live
+        streams pause (their next ``infer`` waits) until their sent updates are answered; the
+        new version loads beside the old; each stream replays its tail with START (now
+        through the new version) and carries on; the old version is retired. Outputs answered
+        before the pause come from the old version, every later one from the new, with no
+        gap; the pause lasts the load plus the replay (:class:`SwapReport`, and each stream's
+        ``failovers`` entry with reason ``"swap"``).
+
+        Raises:
+            SequenceError: the model's streams keep no replay tail (``failover=False``).
+            ModelLoadError: the new version did not load; the streams resume on the old one.
+        """
+        self._check_open()
+        if self.replay is None:
+            raise SequenceError(f"model {self.model!r} keeps no replay tail: its streams cannot be rebuilt")
+        streams = sorted(
+            (s for s in self.live_sequences if s.replay_updates is not None), key=lambda s: str(s.sequence_id)
+        )
+        for seq in streams:
+            seq._lock.acquire()
+        try:
+            for seq in streams:
+                seq._wait_answered(self.timeout_s)
+
+            def rebuild(_timeout_s: float, _old: frozenset[int]) -> int:
+                for seq in streams:
+                    seq._move(seq._generation, "swap")
+                return 0
+
+            return self.manager.swap(member, new_version, drain=rebuild, timeout_s=timeout_s)
+        finally:
+            for seq in streams:
+                seq._lock.release()
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
