@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -246,3 +248,82 @@ def test_gaps_are_zero_filled_up_to_a_limit_or_restart_the_state(one) -> None:
         )
         assert second[1].result().gaps[0].action == "restart"
         assert second[1].result().position == 100
+
+
+def test_a_member_swap_during_streaming_rebuilds_every_stream_with_no_gap(one) -> None:
+    server, (net1, net2) = one
+    rng = np.random.default_rng(4)
+    count = 40
+    data = {sid: rng.standard_normal((4, sm.UPDATE * count)).astype(np.float32) for sid in (21, 22, 23)}
+    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+        seqs = {sid: client.sequence(sid) for sid in data}
+        futures: dict[int, list[Future]] = {sid: [] for sid in data}
+        halfway = threading.Event()
+
+        def feed() -> None:
+            for u in range(count):
+                for sid, seq in seqs.items():
+                    futures[sid].append(seq.infer(sm.updates(data[sid])[u], end=u == count - 1))
+                if u == 10:
+                    halfway.set()
+                if u % 2:
+                    for fs in futures.values():
+                        fs[-1].result(120)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        halfway.wait(120)
+        report = client.swap_member("net", 2)
+        feeder.join(120)
+        assert report.old_versions == (1,) and report.new_version == 2
+        assert client.manager.ready_versions("net") == {"server-0": [2]}
+        for sid, seq in seqs.items():
+            (event,) = seq.failovers
+            assert (event.reason, event.resent, event.replayed) == ("swap", 0, 5)
+            k = event.first_update
+            assert 10 < k < count
+            results = [f.result(60) for f in futures[sid]]
+            served = np.concatenate([r["clean"][0] for r in results], axis=-1)
+            old, new = sm.reference(net1, data[sid])["clean"], sm.reference(net2, data[sid])["clean"]
+            cut = k * sm.UPDATE
+            np.testing.assert_allclose(served[:cut], old[:cut], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(served[cut:], new[cut:], rtol=1e-5, atol=1e-5)
+            assert not np.allclose(old[cut:], new[cut:])
+        client.manager.load("net", versions=[1])  # the module's other tests use version 1
+
+
+def stream_with_a_move(server, net: sm.Net, sid: int, tail: int, move_at: int, wait: bool) -> np.ndarray:
+    """Stream 24 updates, rebuilding from a ``tail``-update replay before update ``move_at``; the clean output."""
+    data = np.random.default_rng(sid).standard_normal((4, sm.UPDATE * 24)).astype(np.float32)
+    with ClusterClient(
+        endpoints_of([server]), "stream", replay_updates=tail, watch_interval_s=None
+    ) as client:
+        seq = client.sequence(sid)
+        futures = []
+        for u, update in enumerate(sm.updates(data)):
+            if u == move_at:
+                if wait:
+                    futures[-1].result(60)
+                event = seq.rebuild("property test")
+                assert event.replayed == min(move_at - event.resent, tail)
+            futures.append(seq.infer(update, end=u == 23))
+            assert seq.tail_updates <= tail + u + 1
+        served = np.concatenate([f.result(60)["clean"][0] for f in futures])
+    return served - sm.reference(net, data)["clean"]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(move_at=st.integers(1, 23), extra=st.integers(0, 4), wait=st.booleans())
+def test_a_rebuild_at_any_point_with_any_tail_at_least_the_recorded_one_is_exact(
+    one, move_at, extra, wait
+) -> None:
+    server, (net, _) = one
+    error = stream_with_a_move(server, net, 100 + move_at, 5 + extra, move_at, wait)
+    np.testing.assert_allclose(error, 0, atol=1e-5)
+
+
+def test_a_tail_one_update_short_of_the_record_is_not_exact(one) -> None:
+    server, (net, _) = one
+    error = stream_with_a_move(server, net, 99, 4, 12, True)
+    assert np.abs(error[: 12 * sm.UPDATE]).max() < 1e-5  # before the move: exact
+    assert np.abs(error[12 * sm.UPDATE :]).max() > 1e-3  # after: the averager saw zeros

@@ -260,6 +260,22 @@ class ClusterSequence:
                 outer.set_exception(error)
         self._fail(error)
 
+    def rebuild(self, reason: str = "requested") -> FailoverEvent:
+        """Rebuild the stream now on the server its id maps to (e.g. back after :meth:`ClusterClient.probe`).
+
+        The tail is replayed with START there and unanswered updates are sent again, as on a
+        failover; outputs are unchanged.
+
+        Raises:
+            SequenceError: the sequence keeps no replay tail, or it ended or failed.
+        """
+        if self.replay_updates is None:
+            raise SequenceError(f"sequence {self.sequence_id} keeps no replay tail: it cannot be rebuilt")
+        with self._lock:
+            if not self._move(self._generation, reason):
+                raise SequenceError(f"sequence {self.sequence_id} has ended or failed: nothing to rebuild")
+            return self.failovers[-1]
+
     def _wait_answered(self, timeout_s: float) -> None:
         """Wait until every update sent so far is answered (or failed)."""
         with self._book:
