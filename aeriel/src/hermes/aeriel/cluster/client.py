@@ -282,7 +282,9 @@ class ClusterSequence:
             waiting = [item.outer for item in self._history if not item.answered]
         concurrent.futures.wait(waiting, timeout=timeout_s)
 
-    def _move(self, generation: int, reason: str, *, version: int | None = None) -> bool:
+    def _move(
+        self, generation: int, reason: str, *, version: int | None = None, source: str | None = None
+    ) -> bool:
         """Open the stream elsewhere, replay the tail, resend the unanswered updates.
 
         Returns False when the stream had already moved (or ended) since ``generation``.
@@ -291,6 +293,8 @@ class ClusterSequence:
             with self._book:
                 if generation != self._generation or self._failure is not None:
                     return False
+                if source is not None and self.endpoint != source:
+                    return False  # it already left that server
                 if self._end_sent and all(item.answered for item in self._history):
                     return False
                 self._generation += 1
@@ -532,7 +536,7 @@ class ClusterClient:
         )  # fmt: skip
         for seq in lost:
             if seq.replay_updates is not None:
-                self._schedule_move(seq, seq._generation, reason)
+                self._schedule_move(seq, seq._generation, reason, name)
             else:
                 seq._fail(self._lost_error(name, seq, reason))
 
@@ -549,9 +553,11 @@ class ClusterClient:
                 s for s in self._sequences.values() if s.endpoint == name and s.replay_updates is not None
             ]
         logger.warning("server %s is draining (%s); moving %d stream(s)", name, reason, len(moving))
-        return sum(seq._move(seq._generation, reason) for seq in moving)
+        return sum(seq._move(seq._generation, reason, source=name) for seq in moving)
 
-    def _schedule_move(self, seq: ClusterSequence, generation: int, reason: str) -> None:
+    def _schedule_move(
+        self, seq: ClusterSequence, generation: int, reason: str, source: str | None = None
+    ) -> None:
         """Move ``seq`` on the mover thread (not on the thread of the stream that broke)."""
         with self._lock:
             if self._closed:
@@ -559,7 +565,7 @@ class ClusterClient:
             if self._mover is None:
                 self._mover = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hermes-failover")
             mover = self._mover
-        mover.submit(seq._move, generation, reason)
+        mover.submit(seq._move, generation, reason, source=source)
 
     def _reopen(self, seq: ClusterSequence, version: int | None) -> tuple[str, Sequence]:
         """Open ``seq`` again on the live, not draining server its id maps to now."""
