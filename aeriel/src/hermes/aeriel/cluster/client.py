@@ -305,7 +305,7 @@ class ClusterSequence:
             self._inner.close()
             try:
                 endpoint, inner = self._cluster._reopen(self, version)
-            except (ConnectionFailed, ClientClosedError) as exc:
+            except (ConnectionFailed, ClientClosedError, SequenceError) as exc:
                 self._fail_all(exc)
                 return True
             self._inner, self.endpoint = inner, endpoint
@@ -565,7 +565,16 @@ class ClusterClient:
             if self._mover is None:
                 self._mover = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hermes-failover")
             mover = self._mover
-        mover.submit(seq._move, generation, reason, source=source)
+        mover.submit(self._move_or_fail, seq, generation, reason, source)
+
+    @staticmethod
+    def _move_or_fail(seq: ClusterSequence, generation: int, reason: str, source: str | None) -> None:
+        """Run a move on the mover thread; an unexpected error fails the stream instead of vanishing."""
+        try:
+            seq._move(generation, reason, source=source)
+        except Exception as exc:
+            logger.exception("moving sequence %s failed", seq.sequence_id)
+            seq._fail_all(exc)
 
     def _reopen(self, seq: ClusterSequence, version: int | None) -> tuple[str, Sequence]:
         """Open ``seq`` again on the live, not draining server its id maps to now."""
@@ -627,7 +636,10 @@ class ClusterClient:
         return self._lost_error(name, seq, "its stream broke")
 
     def probe(self, *, timeout_s: float = 2.0) -> list[str]:
-        """Reconnect to every server marked down that answers again; returns the live servers."""
+        """Reconnect to every server marked down that answers again; returns the live servers.
+
+        A server drained after a failed readiness poll takes new sequences again once it is ready.
+        """
         for name in sorted(self._down):
             try:
                 fresh = self._connect(self._by_name[name], timeout_s)
@@ -639,7 +651,17 @@ class ClusterClient:
                     self._retired.append(old)
                 self._clients[name] = fresh
                 self._down.discard(name)
+                self._draining.discard(name)
             logger.info("server %s is live again", name)
+        for name in sorted(self._draining - self._down):
+            try:
+                ready = self.manager._call(self._by_name[name], "probing readiness", "is_server_ready")
+            except Exception:
+                continue
+            if ready:
+                with self._lock:
+                    self._draining.discard(name)
+                logger.info("server %s is ready again; it takes new sequences", name)
         return self.live_endpoints
 
     # ------------------------------------------------------------------ sequences
