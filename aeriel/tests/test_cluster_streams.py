@@ -351,3 +351,27 @@ def test_a_tail_one_update_short_of_the_record_is_not_exact(one) -> None:
     error = stream_with_a_move(server, net, 99, 4, 12, True)
     assert np.abs(error[: 12 * sm.UPDATE]).max() < 1e-5  # before the move: exact
     assert np.abs(error[12 * sm.UPDATE :]).max() > 1e-3  # after: the averager saw zeros
+
+
+def test_times_in_seconds_and_the_drop_flush_policy(one) -> None:
+    server, (net, _) = one
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((4, sm.UPDATE * 6 + 2)).astype(np.float32)
+    rates = {"strain": 256.0, "aux": 256.0}
+    t0 = 1_000_000_000.0  # a GPS-like start time
+    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+        stream = client.stream(31, position=t0, sample_rates=rates, flush="drop")
+        blocks = stream.push({"strain": data[:3, :10], "aux": data[3:, :10]}, position=t0)
+        blocks += stream.push({"strain": data[:3, 10:], "aux": data[3:, 10:]}, position=t0 + 10 / 256)
+        with pytest.raises(
+            StreamOrderError,
+            match=r"^sequence 31: the chunk at position 1000000001.1015625 leaves a gap of 256 samples after "
+            r"position 1000000000.1015625 ",
+        ):
+            stream.push({"strain": data[:3, :4], "aux": data[3:, :4]}, position=t0 + 1 + 26 / 256)
+        blocks += stream.finish()
+        got = [b.result(60) for b in blocks]
+        assert [len(b.outputs["clean"][0]) for b in got] == [4] * 6 + [0]  # the last 2 samples dropped
+        served = np.concatenate([b.outputs["clean"][0] for b in got])
+        np.testing.assert_allclose(served, sm.reference(net, data[:, :24])["clean"], rtol=1e-5, atol=1e-5)
+        assert got[1].position == t0 + 4 / 256 and got[1].starts["clean"] == t0  # delay 4 samples

@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 __all__ = ["Block", "ChunkedStream", "Gap"]
 
 
+def _fmt(position: float) -> str:
+    """A position for a message: ``6`` for a sample index, ``1000000001.1015625`` for a GPS time."""
+    return f"{position:.9f}".rstrip("0").rstrip(".")
+
+
 class _Sendable(Protocol):
     sequence_id: Any
 
@@ -174,19 +179,19 @@ class ChunkedStream:
             missing = self._missing(group, position)
             if missing < 0:
                 raise StreamOrderError(
-                    f"sequence {sid}: the chunk of group {group!r} at position {position:g} overlaps samples "
-                    f"already given (the group expects position {self._next[group]:g}): duplicated or out of order"
+                    f"sequence {sid}: the chunk of group {group!r} at position {_fmt(position)} overlaps samples "
+                    f"already given (the group expects position {_fmt(self._next[group])}): duplicated or out of order"
                 )
         missing = self._missing(first, position) if first in chunks else 0
         if missing > 0 and self.gap == "raise":
             raise StreamOrderError(
-                f"sequence {sid}: the chunk at position {position:g} leaves a gap of {missing} samples after "
-                f"position {self._next[first]:g} (gap policy 'raise'; use gap='zero_fill' or 'restart')"
+                f"sequence {sid}: the chunk at position {_fmt(position)} leaves a gap of {missing} samples after "
+                f"position {_fmt(self._next[first])} (gap policy 'raise'; use gap='zero_fill' or 'restart')"
             )
         if missing > 0 and self.gap == "zero_fill" and missing > self.max_fill:
             raise StreamOrderError(
-                f"sequence {sid}: the gap of {missing} samples from position {self._next[first]:g} to "
-                f"{position:g} exceeds max_fill={self.max_fill} (gap policy 'zero_fill')"
+                f"sequence {sid}: the gap of {missing} samples from position {_fmt(self._next[first])} to "
+                f"{_fmt(position)} exceeds max_fill={self.max_fill} (gap policy 'zero_fill')"
             )
         return missing
 
