@@ -335,6 +335,20 @@ class ClusterSequence:
         )  # fmt: skip
         return True
 
+    def send(
+        self,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        *,
+        end: bool = False,
+        request_id: Any = None,
+        timeout_s: float | None = None,
+    ) -> Future[Result]:
+        """:meth:`infer` under the single-server client's name (``sequence(id).send(x, end=...)``).
+
+        ``request_id`` is accepted for that protocol; the cluster numbers its own requests.
+        """
+        return self.infer(inputs, end=end, timeout_s=timeout_s)
+
     def end(
         self, inputs: Mapping[str, np.ndarray] | np.ndarray, *, timeout_s: float | None = None
     ) -> Future[Result]:
