@@ -438,3 +438,26 @@ def test_membership_follows_servers_added_and_removed_at_runtime(trio):
         assert client.remove_endpoint("server-2", drain_timeout_s=0.1) == 1
         with pytest.raises(ServerLost, match=r"left the cluster after a 0\.1 s drain"):
             stuck.infer({"x": ONES})
+
+
+def test_failover_is_off_for_a_model_without_streaming_records_unless_a_tail_is_given(trio):
+    endpoints = endpoints_of(trio)
+    with ClusterClient(endpoints, "acc") as client:
+        plain = client.sequence(5001)
+        assert client.replay is None and plain.replay_updates is None
+        plain.end({"x": ONES}).result(60)
+    with pytest.raises(
+        SequenceError,
+        match=r"model 'acc' records no streaming state \(no hermes.streaming_\* parameters\), so the replay tail "
+        r"that rebuilds its state is unknown; give replay_updates= or failover=False",
+    ):
+        ClusterClient(endpoints, "acc", failover=True)
+    with ClusterClient(endpoints, "acc", replay_updates=3) as client:
+        seq = client.sequence(5003)
+        for _ in range(5):
+            seq.infer({"x": ONES}).result(60)
+        assert seq.tail_updates == 3  # bounded: the answered updates beyond the tail are dropped
+        event = seq.rebuild()
+        assert (event.replayed, event.resent) == (3, 0)
+        # the running sum restarts from the 3 replayed updates: why failover is off by default here
+        np.testing.assert_array_equal(seq.end({"x": ONES}).result(60)["y"], ONES * 4)

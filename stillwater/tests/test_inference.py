@@ -69,6 +69,19 @@ def test_inference_requests_interleave_sequences_and_emit_arrays_through_shared_
             np.testing.assert_allclose(array, 3 * window)
 
 
+def test_inference_stage_over_a_list_of_endpoints_streams_through_a_cluster_client(stream_url: str) -> None:
+    rng = np.random.default_rng(1)
+    updates = [rng.standard_normal((1, 2, 4)).astype(np.float32) for _ in range(6)]
+    # a window of 8 samples is rebuilt by replaying 2 updates of 4: the stream survives its server
+    stage = InferenceStage(
+        [stream_url], "sw_stream", sequence_id=9, max_pending=2, client_kwargs={"replay_updates": 2}
+    )
+    results = (Source(updates, output=ArraySpec(shape=(1, 2, 4))) >> stage).run(timeout_s=60)
+    assert [r.sequence_id for r in results] == [9] * 6
+    for result, window in zip(results, _windows(updates), strict=True):
+        np.testing.assert_allclose(result.outputs["scaled"], 3 * window, rtol=1e-6)
+
+
 def test_inference_stage_rejects_bad_options_naming_them() -> None:
     with pytest.raises(ValueError, match=r"emit must be one of .* got 'everything'"):
         InferenceStage("127.0.0.1:1", "m", emit="everything")

@@ -277,3 +277,30 @@ def test_a_failed_step_on_an_exported_ensemble_restores_its_exported_config(
     assert ensemble.config.to_text() == exported
     assert sorted(m.name for m in repo) == ["aggregator", "net", "snapshotter", "stream"]
     assert ensemble.versions == [1]
+def test_batched_state_wires_a_network_whose_batch_axis_carries_the_sequences(
+    repo: ModelRepository, ensemble: EnsembleModel
+) -> None:
+    net = repo.add("seqnet", platform=Platform.ONNX)
+    net.config.max_batch_size = 6
+    net.config.add_input("strain", [4, 2, 64])  # (sequences, B = 4, C = 2, K = 64)
+    net.config.add_output("noise", [4, 64])
+    net.config.write()
+    group = add_streaming_inputs(
+        ensemble, net.inputs["strain"], stride=8, batch_size=4, sequences_per_instance=6
+    )
+    output = add_streaming_output(
+        ensemble, net.outputs["noise"], stride=8, num_updates=4, sequences_per_instance=6
+    )
+    assert group.update_shape == (1, 2, 32)
+    assert output.delay == 24
+    record = json.loads(ensemble.config.parameters["hermes.streaming_input.snapshotter_update"])
+    assert (record["kernel_size"], record["batch_size"], record["max_sequences"]) == (64, 4, 6)
+    other = repo.add("stream2", platform=Platform.ENSEMBLE)
+    wrong = declared(repo, "wrongnet", {}, {})
+    wrong.config.max_batch_size = 6
+    wrong.config.add_input("strain", [3, 2, 64])
+    wrong.config.write()
+    with pytest.raises(
+        StreamingConfigError, match=r"has batch axis 3 but the snapshotter emits batch_size=4"
+    ):
+        add_streaming_inputs(other, wrong.inputs["strain"], stride=8, batch_size=4, sequences_per_instance=6)

@@ -51,6 +51,7 @@ from hermes.aeriel.exceptions import (
     ServerPreflightError,
     ServerStartTimeout,
     SharedMemoryError,
+    StreamOrderError,
 )
 from hermes.aeriel.monitor import Monitor
 from hermes.aeriel.serve import (
@@ -105,6 +106,7 @@ __all__ = [
     "ServerStartTimeout",
     "SharedMemoryError",
     "StreamGroup",
+    "StreamOrderError",
     "StreamTarget",
     "SwapReport",
     "TensorSpec",

@@ -113,6 +113,13 @@ class SequenceError(ClientError, RuntimeError):
     """A stateful sequence was misused (request after END, duplicate live id, ...)."""
 
 
+class StreamOrderError(SequenceError, ValueError):
+    """A chunk of a stream is duplicated, out of order or after a gap the stream's policy refuses.
+
+    Raised before anything is sent; the message names the sequence and the positions.
+    """
+
+
 class ClientClosedError(ClientError, RuntimeError):
     """The client (or a resource of it) was used after it was closed."""
 

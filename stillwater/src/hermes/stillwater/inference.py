@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,7 @@ class InferenceRequest:
 class _InferenceWorker:
     """Runs in the stage process: owns the client, the open sequences and the pending futures."""
 
-    def __init__(self, url: str, model_name: str, sequence_id: int | str, emit: str, max_pending: int,
+    def __init__(self, url: str | Sequence[Any], model_name: str, sequence_id: int | str, emit: str, max_pending: int,
                  result_timeout_s: float, client_kwargs: Mapping[str, Any]) -> None:  # fmt: skip
         self.url = url
         self.model_name = model_name
@@ -78,7 +78,12 @@ class _InferenceWorker:
 
     def setup(self) -> None:
         client = _client_module()
-        self.client = client.InferenceClient(self.url, self.model_name, **self.client_kwargs)
+        if isinstance(self.url, str):
+            self.client = client.InferenceClient(self.url, self.model_name, **self.client_kwargs)
+        else:  # several servers: streams pinned by hashing, rebuilt elsewhere when a server goes
+            from hermes.aeriel.cluster import ClusterClient
+
+            self.client = ClusterClient(self.url, self.model_name, **self.client_kwargs)
         logger.info("inference stage connected to %s at %s", self.model_name, self.url)
 
     def _send(self, inputs: Any, sequence_id: int | str, end: bool, request_id: Any) -> None:
@@ -130,7 +135,9 @@ class InferenceStage(Map):
     the lowest latency on a real-time stream, more for throughput).
 
     Args:
-        url: the server's gRPC endpoint, ``"host:port"``.
+        url: the server's gRPC endpoint, ``"host:port"``; or a list of endpoints (anything
+            ``hermes.aeriel.cluster.load_endpoints`` takes), served through a
+            ``ClusterClient`` whose streams survive a lost or draining server.
         model_name: the (ensemble) model to stream through.
         sequence_id: the sequence of plain items.
         emit: ``"result"`` emits the client's result objects (``.outputs``, ``.timings``,
@@ -139,11 +146,8 @@ class InferenceStage(Map):
         max_pending: requests outstanding at most before the stage waits for the oldest.
         result_timeout_s: longest wait (s) for one result.
         client_kwargs: passed to ``hermes.aeriel.client.InferenceClient`` (e.g.
-            ``max_in_flight``, ``shared_memory``, ``timeout_s``).
-        name: see :class:`~hermes.stillwater.Stage`.
-        output: see :class:`~hermes.stillwater.Stage`.
-        capacity: see :class:`~hermes.stillwater.Stage`.
-        copy: see :class:`~hermes.stillwater.Stage`.
+            ``max_in_flight``, ``shared_memory``, ``timeout_s``), or to the ``ClusterClient``.
+        name, output, capacity, copy: see :class:`~hermes.stillwater.Stage`.
 
     Raises:
         ImportError: hermes-aeriel is not installed (with the pip command to fix it).
@@ -153,7 +157,7 @@ class InferenceStage(Map):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[Any],
         model_name: str,
         *,
         sequence_id: int | str = 1,

@@ -11,18 +11,26 @@ with ClusterClient(load_endpoints("endpoints.json"), "stream") as client:
 ```
 """
 
-from hermes.aeriel.cluster.client import ClusterClient, ClusterSequence
+from hermes.aeriel.cluster.chunks import Block, ChunkedStream, Gap
+from hermes.aeriel.cluster.client import ClusterClient, ClusterSequence, FailoverEvent
 from hermes.aeriel.cluster.endpoints import DEFAULT_PORTS, Endpoint, load_endpoints
 from hermes.aeriel.cluster.hash_ring import HashRing
 from hermes.aeriel.cluster.model_manager import ModelManager, SwapReport
+from hermes.aeriel.cluster.replay import ReplayPlan, replay_plan
 
 __all__ = [
     "DEFAULT_PORTS",
+    "Block",
+    "ChunkedStream",
     "ClusterClient",
     "ClusterSequence",
     "Endpoint",
+    "FailoverEvent",
+    "Gap",
     "HashRing",
     "ModelManager",
+    "ReplayPlan",
     "SwapReport",
     "load_endpoints",
+    "replay_plan",
 ]

@@ -20,11 +20,14 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Hashable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -33,19 +36,72 @@ import numpy as np
 from hermes.aeriel.cluster.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.cluster.hash_ring import HashRing
 from hermes.aeriel.cluster.model_manager import ModelManager, SwapReport
+from hermes.aeriel.cluster.replay import ReplayPlan, replay_plan
 from hermes.aeriel.exceptions import (
     ClientClosedError,
     ConnectionFailed,
+    InferenceFailed,
     SequenceError,
     ServerLost,
 )
 
 if TYPE_CHECKING:  # the single-server client (and grpc) load on first use, not on import
     from hermes.aeriel.client import InferenceClient, Result, Sequence
+    from hermes.aeriel.cluster.chunks import ChunkedStream
 
-__all__ = ["ClusterClient", "ClusterSequence"]
+__all__ = ["ClusterClient", "ClusterSequence", "FailoverEvent"]
 
 logger = logging.getLogger("hermes.aeriel.cluster")
+
+
+# What Triton answers a request that reaches a server after SIGTERM (measured with the
+# tritonserver of nvidia-pytriton 0.7.0): in-flight requests finish within --exit-timeout-secs,
+# new ones (of live sequences too) are refused with this text, so the sequence state there
+# can no longer be used: the stream moves as for a lost server.
+STOPPING = "Server is stopping"
+
+
+def _stopping(error: BaseException) -> bool:
+    return isinstance(error, InferenceFailed) and STOPPING in str(error)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FailoverEvent:
+    """One move of a stream to another server (or version), rebuilt from its replay tail.
+
+    Attributes:
+        sequence_id: the stream's id.
+        source: the server it left (``name`` or ``name vN`` for a swap).
+        target: the server it moved to.
+        reason: why (the lost server's error, "draining", "swap").
+        replayed: updates replayed with START whose outputs were dropped.
+        resent: unanswered updates sent again (their futures get the new server's answers).
+        first_update: the number (from 0) of the first update answered by the target.
+        at: ``time.monotonic()`` when the move began.
+        move_s: seconds to open the stream on the target and send the replay and the resends.
+    """
+
+    sequence_id: Hashable
+    source: str
+    target: str
+    reason: str
+    replayed: int
+    resent: int
+    first_update: int
+    at: float
+    move_s: float
+
+
+@dataclasses.dataclass(eq=False)
+class _Sent:
+    """One update of a stream: kept until it is answered and falls out of the replay tail."""
+
+    index: int
+    inputs: Mapping[str, np.ndarray] | np.ndarray
+    end: bool
+    timeout_s: float | None
+    outer: Future[Result]
+    answered: bool = False
 
 
 class ClusterSequence:
@@ -55,19 +111,41 @@ class ClusterSequence:
     :class:`~hermes.aeriel.client.Sequence` of the owning server's client. The first
     request carries START, ``infer(..., end=True)`` (or :meth:`end`) carries END.
 
+    With a replay tail (``replay_updates`` not None: a streaming ensemble, see
+    :mod:`hermes.aeriel.cluster.replay`) the sequence survives its server: when the server is
+    lost or drains (or the model is swapped), the sequence opens again on another server,
+    replays its last ``replay_updates`` answered updates with START (outputs dropped) and
+    sends the unanswered ones again. Every future gets exactly one answer, in order, equal
+    to an uninterrupted run. Each move is logged in :attr:`failovers`.
+
     Attributes:
         sequence_id: the correlation id.
         endpoint: name of the server that holds the sequence's state.
         model_version: the version every request of the sequence goes to.
+        replay_updates: updates kept for a rebuild (None: no failover, a lost server fails it).
+        failovers: the moves so far.
     """
 
-    def __init__(self, cluster: ClusterClient, inner: Sequence, endpoint: str, model_version: int):
+    def __init__(
+        self,
+        cluster: ClusterClient,
+        inner: Sequence,
+        endpoint: str,
+        model_version: int,
+        replay_updates: int | None = None,
+    ):
         self._cluster = cluster
         self._inner = inner
         self.sequence_id = inner.sequence_id
         self.endpoint = endpoint
         self.model_version = model_version
-        self._lock = threading.RLock()  # _fail may run inside infer (a lost server)
+        self.replay_updates = replay_updates
+        self.failovers: list[FailoverEvent] = []
+        self._lock = threading.RLock()  # order of sends; _fail/_move may run inside infer
+        self._book = threading.Lock()  # the history; never held while sending
+        self._history: collections.deque[_Sent] = collections.deque()
+        self._generation = 0
+        self._index = 0
         self._failure: Exception | None = None
         self._end_sent = False
 
@@ -75,6 +153,12 @@ class ClusterSequence:
     def live(self) -> bool:
         """Whether the sequence still holds state on its server (not ended, failed or closed)."""
         return not self._end_sent and self._failure is None
+
+    @property
+    def tail_updates(self) -> int:
+        """Updates held now (answered ones in the replay tail and unanswered ones)."""
+        with self._book:
+            return len(self._history)
 
     def infer(
         self,
@@ -87,20 +171,183 @@ class ClusterSequence:
 
         Raises:
             SequenceError: the sequence already ended, was closed, or its version was retired.
-            ServerLost: its server went away; the sequence's state is gone.
+            ServerLost: its server went away and the sequence keeps no replay tail.
             InputValidationError: the inputs do not match the model.
         """
+        outer: Future[Result] = Future()
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            try:
-                inner = self._inner.send(inputs, end=end, timeout_s=timeout_s)
-            except ConnectionFailed as exc:
-                raise self._cluster._lose(self.endpoint, exc, self) from exc
+            if self._end_sent:
+                raise SequenceError(f"sequence {self.sequence_id!r} already ended; no request may follow END")
+            if self.replay_updates is None:
+                self._send_plain(inputs, end, timeout_s, outer)
+            else:
+                sent = _Sent(self._index, inputs, end, timeout_s, outer)
+                with self._book:
+                    self._history.append(sent)
+                try:
+                    self._send(sent, self._generation, replay=False)
+                except BaseException:
+                    with self._book:
+                        self._history.remove(sent)
+                    raise
+                self._index += 1
             self._end_sent = self._end_sent or end
-        outer: Future[Result] = Future()
-        inner.add_done_callback(lambda done: self._cluster._relay_sequence(self, done, outer, end))
         return outer
+
+    def _send_plain(
+        self,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        end: bool,
+        timeout_s: float | None,
+        outer: Future[Result],
+    ) -> None:
+        try:
+            inner = self._inner.send(inputs, end=end, timeout_s=timeout_s)
+        except ConnectionFailed as exc:
+            raise self._cluster._lose(self.endpoint, exc, self) from exc
+        inner.add_done_callback(lambda done: self._cluster._relay_sequence(self, done, outer, end))
+
+    def _send(self, sent: _Sent, generation: int, *, replay: bool) -> None:
+        """Send one kept update on the current server (under ``_lock``); a dead server moves the stream."""
+        try:
+            inner = self._inner.send(sent.inputs, end=sent.end and not replay, timeout_s=sent.timeout_s)
+        except ConnectionFailed as exc:
+            self._cluster._lose(self.endpoint, exc, None)
+            self._move(generation, str(exc).splitlines()[0][:200])
+            return
+        inner.add_done_callback(lambda done: self._on_answer(sent, generation, replay, done))
+
+    def _on_answer(self, sent: _Sent, generation: int, replay: bool, done: Future[Result]) -> None:
+        error = done.exception()
+        with self._book:
+            if generation != self._generation:
+                return  # an answer of a server the stream left: its update was sent again
+            if error is None:
+                if replay:
+                    return  # a replayed output: dropped
+                sent.answered = True
+                self._trim()
+        if error is None:
+            self._cluster._count(self.endpoint)
+            if sent.end:  # released first: a caller woken by the answer may reuse the id
+                self._cluster._release(self)
+            sent.outer.set_result(done.result())
+            return
+        if (isinstance(error, ConnectionFailed) or _stopping(error)) and not self._cluster._closed:
+            self._cluster._lose(self.endpoint, error, None)
+            self._cluster._schedule_move(self, generation, str(error).splitlines()[0][:200])
+            return
+        self._fail_all(error if isinstance(error, Exception) else SequenceError(str(error)))
+
+    def _trim(self) -> None:
+        """Drop answered updates older than the replay tail (under ``_book``)."""
+        answered = 0
+        for item in self._history:
+            if not item.answered:
+                break
+            answered += 1
+        for _ in range(max(0, answered - (self.replay_updates or 0))):
+            self._history.popleft()
+
+    def _fail_all(self, error: Exception) -> None:
+        """Fail the stream and every unanswered future with ``error``."""
+        with self._book:
+            waiting = [item.outer for item in self._history if not item.answered]
+        for outer in waiting:
+            if not outer.done():
+                outer.set_exception(error)
+        self._fail(error)
+
+    def rebuild(self, reason: str = "requested") -> FailoverEvent:
+        """Rebuild the stream now on the server its id maps to (e.g. back after :meth:`ClusterClient.probe`).
+
+        The tail is replayed with START there and unanswered updates are sent again, as on a
+        failover; outputs are unchanged.
+
+        Raises:
+            SequenceError: the sequence keeps no replay tail, or it ended or failed.
+        """
+        if self.replay_updates is None:
+            raise SequenceError(f"sequence {self.sequence_id} keeps no replay tail: it cannot be rebuilt")
+        with self._lock:
+            if not self._move(self._generation, reason):
+                raise SequenceError(f"sequence {self.sequence_id} has ended or failed: nothing to rebuild")
+            return self.failovers[-1]
+
+    def _wait_answered(self, timeout_s: float) -> None:
+        """Wait until every update sent so far is answered (or failed)."""
+        with self._book:
+            waiting = [item.outer for item in self._history if not item.answered]
+        concurrent.futures.wait(waiting, timeout=timeout_s)
+
+    def _move(
+        self, generation: int, reason: str, *, version: int | None = None, source: str | None = None
+    ) -> bool:
+        """Open the stream elsewhere, replay the tail, resend the unanswered updates.
+
+        Returns False when the stream had already moved (or ended) since ``generation``.
+        """
+        with self._lock:
+            with self._book:
+                if generation != self._generation or self._failure is not None:
+                    return False
+                if source is not None and self.endpoint != source:
+                    return False  # it already left that server
+                if self._end_sent and all(item.answered for item in self._history):
+                    return False
+                self._generation += 1
+                generation = self._generation
+                history = list(self._history)
+            began = time.monotonic()
+            source = f"{self.endpoint} v{self.model_version}"
+            self._inner.close(send_end=False)  # its server may be gone: nothing may block here
+            try:
+                endpoint, inner = self._cluster._reopen(self, version)
+            except (ConnectionFailed, ClientClosedError, SequenceError) as exc:
+                self._fail_all(exc)
+                return True
+            self._inner, self.endpoint = inner, endpoint
+            if version is not None:
+                self.model_version = version
+            first = next((i for i, item in enumerate(history) if not item.answered), len(history))
+            start = max(0, first - (self.replay_updates or 0))
+            for item in history[start:]:
+                self._send(item, generation, replay=item.answered)
+                if generation != self._generation:
+                    return True  # that server failed too: a nested move took over
+            event = FailoverEvent(
+                sequence_id=self.sequence_id,
+                source=source,
+                target=f"{endpoint} v{self.model_version}",
+                reason=reason,
+                replayed=first - start,
+                resent=len(history) - first,
+                first_update=history[first].index if first < len(history) else self._index,
+                at=began,
+                move_s=time.monotonic() - began,
+            )
+            self.failovers.append(event)
+        logger.info(
+            "sequence %s moved %s -> %s (%s): %d update(s) replayed, %d resent in %.3f s",
+            self.sequence_id, event.source, event.target, reason, event.replayed, event.resent, event.move_s,
+        )  # fmt: skip
+        return True
+
+    def send(
+        self,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        *,
+        end: bool = False,
+        request_id: Any = None,
+        timeout_s: float | None = None,
+    ) -> Future[Result]:
+        """:meth:`infer` under the single-server client's name (``sequence(id).send(x, end=...)``).
+
+        ``request_id`` is accepted for that protocol; the cluster numbers its own requests.
+        """
+        return self.infer(inputs, end=end, timeout_s=timeout_s)
 
     def end(
         self, inputs: Mapping[str, np.ndarray] | np.ndarray, *, timeout_s: float | None = None
@@ -109,7 +356,7 @@ class ClusterSequence:
         return self.infer(inputs, end=True, timeout_s=timeout_s)
 
     def _fail(self, error: Exception, *, send_end: bool = False) -> None:
-        with self._lock:
+        with self._book:
             if self._failure is None:
                 self._failure = error
         # A lost server gets no END (this may run on a response thread: nothing may block here).
@@ -157,6 +404,15 @@ class ClusterClient:
         max_in_flight: unanswered requests allowed per server (backpressure).
         client_options: more keyword arguments for each ``InferenceClient``
             (``shared_memory="system"``, ``pad_batch=True``, ...).
+        failover: whether sequences keep a replay tail and survive a lost, draining or swapped
+            server. None (default): on for a streaming ensemble (its parameters record the
+            tail, see :mod:`hermes.aeriel.cluster.replay`), off for other stateful models
+            (whose state may depend on the whole past, so a replay cannot rebuild it).
+        replay_updates: the tail in updates, overriding the recorded one (``failover`` then
+            defaults to on).
+        watch_interval_s: seconds between readiness polls of the live servers: a server
+            that turns not-ready (draining after SIGTERM) has its streams moved away before
+            it exits. None: no polling (streams move only on a broken connection).
 
     ```python
     with ClusterClient(load_endpoints("endpoints.json"), "stream") as client:
@@ -176,6 +432,9 @@ class ClusterClient:
         timeout_s: float = 60.0,
         max_in_flight: int = 64,
         client_options: Mapping[str, Any] | None = None,
+        failover: bool | None = None,
+        replay_updates: int | None = None,
+        watch_interval_s: float | None = 0.5,
     ):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
@@ -197,6 +456,10 @@ class ClusterClient:
         self._sequences: dict[Hashable, ClusterSequence] = {}
         self._round_robin = itertools.count()
         self._closed = False
+        self._leaving: set[str] = set()  # being removed by remove_endpoint: probe() leaves them alone
+        self._mover: ThreadPoolExecutor | None = None
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
         self.requests_per_endpoint: collections.Counter[str] = collections.Counter()
         self.sequences_per_endpoint: collections.Counter[str] = collections.Counter()
         try:
@@ -210,6 +473,15 @@ class ClusterClient:
                     self._down.add(ep.name)
             if not self._clients:
                 raise ConnectionFailed(f"no server of the cluster answers for {model!r}: {'; '.join(errors)}")
+            self.replay = self._plan(failover, replay_updates)
+            if watch_interval_s is not None and self.replay is not None:
+                self._watcher = threading.Thread(
+                    target=self._watch,
+                    args=(float(watch_interval_s),),
+                    name="hermes-cluster-watch",
+                    daemon=True,
+                )
+                self._watcher.start()
         except BaseException:
             self.close()
             raise
@@ -227,6 +499,21 @@ class ClusterClient:
             connect_timeout_s=timeout_s,
             **self._options,
         )
+
+    def _plan(self, failover: bool | None, replay_updates: int | None) -> ReplayPlan | None:
+        """The replay tail of this model's streams, or None when they do not fail over."""
+        if failover is False:
+            return None
+        if replay_updates is not None:
+            return ReplayPlan(updates=replay_updates)
+        live = next(ep for ep in self.endpoints if ep.name in self._clients)
+        plan = replay_plan(self.manager.config(self.model, live).get("parameters", {}))
+        if plan is None and failover:
+            raise SequenceError(
+                f"model {self.model!r} records no streaming state (no hermes.streaming_* parameters), so the "
+                "replay tail that rebuilds its state is unknown; give replay_updates= or failover=False"
+            )
+        return plan
 
     def _newest_version(self) -> int:
         versions: set[int] = set()
@@ -258,9 +545,100 @@ class ClusterClient:
                 return
             self._down.add(name)
             lost = [s for s in self._sequences.values() if s.endpoint == name]
-        logger.warning("server %s is down (%s); %d live sequence(s) on it are lost", name, reason, len(lost))
+        moving = [seq for seq in lost if seq.replay_updates is not None]
+        logger.warning(
+            "server %s is down (%s); %d live sequence(s) on it move to other servers, %d are lost",
+            name, reason, len(moving), len(lost) - len(moving),
+        )  # fmt: skip
         for seq in lost:
-            seq._fail(self._lost_error(name, seq, reason))
+            if seq.replay_updates is not None:
+                self._schedule_move(seq, seq._generation, reason, name)
+            else:
+                seq._fail(self._lost_error(name, seq, reason))
+
+    def drain(self, name: str, reason: str = "draining") -> int:
+        """Stop sending new sequences to server ``name`` and move its streams away now.
+
+        Streams with a replay tail are rebuilt on other servers (their unanswered updates sent
+        again there); sequences without one stay until they end. The server stays in use for
+        stateless requests until it is marked down. Returns how many streams were moved.
+        """
+        with self._lock:
+            self._draining.add(name)
+            moving = [
+                s for s in self._sequences.values() if s.endpoint == name and s.replay_updates is not None
+            ]
+        logger.warning("server %s is draining (%s); moving %d stream(s)", name, reason, len(moving))
+        return sum(seq._move(seq._generation, reason, source=name) for seq in moving)
+
+    def _schedule_move(
+        self, seq: ClusterSequence, generation: int, reason: str, source: str | None = None
+    ) -> None:
+        """Move ``seq`` on the mover thread (not on the thread of the stream that broke)."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._mover is None:
+                self._mover = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hermes-failover")
+            mover = self._mover
+        mover.submit(self._move_or_fail, seq, generation, reason, source)
+
+    @staticmethod
+    def _move_or_fail(seq: ClusterSequence, generation: int, reason: str, source: str | None) -> None:
+        """Run a move on the mover thread; an unexpected error fails the stream instead of vanishing."""
+        try:
+            seq._move(generation, reason, source=source)
+        except Exception as exc:
+            logger.exception("moving sequence %s failed", seq.sequence_id)
+            seq._fail_all(exc)
+
+    def _reopen(self, seq: ClusterSequence, version: int | None) -> tuple[str, Sequence]:
+        """Open ``seq`` again on the live, not draining server its id maps to now."""
+        with self._lock:
+            self._check_open()
+            avoid = self._down | self._draining
+            try:
+                endpoint = self.ring.node_for(seq.sequence_id, exclude=avoid)
+            except LookupError:
+                raise ServerLost(
+                    f"sequence {seq.sequence_id} cannot move: every server is down or draining "
+                    f"({', '.join(sorted(avoid))})"
+                ) from None
+            inner = self._clients[endpoint].sequence(
+                seq.sequence_id, model_version=seq.model_version if version is None else version
+            )
+            self.sequences_per_endpoint[endpoint] += 1
+            return endpoint, inner
+
+    def _count(self, endpoint: str) -> None:
+        with self._lock:
+            self.requests_per_endpoint[endpoint] += 1
+
+    def _watch(self, interval_s: float) -> None:
+        """Poll the readiness of the servers holding streams; drain those that turn not-ready."""
+        import tritonclient.grpc as grpcclient
+
+        probes: dict[str, Any] = {}
+        try:
+            while not self._stop_watch.wait(interval_s):
+                with self._lock:
+                    busy = {s.endpoint for s in self._sequences.values() if s.replay_updates is not None}
+                    busy -= self._down | self._draining
+                for name in sorted(busy):
+                    if name not in probes:
+                        probes[name] = grpcclient.InferenceServerClient(self._by_name[name].grpc)
+                    if not self._ready(probes[name]):
+                        self.drain(name, "the server is not ready (draining)")
+        finally:
+            for probe in probes.values():
+                probe.close()
+
+    @staticmethod
+    def _ready(probe: Any) -> bool:
+        try:
+            return bool(probe.is_server_ready(client_timeout=2.0))
+        except Exception:
+            return False
 
     def _lost_error(self, name: str, seq: ClusterSequence | None, reason: str) -> ServerLost:
         what = f"the state of sequence {seq.sequence_id} is lost: start a new sequence" if seq else "resend"
@@ -274,8 +652,11 @@ class ClusterClient:
         return self._lost_error(name, seq, "its stream broke")
 
     def probe(self, *, timeout_s: float = 2.0) -> list[str]:
-        """Reconnect to every server marked down that answers again; returns the live servers."""
-        for name in sorted(self._down - self._draining):
+        """Reconnect to every server marked down that answers again; returns the live servers.
+
+        A server drained after a failed readiness poll takes new sequences again once it is ready.
+        """
+        for name in sorted(self._down - self._leaving):
             try:
                 fresh = self._connect(self._by_name[name], timeout_s)
             except ConnectionFailed:
@@ -286,7 +667,17 @@ class ClusterClient:
                     self._retired.append(old)
                 self._clients[name] = fresh
                 self._down.discard(name)
+                self._draining.discard(name)
             logger.info("server %s is live again", name)
+        for name in sorted(self._draining - self._down - self._leaving):
+            try:
+                ready = self.manager._call(self._by_name[name], "probing readiness", "is_server_ready")
+            except Exception:
+                continue
+            if ready:
+                with self._lock:
+                    self._draining.discard(name)
+                logger.info("server %s is ready again; it takes new sequences", name)
         return self.live_endpoints
 
     def add_endpoint(self, endpoint: Endpoint) -> None:
@@ -321,7 +712,9 @@ class ClusterClient:
         with self._lock:
             if name not in self._by_name:
                 return 0
-            self._draining.add(name)
+            self._leaving.add(name)
+        self.drain(name, "it leaves the cluster")  # streams with a replay tail move now
+        with self._lock:
             self._lock.wait_for(
                 lambda: not any(s.endpoint == name for s in self._sequences.values()), timeout=drain_timeout_s
             )
@@ -334,6 +727,7 @@ class ClusterClient:
             self.ring.remove(name)
             self._down.discard(name)
             self._draining.discard(name)
+            self._leaving.discard(name)
             client = self._clients.pop(name, None)
         if client is not None:
             try:
@@ -359,12 +753,35 @@ class ClusterClient:
                 endpoint = self.ring.node_for(sequence_id, exclude=self._down | self._draining)
             except LookupError:
                 raise ServerLost(f"every server is down ({', '.join(sorted(self._down))})") from None
+            if endpoint in self._draining:
+                endpoint = self.ring.node_for(sequence_id, exclude=self._down | self._draining)
             version = model_version if model_version is not None else self.model_version
             inner = self._clients[endpoint].sequence(sequence_id, model_version=version)
-            seq = ClusterSequence(self, inner, endpoint, version)
+            tail = self.replay.updates if self.replay is not None else None
+            seq = ClusterSequence(self, inner, endpoint, version, tail)
             self._sequences[sequence_id] = seq
             self.sequences_per_endpoint[endpoint] += 1
         return seq
+
+    def stream(self, sequence_id: int | str, **options: Any) -> ChunkedStream:
+        """A :class:`~hermes.aeriel.cluster.ChunkedStream` over sequence ``sequence_id``: chunks of any length.
+
+        The update sizes and output delays come from the ensemble's streaming records;
+        ``options`` are those of :class:`ChunkedStream` (``position``, ``sample_rates``,
+        ``gap``, ``max_fill``, ``flush``). A restart after a gap reopens the same id.
+
+        Raises:
+            SequenceError: the model records no streaming groups.
+        """
+        from hermes.aeriel.cluster.chunks import ChunkedStream
+
+        plan = self.replay or self._plan(None, None)
+        if plan is None or not plan.update_sizes:
+            raise SequenceError(
+                f"model {self.model!r} records no streaming input groups (hermes.streaming_input.*); "
+                "send fixed updates with client.sequence(id).infer(...)"
+            )
+        return ChunkedStream(lambda: self.sequence(sequence_id), plan.update_sizes, plan.delays, **options)
 
     def owner(self, sequence_id: int | str) -> str:
         """The live server a new sequence with this id would go to."""
@@ -390,9 +807,9 @@ class ClusterClient:
             self.requests_per_endpoint[seq.endpoint] += 1
         error = done.exception()
         if error is None:
-            outer.set_result(done.result())
             if end:
                 self._release(seq)
+            outer.set_result(done.result())
             return
         if isinstance(error, ConnectionFailed) and not isinstance(error, ServerLost) and not self._closed:
             error = self._lose(seq.endpoint, error, seq)
@@ -475,10 +892,18 @@ class ClusterClient:
     def _drain(self, timeout_s: float, old_versions: frozenset[int]) -> int:
         with self._lock:
             self._lock.wait_for(
-                lambda: not any(s.model_version in old_versions for s in self._sequences.values()),
+                lambda: (
+                    not any(
+                        s.model_version in old_versions and s.replay_updates is None
+                        for s in self._sequences.values()
+                    )
+                ),
                 timeout=timeout_s,
             )
             stuck = [s for s in self._sequences.values() if s.model_version in old_versions]
+        for seq in [s for s in stuck if s.replay_updates is not None]:
+            seq._move(seq._generation, "swap", version=self.model_version)
+        stuck = [s for s in stuck if s.replay_updates is None]
         for seq in stuck:
             seq._fail(
                 SequenceError(
@@ -523,12 +948,55 @@ class ClusterClient:
             timeout_s=timeout_s,
         )
 
+    def swap_member(self, member: str, new_version: int, *, timeout_s: float | None = None) -> SwapReport:
+        """Hot-swap a member of a streaming ensemble (its network) and rebuild every live stream on it.
+
+        An ensemble step that asks for the latest version switches as soon as the new version
+        is ready, which would mix versions inside a stream's averaged output. So the live
+        streams pause (their next ``infer`` waits) until their sent updates are answered; the
+        new version loads beside the old; each stream replays its tail with START (now
+        through the new version) and carries on; the old version is retired. Outputs answered
+        before the pause come from the old version, every later one from the new, with no
+        gap; the pause lasts the load plus the replay (:class:`SwapReport`, and each stream's
+        ``failovers`` entry with reason ``"swap"``).
+
+        Raises:
+            SequenceError: the model's streams keep no replay tail (``failover=False``).
+            ModelLoadError: the new version did not load; the streams resume on the old one.
+        """
+        self._check_open()
+        if self.replay is None:
+            raise SequenceError(f"model {self.model!r} keeps no replay tail: its streams cannot be rebuilt")
+        streams = sorted(
+            (s for s in self.live_sequences if s.replay_updates is not None), key=lambda s: str(s.sequence_id)
+        )
+        for seq in streams:
+            seq._lock.acquire()
+        try:
+            for seq in streams:
+                seq._wait_answered(self.timeout_s)
+
+            def rebuild(_timeout_s: float, _old: frozenset[int]) -> int:
+                for seq in streams:
+                    seq._move(seq._generation, "swap")
+                return 0
+
+            return self.manager.swap(member, new_version, drain=rebuild, timeout_s=timeout_s)
+        finally:
+            for seq in streams:
+                seq._lock.release()
+
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Close every server's client; live sequences are abandoned (their state idles out). Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._stop_watch.set()
+        if self._watcher is not None:
+            self._watcher.join(5.0)
+        if self._mover is not None:
+            self._mover.shutdown(wait=True, cancel_futures=True)
         for seq in self.live_sequences:
             seq._fail(ClientClosedError("the ClusterClient was closed"))
         for client in [*self._clients.values(), *self._retired]:

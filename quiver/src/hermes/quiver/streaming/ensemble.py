@@ -271,6 +271,8 @@ def _add_streaming_inputs(
             )
         seen.add((tensor.model.name, tensor.name))
         shape = tuple(tensor.shape)
+        if sequence.batched and tensor.model.config.max_batch_size > 0:
+            shape = shape[1:]  # the model's batch axis carries the sequences: (S, B, C, K)
         described.append(StreamingTensor.from_shape(label, shape, kernel))
         kernel = int(shape[-1])  # type: ignore[arg-type]
         if shape and shape[0] is not None and shape[0] != batch:
@@ -413,8 +415,11 @@ def _add_streaming_output(
     label = f"{output.model.name}.{output.name}"
     model_name, force = _check_model_name(ensemble, name, "aggregator")
     out_key = key or f"{model_name}_stream"
+    shape = tuple(output.shape)
+    if sequence.batched and output.model.config.max_batch_size > 0:
+        shape = shape[1:]  # the model's batch axis carries the sequences: (S, B, [C,] K)
     spec = OnlineAveragerSpec.from_shape(
-        tuple(output.shape), stride=stride, num_updates=num_updates, batch_size=batch_size,
+        shape, stride=stride, num_updates=num_updates, batch_size=batch_size,
         input_name=_safe(output.name), output_name=_safe(out_key),
     )  # fmt: skip
     if sequence.batched and output.model.config.max_batch_size == 0:
