@@ -36,7 +36,11 @@ def crashed_run(fake_gke: FakeGKE, fake_compute: FakeCompute) -> None:
         create_time=gke_time(NOW, 4 * HOUR),
     )
     fake_gke.add_cluster(
-        "hermes-p1", "us-central1", "fresh", labels=OURS, create_time=gke_time(NOW, HOUR / 2).replace("+00:00", "Z")
+        "hermes-p1",
+        "us-central1",
+        "fresh",
+        labels=OURS,
+        create_time=gke_time(NOW, HOUR / 2).replace("+00:00", "Z"),
     )
     fake_gke.add_cluster(
         "hermes-p1", "us-central1-a", "someone-elses", labels={}, create_time=gke_time(NOW, 300 * 24 * HOUR)
@@ -62,7 +66,11 @@ def crashed_run(fake_gke: FakeGKE, fake_compute: FakeCompute) -> None:
         "hermes-p1", "europe-west4-b", "w-eu", labels=OURS, creation_timestamp=compute_time(NOW, 3 * HOUR)
     )
     fake_compute.add_instance(
-        "hermes-p1", "us-central1-a", "bastion", labels={}, creation_timestamp=compute_time(NOW, 700 * 24 * HOUR)
+        "hermes-p1",
+        "us-central1-a",
+        "bastion",
+        labels={},
+        creation_timestamp=compute_time(NOW, 700 * 24 * HOUR),
     )
 
 

@@ -277,6 +277,8 @@ def test_a_failed_step_on_an_exported_ensemble_restores_its_exported_config(
     assert ensemble.config.to_text() == exported
     assert sorted(m.name for m in repo) == ["aggregator", "net", "snapshotter", "stream"]
     assert ensemble.versions == [1]
+
+
 def test_batched_state_wires_a_network_whose_batch_axis_carries_the_sequences(
     repo: ModelRepository, ensemble: EnsembleModel
 ) -> None:

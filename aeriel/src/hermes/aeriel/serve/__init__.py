@@ -11,8 +11,8 @@ with serve("model-repo", models=["mlp"]) as server:
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
 from hermes.aeriel.serve._server import Server, free_ports, get_runtime, serve
 from hermes.aeriel.serve.apptainer import ApptainerRuntime
-from hermes.aeriel.serve.images import pull_image
 from hermes.aeriel.serve.cpu_overlay import CpuOverlay
+from hermes.aeriel.serve.images import pull_image
 from hermes.aeriel.serve.local import LocalRuntime, find_triton_wheel, map_visible_devices
 from hermes.aeriel.serve.native import NativeRuntime
 

@@ -43,13 +43,13 @@ from hermes.aeriel.exceptions import (
     ServerExitedError,
     ServerStartTimeout,
 )
-from hermes.aeriel.serve._checks import check_address, check_names, check_ports_free, check_seconds
 from hermes.aeriel.serve._advertise import (
     advertised_host,
     local_host,
     remove_endpoints_file,
     write_endpoints_file,
 )
+from hermes.aeriel.serve._checks import check_address, check_names, check_ports_free, check_seconds
 from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
 from hermes.aeriel.serve.cpu_overlay import CpuOverlay, cpu_hint
 

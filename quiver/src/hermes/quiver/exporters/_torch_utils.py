@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import linecache
+import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
