@@ -11,9 +11,9 @@ import pytest
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("[0-9][0-9]_*.py"))
 
 
-def test_there_are_examples_for_export_serve_stream_and_pipeline() -> None:
+def test_there_are_examples_for_export_serve_stream_pipeline_and_failover() -> None:
     names = [p.stem for p in EXAMPLES]
-    assert names == ["01_export", "02_serve", "03_stream", "04_pipeline"]
+    assert names == ["01_export", "02_serve", "03_stream", "04_pipeline", "05_failover"]
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
@@ -28,6 +28,7 @@ def test_example_runs_and_checks_its_result(script: Path, tmp_path: Path) -> Non
         "02_serve": "max |served - torch|",
         "03_stream": "max |served - offline|",
         "04_pipeline": "running totals:",
+        "05_failover": "max |served - offline|",
     }[script.stem]
     assert expected in proc.stdout
 

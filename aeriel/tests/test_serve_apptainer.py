@@ -272,7 +272,9 @@ def test_gpus_narrow_pins_devices_and_none_runs_on_the_cpu(tmp_path, image, gpu_
 def test_serve_takes_gpus_none_and_rejects_other_words(
     triton_repo, image, fake_apptainer, gpu_host, tmp_path
 ):
-    with pytest.raises(ValueError, match=r"gpus must be GPU indices .* 'none' or 'all', got 'cpu'"):
+    with pytest.raises(
+        TypeError, match=r"gpus must be a list of int values .* 'none' or 'all'; got the string 'cpu'"
+    ):
         serve(triton_repo, runtime="apptainer", image=str(image), gpus="cpu")
     with serve(triton_repo, runtime="apptainer", image=str(image), models=[], gpus="none",
                log_file=tmp_path / "s.log", exit_timeout_s=2) as server:  # fmt: skip

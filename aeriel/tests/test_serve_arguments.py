@@ -33,7 +33,10 @@ def test_a_string_for_models_is_refused_not_iterated(tmp_path: Path, no_server_s
     ("kwargs", "message"),
     [
         ({"server_args": "--log-verbose=1"}, "server_args must be a list of str values, got the string"),
-        ({"gpus": "0,1"}, r"gpus must be a list of int values, got the string '0,1'; write gpus=\['0,1'\]"),
+        (
+            {"gpus": "0,1"},
+            r"gpus must be a list of int values \(GPU indices such as \[0, 1\]\), 'none' or 'all'; got the string '0,1'",
+        ),
         ({"gpus": [0, "1"]}, r"gpus must be a list of int values, got \[0, '1'\]"),
         ({"models": ["a", 3]}, r"models must be a list of str values, got \['a', 3\]"),
     ],

@@ -123,10 +123,10 @@ def test_adc_takes_any_type_from_google_application_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(external_account_file(tmp_path)))
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "gw-ci")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "gw-ci-runner")
     credentials, project = load_credentials()
     assert type(credentials).__module__ == "google.auth.identity_pool"
-    assert project == "gw-ci"
+    assert project == "gw-ci-runner"
 
 
 def test_an_unknown_type_is_named_and_nothing_else_is_quoted(tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_authorized_user_credentials_refresh_and_authorize_real_rest_calls(
     try:
         credentials = user_credentials(token_endpoint.url)  # type: ignore[attr-defined]
         manager = ClusterManager(
-            project="p1",
+            project="hermes-p1",
             location="us-central1-a",
             transport="rest",
             api_endpoint=f"http://127.0.0.1:{fake.port}",
@@ -204,14 +204,14 @@ def test_cli_takes_an_authorized_user_file_and_adc_of_any_type(
             "cluster",
             "list",
             "--project",
-            "p",
+            "hermes-p",
             "--dry-run",
         ],
     )
     assert result.exit_code == 0, result.output
     assert type(_credentials()).__module__ == "google.oauth2.credentials"
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(external_account_file(tmp_path)))
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "gw-ci")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "gw-ci-runner")
     result = runner.invoke(app, ["cluster", "list", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert type(_credentials()).__module__ == "google.auth.identity_pool"

@@ -152,7 +152,7 @@ def test_failover_moves_to_the_next_location_and_deletes_the_failed_one(
     assert fake_gke.clusters == {}
     creates = [r.parent for m, r, _ in fake_gke.requests if m == "CreateCluster"]
     assert creates == [
-        f"projects/p1/locations/{loc}" for loc in ("us-central1-a", "us-central1-b", "us-east1-c")
+        f"projects/hermes-p1/locations/{loc}" for loc in ("us-central1-a", "us-central1-b", "us-east1-c")
     ]
 
 

@@ -263,18 +263,20 @@ def test_node_pools_added_to_someone_elses_cluster_are_found_and_deleted(
     from hermes.cloudbreak import NodePoolSpec
 
     theirs = fake_gke.add_cluster(
-        "p1", "us-central1-a", "shared", labels={}, create_time="2026-01-01T00:00:00Z"
+        "hermes-p1", "us-central1-a", "shared", labels={}, create_time=gke_time(NOW, 300 * 24 * HOUR)
     )
     theirs.node_pools.append(container_v1.NodePool(name="default-pool"))
     ours = NodePoolSpec(name="t4", accelerator_type="nvidia-tesla-t4", accelerator_count=1).to_proto()
     theirs.node_pools.append(ours)  # what ClusterManager.node_pool(...) created, then a crash
-    found = find_leftovers(project="p1", locations=["us-central1-a"], gke=gke, now=NOW)
+    found = find_leftovers(project="hermes-p1", locations=["us-central1-a"], gke=gke, now=NOW)
     assert names(found) == ["gke-node-pool/us-central1-a/shared/t4"]
     assert found[0].delete_method == "google.container.v1.ClusterManager/DeleteNodePool"
     assert (
-        found[0].delete_request().name == "projects/p1/locations/us-central1-a/clusters/shared/nodePools/t4"
+        found[0].delete_request().name
+        == "projects/hermes-p1/locations/us-central1-a/clusters/shared/nodePools/t4"
     )
     assert delete_leftovers(found, gke=gke, poll_interval_s=0.01) == found
     assert [
-        p.name for p in fake_gke.clusters["projects/p1/locations/us-central1-a/clusters/shared"].node_pools
+        p.name
+        for p in fake_gke.clusters["projects/hermes-p1/locations/us-central1-a/clusters/shared"].node_pools
     ] == ["default-pool"]

@@ -27,7 +27,7 @@ def test_unknown_prices_are_named_and_left_out() -> None:
 
 
 def test_regional_cluster_estimate_counts_every_zone() -> None:
-    args = ["cluster", "up", "--name", "r", "--project", "p", "--location", "us-central1"]
+    args = ["cluster", "up", "--name", "r", "--project", "hermes-p", "--location", "us-central1"]
     result = CliRunner().invoke(
         app, [*args, "--gpu-type", "nvidia-tesla-t4", "--gpus", "1", "--nodes", "2", "--dry-run"]
     )
@@ -37,7 +37,7 @@ def test_regional_cluster_estimate_counts_every_zone() -> None:
 
 
 def test_swarm_up_prints_an_estimate() -> None:
-    args = ["swarm", "up", "--name", "s", "--count", "4", "--project", "p", "--zone", "us-central1-a"]
+    args = ["swarm", "up", "--name", "s", "--count", "4", "--project", "hermes-p", "--zone", "us-central1-a"]
     result = CliRunner().invoke(
         app, [*args, "--gpu-type", "nvidia-l4", "--gpus", "1", "--machine-type", "g2-standard-4", "--dry-run"]
     )

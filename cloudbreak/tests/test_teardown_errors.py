@@ -59,7 +59,7 @@ def test_google_auth_refresh_error_during_teardown_is_retried(
         token=None, refresh_token="1//r", token_uri=token_endpoint.url, client_id="c", client_secret="s"
     )
     manager = ClusterManager(
-        project="p1",
+        project="hermes-p1",
         location="us-central1-a",
         transport="rest",
         api_endpoint=f"http://127.0.0.1:{fake.port}",
@@ -86,7 +86,7 @@ def test_a_dead_transport_ends_in_one_teardown_error_naming_what_is_left(
 ) -> None:
     fake, server = rest_fake
     manager = ClusterManager(
-        project="p1",
+        project="hermes-p1",
         location="us-central1-a",
         transport="rest",
         api_endpoint=f"http://127.0.0.1:{fake.port}",
@@ -98,7 +98,7 @@ def test_a_dead_transport_ends_in_one_teardown_error_naming_what_is_left(
         server.server_close()  # the API is gone (a requests ConnectionError on every call)
     assert len(info.value.leftovers) == 1
     leftover = info.value.leftovers[0]
-    assert leftover.startswith("GKE cluster triton in projects/p1/locations/us-central1-a (")
+    assert leftover.startswith("GKE cluster triton in projects/hermes-p1/locations/us-central1-a (")
     assert "could not be reached (ConnectionError" in leftover
 
 

@@ -20,6 +20,11 @@ def square(x: int) -> int:
     return x * x
 
 
+def square_frame(x: int) -> np.ndarray:
+    """x squared as a (4, 256) float32 frame (what an ArraySpec(shape=(4, 256)) ring carries)."""
+    return np.full((4, 256), x * x, dtype=np.float32)
+
+
 def add(x: int, y: int) -> int:
     return x + y
 

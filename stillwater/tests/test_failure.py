@@ -35,7 +35,7 @@ def _no_segments(names: list[str]) -> bool:
 
 def test_exception_in_a_stage_is_reraised_with_the_child_traceback_as_cause() -> None:
     spec = ArraySpec(shape=(4, 256))
-    pipeline = Source(range(10)) >> Map(st.fail_on_three, name="picky") >> Map(st.square, output=spec)
+    pipeline = Source(range(10)) >> Map(st.fail_on_three, name="picky") >> Map(st.square_frame, output=spec)
     match = r"stage 1 'picky' raised ValueError: item 3 is not welcome"
     with pytest.raises(StageFailed, match=match) as info, pipeline:
         list(pipeline)

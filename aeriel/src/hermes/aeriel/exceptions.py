@@ -60,8 +60,11 @@ class ServerExitedError(ServerError, RuntimeError):
         self.log_excerpt = log_excerpt
 
 
-class PortInUseError(ServerExitedError):
-    """The server exited because a port it was told to bind is held by another process.
+class PortInUseError(ServerPreflightError, ServerExitedError):
+    """A port the server was told to bind is held by another process.
+
+    Found before the start (a given port that is already taken) or when Triton exits on it
+    (a port taken between the check and Triton's bind: metrics bind last).
 
     ``serve()`` picks new ports and retries by itself when it chose them; with ports you asked
     for, pick others (``hermes.aeriel.testing.serve_on_free_ports`` does this for tests).

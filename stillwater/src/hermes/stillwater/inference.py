@@ -147,7 +147,10 @@ class InferenceStage(Map):
         result_timeout_s: longest wait (s) for one result.
         client_kwargs: passed to ``hermes.aeriel.client.InferenceClient`` (e.g.
             ``max_in_flight``, ``shared_memory``, ``timeout_s``), or to the ``ClusterClient``.
-        name, output, capacity, copy: see :class:`~hermes.stillwater.Stage`.
+        name: see :class:`~hermes.stillwater.Stage`.
+        output: see :class:`~hermes.stillwater.Stage`.
+        capacity: see :class:`~hermes.stillwater.Stage`.
+        copy: see :class:`~hermes.stillwater.Stage`.
 
     Raises:
         ImportError: hermes-aeriel is not installed (with the pip command to fix it).
@@ -178,9 +181,11 @@ class InferenceStage(Map):
             )
         if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
             raise ValueError(f"InferenceStage.sequence_id must be in 1..2**64-1, got {sequence_id}")
-        if not isinstance(url, str) or not url:
+        several = isinstance(url, Sequence) and not isinstance(url, str | bytes)
+        if not (isinstance(url, str) and url) and not (several and len(url) > 0):
             raise ValueError(
-                f"InferenceStage.url must be the server's gRPC endpoint 'host:port', got {url!r}"
+                f"InferenceStage.url must be the server's gRPC endpoint 'host:port' or a non-empty list "
+                f"of endpoints (a ClusterClient), got {url!r}"
             )
         if not isinstance(model_name, str) or not model_name:
             raise ValueError(f"InferenceStage.model_name must be a non-empty str, got {model_name!r}")

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from hermes.aeriel.exceptions import ServerPreflightError
+from hermes.aeriel.exceptions import PortInUseError, ServerPreflightError
 
 __all__ = ["check_address", "check_names", "check_ports_free", "check_seconds"]
 
@@ -77,7 +77,7 @@ def check_ports_free(address: str, ports: dict[str, int | None]) -> None:
                     raise ServerPreflightError(
                         f"{field}={port} on {address}: cannot be bound ({exc.strerror})"
                     ) from exc
-                raise ServerPreflightError(
+                raise PortInUseError(
                     f"{field}={port} is already in use on {address} (another server or process listens there); "
                     f"pass a free port, or leave {field} out and a free one is picked"
                 ) from exc

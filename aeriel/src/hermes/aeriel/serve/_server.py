@@ -682,7 +682,13 @@ def serve(
     """
     models = check_names("models", models)
     server_args = check_names("server_args", server_args) or ()
-    gpus = check_names("gpus", gpus, item=int)
+    if isinstance(gpus, str) and gpus not in ("none", "all"):
+        raise TypeError(
+            f"gpus must be a list of int values (GPU indices such as [0, 1]), 'none' or 'all'; "
+            f"got the string {gpus!r}"
+        )
+    if not isinstance(gpus, str):
+        gpus = check_names("gpus", gpus, item=int)
     check_seconds("timeout_s", timeout_s)
     check_seconds("exit_timeout_s", exit_timeout_s, allow_zero=True)
     check_address(address)
