@@ -603,9 +603,15 @@ def _gpu_selection(gpus: Sequence[int] | str | None) -> tuple[int, ...] | None:
         return None
     if gpus == "none":
         return ()
-    if isinstance(gpus, str) or not all(isinstance(g, int) and g >= 0 for g in gpus):
+    if isinstance(gpus, str):
+        raise TypeError(
+            f"gpus must be a list of int values (GPU indices such as [0, 1]), 'none' or 'all'; "
+            f"got the string {gpus!r}"
+        )
+    indices = check_names("gpus", gpus, item=int) or ()
+    if any(g < 0 for g in indices):
         raise ValueError(f"gpus must be GPU indices (e.g. [0, 1]), 'none' or 'all', got {gpus!r}")
-    return tuple(gpus)
+    return indices
 
 
 def serve(
@@ -682,19 +688,12 @@ def serve(
     """
     models = check_names("models", models)
     server_args = check_names("server_args", server_args) or ()
-    if isinstance(gpus, str) and gpus not in ("none", "all"):
-        raise TypeError(
-            f"gpus must be a list of int values (GPU indices such as [0, 1]), 'none' or 'all'; "
-            f"got the string {gpus!r}"
-        )
-    if not isinstance(gpus, str):
-        gpus = check_names("gpus", gpus, item=int)
+    gpu_list = _gpu_selection(gpus)
     check_seconds("timeout_s", timeout_s)
     check_seconds("exit_timeout_s", exit_timeout_s, allow_zero=True)
     check_address(address)
     check_ports_free(address, {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port})
     rt = get_runtime(runtime, image=image)
-    gpu_list = _gpu_selection(gpus)
     advertised_host(address, advertise)  # a bad advertise= fails before anything is made
     repo = os.fspath(repository)
     if "://" not in repo:
