@@ -2,7 +2,7 @@
 
 A DeepClean-shaped stream (21 witness channels, K = 4096, stride 8, B = 8, N = 256: the tail is
 ``ceil(4096 / 64) + ceil(255 / 8)`` = 96 updates, 6,144 samples, 516 KB of float32) goes through
-two local Triton servers with a ``ClusterClient``:
+two local Triton servers with a ``RoutingClient``:
 
 * **recovery after SIGKILL**: the stream runs paced (4 updates in flight); its server is killed;
   the figure is the time from the kill to the next answered update (which the new server gives
@@ -92,8 +92,8 @@ def _row(figure: str, value: float, unit: str, baseline: str, base: float, targe
 
 def run(quick: bool = False) -> list[dict]:
     """Measure on two local servers; returns the rows (see the module docstring)."""
-    from hermes.aeriel.cluster import ClusterClient, Endpoint
-    from hermes.aeriel.serve import serve
+    from hermes.aeriel.routing import Endpoint, RoutingClient
+    from hermes.aeriel.server import serve
 
     repeats = 1 if quick else 3
     updates = 60 if quick else 200
@@ -108,7 +108,7 @@ def run(quick: bool = False) -> list[dict]:
             kills, moves, steps = [], [], []
             for r in range(repeats):
                 eps = [Endpoint.from_server(s, name=f"server-{i}") for i, s in enumerate(servers)]
-                with ClusterClient(eps, "dc", watch_interval_s=None) as client:
+                with RoutingClient(eps, "dc", watch_interval_s=None) as client:
                     assert client.replay is not None
                     seq = client.sequence(1000 + r)
                     victim = servers[int(seq.endpoint.removeprefix("server-"))]
@@ -131,7 +131,7 @@ def run(quick: bool = False) -> list[dict]:
             rates: dict[bool, list[float]] = {True: [], False: []}
             for r in range(repeats):
                 for failover in (True, False):
-                    with ClusterClient(ep, "dc", failover=failover, watch_interval_s=None) as client:
+                    with RoutingClient(ep, "dc", failover=failover, watch_interval_s=None) as client:
                         seq = client.sequence(3000 + 2 * r + failover)
                         t0 = time.monotonic()
                         _paced(seq, updates, None, None, in_flight=16)

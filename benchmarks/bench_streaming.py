@@ -85,7 +85,7 @@ class _Bench:
         import tritonclient.grpc as grpcclient
 
         from hermes.aeriel.profile import discover_target, load_network
-        from hermes.aeriel.serve._server import _session_members
+        from hermes.aeriel.server._server import _session_members
 
         self.url = server.grpc_url
         self.pids = [server.pid, *_session_members(server.pid)]

@@ -4,7 +4,7 @@
 
 Two local servers serve a streaming ensemble (21 channels, K = 512, stride 8, B = 4, N = 16:
 the replay tail is ceil(512 / 32) + ceil(15 / 4) = 20 updates). The stream's server is killed
-halfway; the ClusterClient replays the tail on the other server and carries on. Prints the
+halfway; the RoutingClient replays the tail on the other server and carries on. Prints the
 timeline and checks every output against ``offline_stream``.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hermes.aeriel import serve
-from hermes.aeriel.cluster import ClusterClient, Endpoint
+from hermes.aeriel.routing import Endpoint, RoutingClient
 from hermes.quiver import ModelRepository, Platform
 from hermes.quiver.streaming import offline_stream
 
@@ -55,7 +55,7 @@ def main() -> None:
             )
             t0 = time.monotonic()
             stamp = lambda: f"{time.monotonic() - t0:7.3f} s"  # noqa: E731
-            with ClusterClient(endpoints, "clean-stream") as client:
+            with RoutingClient(endpoints, "clean-stream") as client:
                 seq = client.sequence(7)
                 print(
                     f"{stamp()}  sequence 7 starts on {seq.endpoint}; replay tail {client.replay.updates} updates"

@@ -17,9 +17,9 @@ import tritonclient.grpc as grpcclient
 from typer.testing import CliRunner
 
 from hermes.aeriel._cli import _load_plugins, app
-from hermes.aeriel.cluster import Endpoint
 from hermes.aeriel.monitor import CSV_COLUMNS, SERVER_ROW, Monitor
-from hermes.aeriel.serve import Server, serve
+from hermes.aeriel.routing import Endpoint
+from hermes.aeriel.server import Server, serve
 from hermes.aeriel.testing import (
     leftover_resources,
     refusing_port,

@@ -16,7 +16,7 @@ from hermes.cloudbreak.kubernetes import TritonDeployment, TritonSpec, apply_gpu
 def test_cluster_up_deploy_three_servers_endpoints_to_aeriel_then_everything_down(
     gke: ClusterManager, fake_gke: FakeGKE, kube_api: client.ApiClient, controller: object, tmp_path: Path
 ) -> None:
-    aeriel_cluster = pytest.importorskip("hermes.aeriel.cluster")
+    aeriel_cluster = pytest.importorskip("hermes.aeriel.routing")
     pool = NodePoolSpec(
         name="t4",
         accelerator_type="nvidia-tesla-t4",

@@ -190,10 +190,10 @@ def test_client_jobs_run_as_an_array_with_their_endpoints_and_segments(slurm, tm
     probe.write_text(textwrap.dedent(
         """\
         import json, os, sys
-        from hermes.aeriel import ClusterClient
+        from hermes.aeriel import RoutingClient
         import numpy as np
         segments = json.load(open(os.environ["HERMES_SEGMENTS"]))
-        with ClusterClient(os.environ["HERMES_ENDPOINTS"], "acc") as client:
+        with RoutingClient(os.environ["HERMES_ENDPOINTS"], "acc") as client:
             seq = client.sequence(100 + int(os.environ["HERMES_TASK_INDEX"]))
             y = seq.infer({"x": np.full((1, 4), len(segments), np.float32)}, end=True).result(60)["y"]
         out = os.path.join(sys.argv[1], "task-" + os.environ["HERMES_TASK_INDEX"] + ".json")

@@ -427,7 +427,7 @@ def test_elastic_servers_are_one_endpoint_per_ready_pod(
 
 
 class _Members:
-    """Records what an EndpointWatcher feeds a ClusterClient (the two methods it calls)."""
+    """Records what an EndpointWatcher feeds a RoutingClient (the two methods it calls)."""
 
     def __init__(self) -> None:
         self.names: list[str] = []

@@ -119,7 +119,7 @@ def run_pull(args: list[str]) -> int:
 
 
 def run_exec(args: list[str]) -> int:
-    from hermes.aeriel.serve.local import LocalRuntime, find_triton_wheel
+    from hermes.aeriel.server.local import LocalRuntime, find_triton_wheel
 
     options, image, command = parse_exec(args)
     if options["nv"] and not Path("/dev/nvidiactl").exists():

@@ -22,15 +22,7 @@ from hermes.aeriel.client import (
     StreamTarget,
     TensorSpec,
 )
-from hermes.aeriel.cluster import (
-    ClusterClient,
-    ClusterSequence,
-    Endpoint,
-    HashRing,
-    ModelManager,
-    SwapReport,
-    load_endpoints,
-)
+from hermes.aeriel.control import ModelManager, SwapReport
 from hermes.aeriel.exceptions import (
     AerielError,
     ClientClosedError,
@@ -54,7 +46,14 @@ from hermes.aeriel.exceptions import (
     StreamOrderError,
 )
 from hermes.aeriel.monitor import Monitor
-from hermes.aeriel.serve import (
+from hermes.aeriel.routing import (
+    Endpoint,
+    HashRing,
+    RoutingClient,
+    RoutingSequence,
+    load_endpoints,
+)
+from hermes.aeriel.server import (
     ApptainerRuntime,
     LocalRuntime,
     ModelControl,
@@ -74,8 +73,6 @@ __all__ = [
     "AsyncSequence",
     "ClientClosedError",
     "ClientError",
-    "ClusterClient",
-    "ClusterSequence",
     "ConnectionFailed",
     "Endpoint",
     "EndpointError",
@@ -94,6 +91,8 @@ __all__ = [
     "PortInUseError",
     "ProfileError",
     "Result",
+    "RoutingClient",
+    "RoutingSequence",
     "Runtime",
     "Sequence",
     "SequenceError",

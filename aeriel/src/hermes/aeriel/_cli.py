@@ -58,10 +58,10 @@ def _load_plugins(argv: list[str] | None = None) -> None:
     imported: importing every subpackage (cloud SDKs, torch) would slow every command down.
     """
     from hermes.aeriel import _commands  # noqa: F401  (registers aeriel's own commands)
-    from hermes.aeriel.cluster import _cli as _models_cli  # noqa: F401  (registers `hermes models`)
+    from hermes.aeriel.control import _cli as _models_cli  # noqa: F401  (registers `hermes models`)
     from hermes.aeriel.monitor import _cli as _monitor_cli  # noqa: F401  (registers `hermes monitor`)
     from hermes.aeriel.profile import _cli as _profile_cli  # noqa: F401  (registers `hermes profile`)
-    from hermes.aeriel.serve import _image_cli  # noqa: F401  (registers `hermes image`)
+    from hermes.aeriel.server import _image_cli  # noqa: F401  (registers `hermes image`)
 
     words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
     if words and words[0] in _registered:  # one of aeriel's own commands: no plugin needed

@@ -17,7 +17,7 @@ import typer
 from hermes.aeriel._cli import register
 
 if TYPE_CHECKING:
-    from hermes.aeriel.serve import Server
+    from hermes.aeriel.server import Server
 
 
 def demo(
@@ -161,7 +161,7 @@ def _launch(start: Callable[[], Server], *, timeout_s: float, attempts: int, sig
             signals.disarm()
             server.close()
             if attempt + 1 < attempts and "Address already in use" in exc.log_excerpt:
-                logging.getLogger("hermes.aeriel.serve").warning(
+                logging.getLogger("hermes.aeriel.server").warning(
                     "port collision starting tritonserver; retrying on new ports"
                 )
                 continue
@@ -220,7 +220,7 @@ def serve_command(
     endpoints_file: Path | None = typer.Option(
         None,
         "--endpoints-file",
-        help="Write the endpoints JSON (what ClusterClient and `hermes models` read) here once ready; "
+        help="Write the endpoints JSON (what RoutingClient and `hermes models` read) here once ready; "
         "removed on stop.",
     ),
     name: str | None = typer.Option(None, "--name", help="Server name in the endpoints file."),
@@ -254,7 +254,7 @@ def serve_command(
 ) -> None:
     """Start Triton on REPOSITORY, print its endpoints when ready, and serve until Ctrl-C or SIGTERM."""
     from hermes.aeriel.exceptions import AerielError
-    from hermes.aeriel.serve import serve
+    from hermes.aeriel.server import serve
 
     chosen_runtime = _runtime(runtime, image, image_dir, pass_env, pull_timeout_s)
 
@@ -324,7 +324,7 @@ def _runtime(runtime: str, image: str | None, image_dir: Path | None, pass_env: 
         return runtime
     if image is None:
         raise typer.BadParameter(f"--runtime {runtime} needs --image (a .sif file, an image name or a URI)")
-    from hermes.aeriel.serve.apptainer import DEFAULT_PASS_ENV, ApptainerRuntime
+    from hermes.aeriel.server.apptainer import DEFAULT_PASS_ENV, ApptainerRuntime
 
     return ApptainerRuntime(
         image=image, executable=runtime, image_dir=image_dir,

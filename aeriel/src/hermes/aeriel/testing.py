@@ -46,8 +46,8 @@ from typing import Any
 import pytest
 
 from hermes.aeriel.exceptions import PortInUseError
-from hermes.aeriel.serve import Server, free_ports, serve
-from hermes.aeriel.serve._server import _session_members
+from hermes.aeriel.server import Server, free_ports, serve
+from hermes.aeriel.server._server import _session_members
 
 __all__ = [
     "SharedTriton",

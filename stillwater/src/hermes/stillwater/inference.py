@@ -81,9 +81,9 @@ class _InferenceWorker:
         if isinstance(self.url, str):
             self.client = client.InferenceClient(self.url, self.model_name, **self.client_kwargs)
         else:  # several servers: streams pinned by hashing, rebuilt elsewhere when a server goes
-            from hermes.aeriel.cluster import ClusterClient
+            from hermes.aeriel.routing import RoutingClient
 
-            self.client = ClusterClient(self.url, self.model_name, **self.client_kwargs)
+            self.client = RoutingClient(self.url, self.model_name, **self.client_kwargs)
         logger.info("inference stage connected to %s at %s", self.model_name, self.url)
 
     def _send(self, inputs: Any, sequence_id: int | str, end: bool, request_id: Any) -> None:
@@ -136,8 +136,8 @@ class InferenceStage(Map):
 
     Args:
         url: the server's gRPC endpoint, ``"host:port"``; or a list of endpoints (anything
-            ``hermes.aeriel.cluster.load_endpoints`` takes), served through a
-            ``ClusterClient`` whose streams survive a lost or draining server.
+            ``hermes.aeriel.routing.load_endpoints`` takes), served through a
+            ``RoutingClient`` whose streams survive a lost or draining server.
         model_name: the (ensemble) model to stream through.
         sequence_id: the sequence of plain items.
         emit: ``"result"`` emits the client's result objects (``.outputs``, ``.timings``,
@@ -146,7 +146,7 @@ class InferenceStage(Map):
         max_pending: requests outstanding at most before the stage waits for the oldest.
         result_timeout_s: longest wait (s) for one result.
         client_kwargs: passed to ``hermes.aeriel.client.InferenceClient`` (e.g.
-            ``max_in_flight``, ``shared_memory``, ``timeout_s``), or to the ``ClusterClient``.
+            ``max_in_flight``, ``shared_memory``, ``timeout_s``), or to the ``RoutingClient``.
         name: see :class:`~hermes.stillwater.Stage`.
         output: see :class:`~hermes.stillwater.Stage`.
         capacity: see :class:`~hermes.stillwater.Stage`.
@@ -185,7 +185,7 @@ class InferenceStage(Map):
         if not (isinstance(url, str) and url) and not (several and len(url) > 0):
             raise ValueError(
                 f"InferenceStage.url must be the server's gRPC endpoint 'host:port' or a non-empty list "
-                f"of endpoints (a ClusterClient), got {url!r}"
+                f"of endpoints (a RoutingClient), got {url!r}"
             )
         if not isinstance(model_name, str) or not model_name:
             raise ValueError(f"InferenceStage.model_name must be a non-empty str, got {model_name!r}")

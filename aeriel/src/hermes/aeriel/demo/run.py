@@ -247,7 +247,7 @@ def run_demo(config: DemoConfig) -> DemoReport:
 
     from hermes.aeriel.demo.network import DeepCleanNet, train
     from hermes.aeriel.demo.stages import Checker, StreamPlan, WitnessSource
-    from hermes.aeriel.serve import serve
+    from hermes.aeriel.server import serve
     from hermes.stillwater import InferenceStage, Map, Source
 
     started = time.monotonic()

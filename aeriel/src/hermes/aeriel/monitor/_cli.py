@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hermes.aeriel._cli import register
-from hermes.aeriel.cluster.endpoints import DEFAULT_PORTS, Endpoint, load_endpoints
+from hermes.aeriel.endpoints import DEFAULT_PORTS, Endpoint, load_endpoints
 from hermes.aeriel.exceptions import EndpointError
 
 __all__ = ["monitor"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
-from hermes.aeriel.cluster.endpoints import Endpoint, load_endpoints
+from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import ClientClosedError, EndpointError
 from hermes.aeriel.monitor.interval import CSV_COLUMNS, IntervalRow, interval_rows
 from hermes.aeriel.monitor.snapshot import (
@@ -56,7 +56,7 @@ class Monitor:
     """Read several Triton servers every interval; write deltas to CSV; show a live table.
 
     Args:
-        endpoints: the servers (anything :func:`~hermes.aeriel.cluster.load_endpoints` takes).
+        endpoints: the servers (anything :func:`~hermes.aeriel.routing.load_endpoints` takes).
         csv_path: file the rows are appended to (header written when the file is new);
             ``None`` writes no file.
         interval_s: seconds between readings when running in the background.

@@ -93,8 +93,8 @@ def _server(config: SweepConfig, instances: int | None) -> Iterator[tuple[str, l
             target = discover_target(client.get_model_config(config.model, as_json=True)["config"])
         yield config.url, [], target
         return
-    from hermes.aeriel.serve import serve
-    from hermes.aeriel.serve._server import _session_members
+    from hermes.aeriel.server import serve
+    from hermes.aeriel.server._server import _session_members
 
     assert config.repository is not None
     with tempfile.TemporaryDirectory(prefix="hermes-profile-") as scratch:

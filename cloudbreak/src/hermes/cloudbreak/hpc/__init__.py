@@ -5,7 +5,7 @@ from hermes.cloudbreak.hpc import HpcDeployment, ServerJobs, SlurmOptions, Slurm
 
 servers = ServerJobs(repository="/home/albert.einstein/repo", servers=2, image="tritonserver_24.10-py3.sif")
 with HpcDeployment(SlurmScheduler(SlurmOptions(partition="gpu")), servers, "run-1") as hpc:
-    with hpc.client("deepclean-stream") as client:   # ClusterClient over every server
+    with hpc.client("deepclean-stream") as client:   # RoutingClient over every server
         ...
 # every job is cancelled here, also on errors and on SIGINT/SIGTERM/SIGHUP
 ```

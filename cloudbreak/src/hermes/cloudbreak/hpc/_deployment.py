@@ -5,8 +5,8 @@
    write WORKDIR/server.sbatch (or .sub) ── submit ──▶ N server jobs: hermes serve ... --endpoints-file
    poll: WORKDIR/endpoints/<job>.json appears  ◀──────  (written atomically once Triton is ready)
          a job that ends first -> JobFailed (quotes its log), everything cancelled
-   merge -> WORKDIR/endpoints.json  (the one endpoints JSON: ClusterClient, `hermes models`)
- HpcDeployment.client(model) -> ClusterClient over the merged endpoints
+   merge -> WORKDIR/endpoints.json  (the one endpoints JSON: RoutingClient, `hermes models`)
+ HpcDeployment.client(model) -> RoutingClient over the merged endpoints
  HpcDeployment.submit_clients(ClientJobs) -> job array (Slurm) / DAG gated on the endpoints (HTCondor)
  HpcDeployment.down(): cancel every submission, wait until no job holds resources
    (runs on exit, on errors, on SIGINT/SIGTERM/SIGHUP: hermes.cloudbreak's teardown signals)
@@ -35,7 +35,7 @@ from hermes.cloudbreak.hpc._scheduler import ACTIVE, JobBatch, Scheduler, Submit
 from hermes.cloudbreak.hpc._spec import ClientJobs, ServerJobs
 
 if TYPE_CHECKING:
-    from hermes.aeriel import ClusterClient
+    from hermes.aeriel import RoutingClient
 
 __all__ = ["HpcDeployment"]
 
@@ -163,13 +163,13 @@ class HpcDeployment:
         """``{job id: state}`` of every job of this deployment."""
         return self.scheduler.states([j for b in self.batches for j in b.jobs])
 
-    def client(self, model: str, **kwargs: Any) -> ClusterClient:
-        """A :class:`~hermes.aeriel.cluster.ClusterClient` over every server (close it, or use ``with``)."""
-        from hermes.aeriel import ClusterClient
+    def client(self, model: str, **kwargs: Any) -> RoutingClient:
+        """A :class:`~hermes.aeriel.routing.RoutingClient` over every server (close it, or use ``with``)."""
+        from hermes.aeriel import RoutingClient
 
         if not self.endpoints:
             raise RuntimeError("no server is ready: call up() first")
-        return ClusterClient(self.endpoints, model, **kwargs)
+        return RoutingClient(self.endpoints, model, **kwargs)
 
     def submit_clients(self, clients: ClientJobs) -> JobBatch:
         """Submit client jobs that stream to the servers (cancelled with them by :meth:`down`)."""

@@ -120,7 +120,7 @@ class ClientJobs:
     """Client jobs (a job array, or DAG nodes) that stream data to the servers.
 
     Each task runs ``command`` with ``HERMES_ENDPOINTS`` (the merged endpoints JSON, what
-    :class:`hermes.aeriel.cluster.ClusterClient` and :func:`~hermes.aeriel.cluster.load_endpoints`
+    :class:`hermes.aeriel.routing.RoutingClient` and :func:`~hermes.aeriel.routing.load_endpoints`
     read), ``HERMES_SEGMENTS`` (a JSON list of this task's segments) and
     ``HERMES_TASK_INDEX`` in its environment.
 

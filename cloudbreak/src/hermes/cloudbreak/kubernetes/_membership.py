@@ -3,8 +3,8 @@
 ```
 KEDA scales the Deployment ──▶ pods become ready / terminate ──▶ Endpoints of the headless Service
 EndpointWatcher polls them every interval_s ──diff──▶ on_change(added, removed)
-   follow(cluster_client): added → ClusterClient.add_endpoint (new sequences may go there)
-                           removed → ClusterClient.remove_endpoint in a thread (drained first)
+   follow(cluster_client): added → RoutingClient.add_endpoint (new sequences may go there)
+                           removed → RoutingClient.remove_endpoint in a thread (drained first)
    endpoints_file: rewritten atomically on every change (for clients outside Python)
 ```
 
@@ -112,11 +112,11 @@ class EndpointWatcher:
             self._stop.wait(self.interval_s)
 
     def follow(self, cluster_client: Any, *, drain_timeout_s: float = 60.0) -> EndpointWatcher:
-        """Feed membership changes to an aeriel ``ClusterClient`` (its ``add_endpoint``/``remove_endpoint``).
+        """Feed membership changes to an aeriel ``RoutingClient`` (its ``add_endpoint``/``remove_endpoint``).
 
         Removals run in their own threads, so a drain does not delay the next addition.
         """
-        from hermes.aeriel.cluster import Endpoint as AerielEndpoint
+        from hermes.aeriel.routing import Endpoint as AerielEndpoint
 
         def change(added: list[Endpoint], removed: list[Endpoint]) -> None:
             for e in removed:

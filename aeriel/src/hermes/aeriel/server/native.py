@@ -11,8 +11,8 @@ import os
 import shutil
 
 from hermes.aeriel.exceptions import ServerPreflightError
-from hermes.aeriel.serve._runtime import Runtime, ServerSpec
-from hermes.aeriel.serve.local import map_visible_devices
+from hermes.aeriel.server._runtime import Runtime, ServerSpec
+from hermes.aeriel.server.local import map_visible_devices
 
 __all__ = ["NativeRuntime"]
 

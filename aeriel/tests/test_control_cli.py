@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
-from hermes.aeriel.cluster._cli import models_app, zero_inputs
+from hermes.aeriel.control._cli import models_app, zero_inputs
 from hermes.aeriel.testing import refusing_port
 
 HERMES = str(Path(sys.executable).parent / "hermes")
@@ -88,7 +88,7 @@ def pair(tmp_path, start_triton):
 MODELS_ONLY = [
     sys.executable,
     "-c",
-    "from hermes.aeriel._cli import app; import hermes.aeriel.cluster._cli; app(prog_name='hermes')",
+    "from hermes.aeriel._cli import app; import hermes.aeriel.control._cli; app(prog_name='hermes')",
 ]
 
 

@@ -17,8 +17,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from hermes.aeriel import ServerPreflightError, serve
-from hermes.aeriel.serve import ServerSpec
-from hermes.aeriel.serve.apptainer import ApptainerRuntime, find_container_executable, resolve_image
+from hermes.aeriel.server import ServerSpec
+from hermes.aeriel.server.apptainer import ApptainerRuntime, find_container_executable, resolve_image
 from hermes.aeriel.testing import leftover_resources
 
 FAKE = Path(__file__).parent / "fakes" / "fake_apptainer.py"
@@ -402,7 +402,7 @@ def test_pull_logs_progress_while_it_runs(tmp_path, fake_apptainer, monkeypatch,
     from hermes.aeriel import pull_image
 
     monkeypatch.setenv("FAKE_APPTAINER_PULL_SECONDS", "1.2")
-    with caplog.at_level(logging.INFO, logger="hermes.aeriel.serve.images"):
+    with caplog.at_level(logging.INFO, logger="hermes.aeriel.server.images"):
         path = pull_image("docker://nvcr.io/nvidia/tritonserver:24.10-py3", image_dir=tmp_path,
                           progress_every_s=0.3)  # fmt: skip
     progress = [r.getMessage() for r in caplog.records if "MiB written so far" in r.getMessage()]

@@ -105,7 +105,7 @@ class Runtime(abc.ABC):
 
     A runtime checks its environment (:meth:`preflight`), turns a :class:`ServerSpec`
     into a command line and environment (:meth:`command`) and releases whatever it
-    prepared (:meth:`cleanup`). The :class:`~hermes.aeriel.serve.Server` runs the
+    prepared (:meth:`cleanup`). The :class:`~hermes.aeriel.server.Server` runs the
     process, waits for readiness, and stops it.
     """
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from hermes.aeriel import ClientClosedError, InputValidationError, ModelLoadError, SequenceError, ServerLost
-from hermes.aeriel.cluster import ClusterClient, Endpoint, ModelManager
-from hermes.aeriel.serve import serve
+from hermes.aeriel.control import ModelManager
+from hermes.aeriel.routing import Endpoint, RoutingClient
+from hermes.aeriel.server import serve
 from hermes.aeriel.testing import leftover_resources, retry_while_port_in_use
 
 # A stateful model: y = SCALE * (running sum of x over the sequence), and which server answered.
@@ -168,7 +169,7 @@ def endpoints_of(servers: list) -> list[Endpoint]:
 
 def test_sequences_are_pinned_by_hashing_and_spread_within_20_percent_over_three_servers(trio):
     endpoints = endpoints_of(trio)
-    with ClusterClient(endpoints, "acc") as client:
+    with RoutingClient(endpoints, "acc") as client:
         owners = {i: client.owner(i) for i in range(1, 1001)}
         spread = collections.Counter(owners.values())
         assert set(spread) == {"server-0", "server-1", "server-2"}
@@ -191,12 +192,12 @@ def test_sequences_are_pinned_by_hashing_and_spread_within_20_percent_over_three
         assert client.live_sequences == []
 
     # another client, given the servers in another order, pins every id to the same server
-    with ClusterClient(list(reversed(endpoints)), "acc") as again:
+    with RoutingClient(list(reversed(endpoints)), "acc") as again:
         assert {i: again.owner(i) for i in range(1, 1001)} == owners
 
 
 def test_stateless_requests_spread_evenly_and_inputs_are_checked(trio):
-    with ClusterClient(endpoints_of(trio), "where") as client:
+    with RoutingClient(endpoints_of(trio), "where") as client:
         futures = [client.submit({"x": ONES * k}) for k in range(90)]
         answers = [f.result(60) for f in futures]
         for k, out in enumerate(answers):
@@ -214,8 +215,8 @@ def test_stateless_requests_spread_evenly_and_inputs_are_checked(trio):
 def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, start_triton):
     servers = start_servers(tmp_path, start_triton, 2)
     with (
-        ClusterClient(endpoints_of(servers), "acc") as client,
-        ClusterClient(endpoints_of(servers), "where") as where,
+        RoutingClient(endpoints_of(servers), "acc") as client,
+        RoutingClient(endpoints_of(servers), "where") as where,
     ):
         seqs = {i: client.sequence(i) for i in range(1, 21)}
         for seq in seqs.values():
@@ -271,7 +272,7 @@ def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, s
 
 
 def test_a_sequence_refuses_requests_after_its_end_and_duplicate_ids(trio):
-    with ClusterClient(endpoints_of(trio), "acc") as client:
+    with RoutingClient(endpoints_of(trio), "acc") as client:
         seq = client.sequence("run-7")
         with pytest.raises(SequenceError, match="run-7 is already live"):
             client.sequence("run-7")
@@ -285,7 +286,7 @@ def test_a_sequence_refuses_requests_after_its_end_and_duplicate_ids(trio):
 class LiveStream(threading.Thread):
     """Keeps ``width`` sequences of ``length`` steps running until stopped; records every output."""
 
-    def __init__(self, client: ClusterClient, width: int = 6, length: int = 8):
+    def __init__(self, client: RoutingClient, width: int = 6, length: int = 8):
         super().__init__(name="live-stream", daemon=True)
         self.client, self.width, self.length = client, width, length
         self.outputs: dict[int, list[np.ndarray]] = collections.defaultdict(list)
@@ -320,7 +321,7 @@ class LiveStream(threading.Thread):
 
 def test_hot_swap_under_a_live_stream_drops_nothing_and_never_mixes_versions(swap_pair):
     endpoints = endpoints_of(swap_pair)
-    with ClusterClient(endpoints, "acc") as client:
+    with RoutingClient(endpoints, "acc") as client:
         assert client.model_version == 1
         stream = LiveStream(client)
         stream.start()
@@ -367,7 +368,7 @@ def test_hot_swap_under_a_live_stream_drops_nothing_and_never_mixes_versions(swa
 
 
 def test_a_sequence_outliving_the_drain_timeout_fails_clearly(swap_pair):
-    with ClusterClient(endpoints_of(swap_pair), "acc") as client:
+    with RoutingClient(endpoints_of(swap_pair), "acc") as client:
         old = client.model_version
         new = 3 - old  # swap between versions 1 and 2, whichever is loaded now
         slow = client.sequence(99)
@@ -406,7 +407,7 @@ def test_model_manager_loads_and_unloads_versions_on_every_server(swap_pair):
 def test_membership_follows_servers_added_and_removed_at_runtime(trio):
     """A server added later takes new sequences; a leaving server is drained before it goes."""
     endpoints = endpoints_of(trio)
-    with ClusterClient(endpoints[:2], "acc") as client:
+    with RoutingClient(endpoints[:2], "acc") as client:
         client.add_endpoint(endpoints[2])
         client.add_endpoint(endpoints[2])  # already a member: no-op
         assert client.live_endpoints == ["server-0", "server-1", "server-2"]
@@ -442,7 +443,7 @@ def test_membership_follows_servers_added_and_removed_at_runtime(trio):
 
 def test_failover_is_off_for_a_model_without_streaming_records_unless_a_tail_is_given(trio):
     endpoints = endpoints_of(trio)
-    with ClusterClient(endpoints, "acc") as client:
+    with RoutingClient(endpoints, "acc") as client:
         plain = client.sequence(5001)
         assert client.replay is None and plain.replay_updates is None
         plain.end({"x": ONES}).result(60)
@@ -451,8 +452,8 @@ def test_failover_is_off_for_a_model_without_streaming_records_unless_a_tail_is_
         match=r"model 'acc' records no streaming state \(no hermes.streaming_\* parameters\), so the replay tail "
         r"that rebuilds its state is unknown; give replay_updates= or failover=False",
     ):
-        ClusterClient(endpoints, "acc", failover=True)
-    with ClusterClient(endpoints, "acc", replay_updates=3) as client:
+        RoutingClient(endpoints, "acc", failover=True)
+    with RoutingClient(endpoints, "acc", replay_updates=3) as client:
         seq = client.sequence(5003)
         for _ in range(5):
             seq.infer({"x": ONES}).result(60)

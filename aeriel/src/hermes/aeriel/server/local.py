@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 from hermes.aeriel.exceptions import ServerPreflightError
-from hermes.aeriel.serve._runtime import Runtime, ServerSpec
+from hermes.aeriel.server._runtime import Runtime, ServerSpec
 
 __all__ = ["LocalRuntime", "TritonWheel", "check_numpy", "find_triton_wheel", "map_visible_devices"]
 

@@ -23,8 +23,8 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from hermes.aeriel import StreamOrderError
-from hermes.aeriel.cluster import ClusterClient, Endpoint, ReplayPlan, replay_plan
-from hermes.aeriel.serve import serve
+from hermes.aeriel.routing import Endpoint, ReplayPlan, RoutingClient, replay_plan
+from hermes.aeriel.server import serve
 from hermes.aeriel.testing import leftover_resources
 
 from . import _stream_models as sm
@@ -117,8 +117,8 @@ def test_twelve_streams_survive_a_sigkill_and_a_sigterm_with_exact_outputs(tmp_p
     servers, net = start_three(tmp_path)
     try:
         with (
-            ClusterClient(endpoints_of(servers), "stream", watch_interval_s=0.05) as watching,
-            ClusterClient(endpoints_of(servers), "stream", watch_interval_s=None) as mapping,
+            RoutingClient(endpoints_of(servers), "stream", watch_interval_s=0.05) as watching,
+            RoutingClient(endpoints_of(servers), "stream", watch_interval_s=None) as mapping,
         ):
             assert watching.replay is not None and watching.replay.updates == 5
             rng = np.random.default_rng(1)
@@ -187,7 +187,7 @@ def test_chunks_of_random_lengths_give_the_fixed_update_output_and_aligned_posit
     rng = np.random.default_rng(2)
     total = sm.UPDATE * 30 + 3  # not a multiple of the update: the END pad is trimmed
     data = rng.standard_normal((4, total)).astype(np.float32)
-    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+    with RoutingClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
         stream = client.stream(5, position=1000)
         blocks, at = [], 0
         while at < total:
@@ -210,7 +210,7 @@ def test_chunks_of_random_lengths_give_the_fixed_update_output_and_aligned_posit
 
 def test_order_errors_name_the_sequence_and_positions_before_sending(one) -> None:
     server, _ = one
-    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+    with RoutingClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
         stream = client.stream(6, position=0)
         chunk = {"strain": np.ones((3, 6), np.float32), "aux": np.ones((1, 6), np.float32)}
         assert len(stream.push(chunk, position=0)) == 1
@@ -236,7 +236,7 @@ def test_gaps_are_zero_filled_up_to_a_limit_or_restart_the_state(one) -> None:
     rng = np.random.default_rng(3)
     a = rng.standard_normal((4, 20)).astype(np.float32)
     b = rng.standard_normal((4, 20)).astype(np.float32)
-    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+    with RoutingClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
         # zero fill: the stream equals one with zeros in the gap, and the block after it says so
         fill = client.stream(7, gap="zero_fill", max_fill=8)
         blocks = fill.push({"strain": a[:3], "aux": a[3:]}, position=0)
@@ -258,7 +258,7 @@ def test_gaps_are_zero_filled_up_to_a_limit_or_restart_the_state(one) -> None:
         ):
             over.push({"strain": b[:3], "aux": b[3:]}, position=29)
         collect(sent + over.finish())
-    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+    with RoutingClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
         # restart: each segment is a fresh sequence, exactly its own offline reference
         restart = client.stream(9, gap="restart")
         first = restart.push({"strain": a[:3], "aux": a[3:]}, position=0)
@@ -279,7 +279,7 @@ def test_a_member_swap_during_streaming_rebuilds_every_stream_with_no_gap(one) -
     rng = np.random.default_rng(4)
     count = 40
     data = {sid: rng.standard_normal((4, sm.UPDATE * count)).astype(np.float32) for sid in (21, 22, 23)}
-    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+    with RoutingClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
         seqs = {sid: client.sequence(sid) for sid in data}
         futures: dict[int, list[Future]] = {sid: [] for sid in data}
         halfway = threading.Event()
@@ -319,7 +319,7 @@ def test_a_member_swap_during_streaming_rebuilds_every_stream_with_no_gap(one) -
 def stream_with_a_move(server, net: sm.Net, sid: int, tail: int, move_at: int, wait: bool) -> np.ndarray:
     """Stream 24 updates, rebuilding from a ``tail``-update replay before update ``move_at``; the clean output."""
     data = np.random.default_rng(sid).standard_normal((4, sm.UPDATE * 24)).astype(np.float32)
-    with ClusterClient(
+    with RoutingClient(
         endpoints_of([server]), "stream", replay_updates=tail, watch_interval_s=None
     ) as client:
         seq = client.sequence(sid)
@@ -359,7 +359,7 @@ def test_times_in_seconds_and_the_drop_flush_policy(one) -> None:
     data = rng.standard_normal((4, sm.UPDATE * 6 + 2)).astype(np.float32)
     rates = {"strain": 256.0, "aux": 256.0}
     t0 = 1_000_000_000.0  # a GPS-like start time
-    with ClusterClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
+    with RoutingClient(endpoints_of([server]), "stream", watch_interval_s=None) as client:
         stream = client.stream(31, position=t0, sample_rates=rates, flush="drop")
         blocks = stream.push({"strain": data[:3, :10], "aux": data[3:, :10]}, position=t0)
         blocks += stream.push({"strain": data[:3, 10:], "aux": data[3:, 10:]}, position=t0 + 10 / 256)

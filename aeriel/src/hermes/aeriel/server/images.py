@@ -47,7 +47,7 @@ __all__ = [
     "pull_target_dir",
 ]
 
-logger = logging.getLogger("hermes.aeriel.serve.images")
+logger = logging.getLogger("hermes.aeriel.server.images")
 
 IMAGE_DIR_ENV = "HERMES_IMAGE_DIR"
 CVMFS_IMAGE_DIR_ENV = "HERMES_CVMFS_IMAGE_DIR"
@@ -140,7 +140,7 @@ def pull_image(
         ImagePullError: the pull failed or timed out (quotes apptainer's output).
         ServerPreflightError: neither apptainer nor singularity is on PATH.
     """
-    from hermes.aeriel.serve.apptainer import find_container_executable
+    from hermes.aeriel.server.apptainer import find_container_executable
 
     if not uri.startswith(PULL_SCHEMES):
         raise ValueError(f"pull_image takes a {' or '.join(PULL_SCHEMES)} URI, got {uri!r}")

@@ -1,4 +1,4 @@
-"""Checks of :func:`~hermes.aeriel.serve` arguments, made before any process starts.
+"""Checks of :func:`~hermes.aeriel.server` arguments, made before any process starts.
 
 Each names the argument, what was given and what is expected: a string where a list of names
 is expected (``models="mlp"`` used to load models ``m``, ``l`` and ``p``), a negative timeout

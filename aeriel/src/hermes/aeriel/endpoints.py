@@ -1,7 +1,7 @@
 """Where Triton servers listen: :class:`Endpoint` and :func:`load_endpoints`.
 
 An endpoint list comes from code (``Endpoint`` objects, running
-:class:`~hermes.aeriel.serve.Server` objects, strings or dicts), from a file, or from the
+:class:`~hermes.aeriel.server.Server` objects, strings or dicts), from a file, or from the
 cloud deployment's output, which has this JSON shape::
 
     {"endpoints": [{"name": "gpu-0", "grpc": "10.0.0.4:8001",
@@ -86,7 +86,7 @@ class Endpoint:
 
     @classmethod
     def from_server(cls, server: Any, name: str | None = None) -> Endpoint:
-        """The endpoint of a running :class:`~hermes.aeriel.serve.Server`."""
+        """The endpoint of a running :class:`~hermes.aeriel.server.Server`."""
         spec = server.spec
         return cls(
             name=name or server.grpc_url,
@@ -194,7 +194,7 @@ def load_endpoints(source: str | os.PathLike[str] | Iterable[Any] | Mapping[str,
     Args:
         source: a path to a JSON file (``{"endpoints": [...]}`` or a list) or a text file
             (one endpoint string per line); a mapping with an ``endpoints`` list; or an
-            iterable of :class:`Endpoint`, :class:`~hermes.aeriel.serve.Server`, strings
+            iterable of :class:`Endpoint`, :class:`~hermes.aeriel.server.Server`, strings
             (see :meth:`Endpoint.parse`) and dicts.
 
     Returns:

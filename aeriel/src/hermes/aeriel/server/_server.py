@@ -43,19 +43,19 @@ from hermes.aeriel.exceptions import (
     ServerExitedError,
     ServerStartTimeout,
 )
-from hermes.aeriel.serve._advertise import (
+from hermes.aeriel.server._advertise import (
     advertised_host,
     local_host,
     remove_endpoints_file,
     write_endpoints_file,
 )
-from hermes.aeriel.serve._checks import check_address, check_names, check_ports_free, check_seconds
-from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
-from hermes.aeriel.serve.cpu_overlay import CpuOverlay, cpu_hint
+from hermes.aeriel.server._checks import check_address, check_names, check_ports_free, check_seconds
+from hermes.aeriel.server._runtime import ModelControl, Runtime, ServerSpec
+from hermes.aeriel.server.cpu_overlay import CpuOverlay, cpu_hint
 
 __all__ = ["Server", "free_ports", "get_runtime", "serve"]
 
-logger = logging.getLogger("hermes.aeriel.serve")
+logger = logging.getLogger("hermes.aeriel.server")
 
 # Messages a start without a GPU prints that are never the reason anything failed, matched
 # exactly (shared/research/triton-cpu.md §2.1). Anything else is kept: on an HPC node
@@ -113,19 +113,19 @@ def get_runtime(runtime: str | Runtime, *, image: str | None = None) -> Runtime:
     if isinstance(runtime, Runtime):
         return runtime
     if runtime == "local":
-        from hermes.aeriel.serve.local import LocalRuntime
+        from hermes.aeriel.server.local import LocalRuntime
 
         if image is not None:
             raise ValueError("image= is for container runtimes; the local runtime runs the bundled binary")
         return LocalRuntime()
     if runtime in ("apptainer", "singularity"):
-        from hermes.aeriel.serve.apptainer import ApptainerRuntime
+        from hermes.aeriel.server.apptainer import ApptainerRuntime
 
         if image is None:
             raise ValueError(f"runtime={runtime!r} needs image= (a .sif file or an image name)")
         return ApptainerRuntime(image=image, executable=runtime)
     if runtime == "native":
-        from hermes.aeriel.serve.native import NativeRuntime
+        from hermes.aeriel.server.native import NativeRuntime
 
         if image is not None:
             raise ValueError(
@@ -214,7 +214,7 @@ class Server:
         return f"http://{local_host(self.spec.address)}:{self.spec.http_port}"
 
     def endpoint_entry(self) -> dict[str, str]:
-        """This server as one entry of the endpoints JSON (see :func:`hermes.aeriel.cluster.load_endpoints`)."""
+        """This server as one entry of the endpoints JSON (see :func:`hermes.aeriel.routing.load_endpoints`)."""
         return {
             "name": self.name,
             "grpc": self.grpc_url,
@@ -669,7 +669,7 @@ def serve(
             routable address for a wildcard bind such as ``0.0.0.0``), ``"auto"`` (this
             node's routable address) or a host name/address. Never a wildcard.
         endpoints_file: once ready, write the server's endpoints there (the JSON
-            :func:`hermes.aeriel.cluster.load_endpoints` reads), atomically; removed on stop.
+            :func:`hermes.aeriel.routing.load_endpoints` reads), atomically; removed on stop.
         name: the server's name in the endpoints file (default ``host:grpc_port``).
         instance_kind: ``"cpu"`` serves ``KIND_GPU`` instance groups as ``KIND_CPU`` (same
             count) from a temporary overlay of a local repository, for development and CI on
@@ -701,7 +701,7 @@ def serve(
     if instance_kind not in (None, "cpu"):
         raise ValueError(f"instance_kind must be None (as written) or 'cpu', got {instance_kind!r}")
     if instance_kind == "cpu" and "://" not in repo:
-        from hermes.aeriel.serve.apptainer import ApptainerRuntime
+        from hermes.aeriel.server.apptainer import ApptainerRuntime
 
         if isinstance(rt, ApptainerRuntime):
             # a container follows the overlay's links only if the repository is bound at its own path

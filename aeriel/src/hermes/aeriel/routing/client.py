@@ -3,9 +3,9 @@
 ```
  caller threads                         one InferenceClient per server (hermes.aeriel.client)
  ──────────────                         ─────────────────────────────────────────────────────
- ClusterClient.sequence(id) ─HashRing─▶ owner.sequence(id, model_version=v)  (its one gRPC
+ RoutingClient.sequence(id) ─HashRing─▶ owner.sequence(id, model_version=v)  (its one gRPC
    seq.infer(x) -> Future[Result]         stream keeps the sequence in order; window = backpressure)
- ClusterClient.submit(x) ─round robin─▶ next live server's infer(x)
+ RoutingClient.submit(x) ─round robin─▶ next live server's infer(x)
                                          │ a stream that breaks fails its futures with
                                          ▼ ConnectionFailed (on the stream thread)
  relay (future done-callback): ConnectionFailed -> mark the server down: every sequence on
@@ -33,10 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hermes.aeriel.cluster.endpoints import Endpoint, load_endpoints
-from hermes.aeriel.cluster.hash_ring import HashRing
-from hermes.aeriel.cluster.model_manager import ModelManager, SwapReport
-from hermes.aeriel.cluster.replay import ReplayPlan, replay_plan
+from hermes.aeriel.control.model_manager import ModelManager, SwapReport
+from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import (
     ClientClosedError,
     ConnectionFailed,
@@ -44,14 +42,16 @@ from hermes.aeriel.exceptions import (
     SequenceError,
     ServerLost,
 )
+from hermes.aeriel.routing.hash_ring import HashRing
+from hermes.aeriel.routing.replay import ReplayPlan, replay_plan
 
 if TYPE_CHECKING:  # the single-server client (and grpc) load on first use, not on import
     from hermes.aeriel.client import InferenceClient, Result, Sequence
-    from hermes.aeriel.cluster.chunks import ChunkedStream
+    from hermes.aeriel.routing.chunks import ChunkedStream
 
-__all__ = ["ClusterClient", "ClusterSequence", "FailoverEvent"]
+__all__ = ["FailoverEvent", "RoutingClient", "RoutingSequence"]
 
-logger = logging.getLogger("hermes.aeriel.cluster")
+logger = logging.getLogger("hermes.aeriel.routing")
 
 
 # What Triton answers a request that reaches a server after SIGTERM (measured with the
@@ -104,15 +104,15 @@ class _Sent:
     answered: bool = False
 
 
-class ClusterSequence:
+class RoutingSequence:
     """A stateful sequence pinned to one server and one model version.
 
-    Made by :meth:`ClusterClient.sequence`; it wraps a
+    Made by :meth:`RoutingClient.sequence`; it wraps a
     :class:`~hermes.aeriel.client.Sequence` of the owning server's client. The first
     request carries START, ``infer(..., end=True)`` (or :meth:`end`) carries END.
 
     With a replay tail (``replay_updates`` not None: a streaming ensemble, see
-    :mod:`hermes.aeriel.cluster.replay`) the sequence survives its server: when the server is
+    :mod:`hermes.aeriel.routing.replay`) the sequence survives its server: when the server is
     lost or drains (or the model is swapped), the sequence opens again on another server,
     replays its last ``replay_updates`` answered updates with START (outputs dropped) and
     sends the unanswered ones again. Every future gets exactly one answer, in order, equal
@@ -128,7 +128,7 @@ class ClusterSequence:
 
     def __init__(
         self,
-        cluster: ClusterClient,
+        cluster: RoutingClient,
         inner: Sequence,
         endpoint: str,
         model_version: int,
@@ -261,7 +261,7 @@ class ClusterSequence:
         self._fail(error)
 
     def rebuild(self, reason: str = "requested") -> FailoverEvent:
-        """Rebuild the stream now on the server its id maps to (e.g. back after :meth:`ClusterClient.probe`).
+        """Rebuild the stream now on the server its id maps to (e.g. back after :meth:`RoutingClient.probe`).
 
         The tail is replayed with START there and unanswered updates are sent again, as on a
         failover; outputs are unchanged.
@@ -369,7 +369,7 @@ class ClusterSequence:
             self._fail(SequenceError(f"sequence {self.sequence_id} was closed"), send_end=True)
         self._cluster._release(self)
 
-    def __enter__(self) -> ClusterSequence:
+    def __enter__(self) -> RoutingSequence:
         return self
 
     def __exit__(
@@ -382,10 +382,10 @@ class ClusterSequence:
             self.close()
 
     def __repr__(self) -> str:
-        return f"<ClusterSequence {self.sequence_id} on {self.endpoint} v{self.model_version}>"
+        return f"<RoutingSequence {self.sequence_id} on {self.endpoint} v{self.model_version}>"
 
 
-class ClusterClient:
+class RoutingClient:
     """One model served by several Triton servers, used as one.
 
     Stateful sequences are pinned to one server by consistent hashing on the sequence id
@@ -396,7 +396,7 @@ class ClusterClient:
     one :class:`~hermes.aeriel.client.InferenceClient` (one gRPC stream, a bounded window).
 
     Args:
-        endpoints: the servers (anything :func:`~hermes.aeriel.cluster.load_endpoints` takes).
+        endpoints: the servers (anything :func:`~hermes.aeriel.routing.load_endpoints` takes).
         model: the model (or ensemble) name.
         model_version: the version new sequences use; default the newest ready version.
         vnodes: points per server on the hash ring.
@@ -406,7 +406,7 @@ class ClusterClient:
             (``shared_memory="system"``, ``pad_batch=True``, ...).
         failover: whether sequences keep a replay tail and survive a lost, draining or swapped
             server. None (default): on for a streaming ensemble (its parameters record the
-            tail, see :mod:`hermes.aeriel.cluster.replay`), off for other stateful models
+            tail, see :mod:`hermes.aeriel.routing.replay`), off for other stateful models
             (whose state may depend on the whole past, so a replay cannot rebuild it).
         replay_updates: the tail in updates, overriding the recorded one (``failover`` then
             defaults to on).
@@ -415,7 +415,7 @@ class ClusterClient:
             it exits. None: no polling (streams move only on a broken connection).
 
     ```python
-    with ClusterClient(load_endpoints("endpoints.json"), "stream") as client:
+    with RoutingClient(load_endpoints("endpoints.json"), "stream") as client:
         seq = client.sequence(17)
         y = seq.infer({"x": chunk}).result()["y"]
         seq.end({"x": last}).result()
@@ -453,7 +453,7 @@ class ClusterClient:
         self._draining: set[str] = set()  # leaving: no new work, live sequences may finish
         self._clients: dict[str, InferenceClient] = {}
         self._retired: list[InferenceClient] = []
-        self._sequences: dict[Hashable, ClusterSequence] = {}
+        self._sequences: dict[Hashable, RoutingSequence] = {}
         self._round_robin = itertools.count()
         self._closed = False
         self._leaving: set[str] = set()  # being removed by remove_endpoint: probe() leaves them alone
@@ -529,7 +529,7 @@ class ClusterClient:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClientClosedError("this ClusterClient is closed; create a new one")
+            raise ClientClosedError("this RoutingClient is closed; create a new one")
 
     # ------------------------------------------------------------------ servers
     @property
@@ -572,7 +572,7 @@ class ClusterClient:
         return sum(seq._move(seq._generation, reason, source=name) for seq in moving)
 
     def _schedule_move(
-        self, seq: ClusterSequence, generation: int, reason: str, source: str | None = None
+        self, seq: RoutingSequence, generation: int, reason: str, source: str | None = None
     ) -> None:
         """Move ``seq`` on the mover thread (not on the thread of the stream that broke)."""
         with self._lock:
@@ -584,7 +584,7 @@ class ClusterClient:
         mover.submit(self._move_or_fail, seq, generation, reason, source)
 
     @staticmethod
-    def _move_or_fail(seq: ClusterSequence, generation: int, reason: str, source: str | None) -> None:
+    def _move_or_fail(seq: RoutingSequence, generation: int, reason: str, source: str | None) -> None:
         """Run a move on the mover thread; an unexpected error fails the stream instead of vanishing."""
         try:
             seq._move(generation, reason, source=source)
@@ -592,7 +592,7 @@ class ClusterClient:
             logger.exception("moving sequence %s failed", seq.sequence_id)
             seq._fail_all(exc)
 
-    def _reopen(self, seq: ClusterSequence, version: int | None) -> tuple[str, Sequence]:
+    def _reopen(self, seq: RoutingSequence, version: int | None) -> tuple[str, Sequence]:
         """Open ``seq`` again on the live, not draining server its id maps to now."""
         with self._lock:
             self._check_open()
@@ -640,13 +640,13 @@ class ClusterClient:
         except Exception:
             return False
 
-    def _lost_error(self, name: str, seq: ClusterSequence | None, reason: str) -> ServerLost:
+    def _lost_error(self, name: str, seq: RoutingSequence | None, reason: str) -> ServerLost:
         what = f"the state of sequence {seq.sequence_id} is lost: start a new sequence" if seq else "resend"
         return ServerLost(
             f"server {name} ({self._by_name[name].grpc}) went away ({reason}); {what}", endpoint=name
         )
 
-    def _lose(self, name: str, exc: BaseException, seq: ClusterSequence | None) -> ServerLost:
+    def _lose(self, name: str, exc: BaseException, seq: RoutingSequence | None) -> ServerLost:
         """Mark ``name`` down after ``exc`` and return the error for ``seq``."""
         self.mark_down(name, str(exc).splitlines()[0][:200])
         return self._lost_error(name, seq, "its stream broke")
@@ -738,7 +738,7 @@ class ClusterClient:
         return len(cut)
 
     # ------------------------------------------------------------------ sequences
-    def sequence(self, sequence_id: int | str, *, model_version: int | None = None) -> ClusterSequence:
+    def sequence(self, sequence_id: int | str, *, model_version: int | None = None) -> RoutingSequence:
         """Start a sequence pinned to the server that owns ``sequence_id`` on the hash ring.
 
         Raises:
@@ -758,13 +758,13 @@ class ClusterClient:
             version = model_version if model_version is not None else self.model_version
             inner = self._clients[endpoint].sequence(sequence_id, model_version=version)
             tail = self.replay.updates if self.replay is not None else None
-            seq = ClusterSequence(self, inner, endpoint, version, tail)
+            seq = RoutingSequence(self, inner, endpoint, version, tail)
             self._sequences[sequence_id] = seq
             self.sequences_per_endpoint[endpoint] += 1
         return seq
 
     def stream(self, sequence_id: int | str, **options: Any) -> ChunkedStream:
-        """A :class:`~hermes.aeriel.cluster.ChunkedStream` over sequence ``sequence_id``: chunks of any length.
+        """A :class:`~hermes.aeriel.routing.ChunkedStream` over sequence ``sequence_id``: chunks of any length.
 
         The update sizes and output delays come from the ensemble's streaming records;
         ``options`` are those of :class:`ChunkedStream` (``position``, ``sample_rates``,
@@ -773,7 +773,7 @@ class ClusterClient:
         Raises:
             SequenceError: the model records no streaming groups.
         """
-        from hermes.aeriel.cluster.chunks import ChunkedStream
+        from hermes.aeriel.routing.chunks import ChunkedStream
 
         plan = self.replay or self._plan(None, None)
         if plan is None or not plan.update_sizes:
@@ -789,19 +789,19 @@ class ClusterClient:
             return self.ring.node_for(sequence_id, exclude=self._down | self._draining)
 
     @property
-    def live_sequences(self) -> list[ClusterSequence]:
+    def live_sequences(self) -> list[RoutingSequence]:
         """The sequences that have not ended (or failed)."""
         with self._lock:
             return list(self._sequences.values())
 
-    def _release(self, seq: ClusterSequence) -> None:
+    def _release(self, seq: RoutingSequence) -> None:
         with self._lock:
             if self._sequences.get(seq.sequence_id) is seq:
                 del self._sequences[seq.sequence_id]
                 self._lock.notify_all()
 
     def _relay_sequence(
-        self, seq: ClusterSequence, done: Future[Result], outer: Future[Result], end: bool
+        self, seq: RoutingSequence, done: Future[Result], outer: Future[Result], end: bool
     ) -> None:
         with self._lock:
             self.requests_per_endpoint[seq.endpoint] += 1
@@ -998,7 +998,7 @@ class ClusterClient:
         if self._mover is not None:
             self._mover.shutdown(wait=True, cancel_futures=True)
         for seq in self.live_sequences:
-            seq._fail(ClientClosedError("the ClusterClient was closed"))
+            seq._fail(ClientClosedError("the RoutingClient was closed"))
         for client in [*self._clients.values(), *self._retired]:
             try:
                 client.close(timeout_s=5.0)
@@ -1006,7 +1006,7 @@ class ClusterClient:
                 logger.debug("closing the client of a server failed", exc_info=True)
         self.manager.close()
 
-    def __enter__(self) -> ClusterClient:
+    def __enter__(self) -> RoutingClient:
         return self
 
     def __exit__(

@@ -26,9 +26,9 @@ def pull(
 ) -> None:
     """Pull URI once into the image cache, with progress, so that servers start from it at once."""
     from hermes.aeriel.exceptions import AerielError
-    from hermes.aeriel.serve.images import pull_image
+    from hermes.aeriel.server.images import pull_image
 
-    logging.getLogger("hermes.aeriel.serve.images").setLevel(logging.INFO)
+    logging.getLogger("hermes.aeriel.server.images").setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(message)s")
     try:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hermes.aeriel.cluster.endpoints import Endpoint, load_endpoints
+from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import (
     ClientClosedError,
     ConnectionFailed,
@@ -45,7 +45,7 @@ from hermes.aeriel.exceptions import (
 
 __all__ = ["ModelManager", "SwapReport"]
 
-logger = logging.getLogger("hermes.aeriel.cluster")
+logger = logging.getLogger("hermes.aeriel.routing")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,7 +79,7 @@ class ModelManager:
     """Load, unload and swap model versions on every server of a cluster (explicit mode).
 
     Args:
-        endpoints: the servers (anything :func:`~hermes.aeriel.cluster.load_endpoints` takes).
+        endpoints: the servers (anything :func:`~hermes.aeriel.routing.load_endpoints` takes).
         timeout_s: default seconds one load or unload may take.
 
     ```python

@@ -23,8 +23,8 @@ from hermes.aeriel import (
     ServerPreflightError,
     serve,
 )
-from hermes.aeriel.serve import free_ports, map_visible_devices
-from hermes.aeriel.serve.local import check_numpy
+from hermes.aeriel.server import free_ports, map_visible_devices
+from hermes.aeriel.server.local import check_numpy
 from hermes.aeriel.testing import leftover_resources
 
 

@@ -8,13 +8,13 @@ with serve("model-repo", models=["mlp"]) as server:
 ```
 """
 
-from hermes.aeriel.serve._runtime import ModelControl, Runtime, ServerSpec
-from hermes.aeriel.serve._server import Server, free_ports, get_runtime, serve
-from hermes.aeriel.serve.apptainer import ApptainerRuntime
-from hermes.aeriel.serve.cpu_overlay import CpuOverlay
-from hermes.aeriel.serve.images import pull_image
-from hermes.aeriel.serve.local import LocalRuntime, find_triton_wheel, map_visible_devices
-from hermes.aeriel.serve.native import NativeRuntime
+from hermes.aeriel.server._runtime import ModelControl, Runtime, ServerSpec
+from hermes.aeriel.server._server import Server, free_ports, get_runtime, serve
+from hermes.aeriel.server.apptainer import ApptainerRuntime
+from hermes.aeriel.server.cpu_overlay import CpuOverlay
+from hermes.aeriel.server.images import pull_image
+from hermes.aeriel.server.local import LocalRuntime, find_triton_wheel, map_visible_devices
+from hermes.aeriel.server.native import NativeRuntime
 
 __all__ = [
     "ApptainerRuntime",

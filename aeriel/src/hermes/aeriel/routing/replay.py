@@ -91,7 +91,7 @@ def _positive(record: Mapping[str, Any], key: str, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SequenceError(
             f"streaming record {key} has {field}={value!r}; expected a positive integer "
-            "(or give the ClusterClient replay_updates=)"
+            "(or give the RoutingClient replay_updates=)"
         )
     return value
 

@@ -16,8 +16,8 @@ import pytest
 from hermes.aeriel import serve
 from hermes.aeriel.client import InferenceClient
 from hermes.aeriel.exceptions import ModelLoadError, ServerPreflightError
-from hermes.aeriel.serve import CpuOverlay
-from hermes.aeriel.serve.cpu_overlay import cpu_hint
+from hermes.aeriel.server import CpuOverlay
+from hermes.aeriel.server.cpu_overlay import cpu_hint
 from hermes.quiver.streaming import offline_stream
 
 from ._predecessor_repo import (

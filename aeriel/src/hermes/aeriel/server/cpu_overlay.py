@@ -32,7 +32,7 @@ from hermes.aeriel.exceptions import ServerPreflightError
 
 __all__ = ["GPU_UNAVAILABLE", "CpuOverlay", "cpu_hint"]
 
-logger = logging.getLogger("hermes.aeriel.serve")
+logger = logging.getLogger("hermes.aeriel.server")
 
 GPU_UNAVAILABLE = "KIND_GPU but no GPUs are available"
 """The part of Triton's load error for a GPU instance group on a machine without GPUs."""

@@ -9,7 +9,7 @@ no other node can connect to it.
   else the source address of its default route);
 * ``advertise="HOST"``: that name or address, as given.
 
-The endpoints file is the JSON that :func:`hermes.aeriel.cluster.load_endpoints` reads::
+The endpoints file is the JSON that :func:`hermes.aeriel.routing.load_endpoints` reads::
 
     {"endpoints": [{"name": "...", "grpc": "host:port", "http": "host:port", "metrics": "host:port"}]}
 """

@@ -3,7 +3,7 @@
 Every command takes the servers as ``--endpoints FILE`` (``{"endpoints": [{"name", "grpc",
 "http", "metrics"}]}``, the cloud deployment's output, or one endpoint per line) and/or
 repeated ``--url host:port`` (gRPC addresses). Loads, unloads and swaps go through
-:class:`~hermes.aeriel.cluster.ModelManager` (explicit model control, every server at once).
+:class:`~hermes.aeriel.routing.ModelManager` (explicit model control, every server at once).
 
 Exit status: 0 on success, 1 when a server is unreachable or Triton refuses (the message names
 the server and quotes Triton's reason), 2 for bad arguments.
@@ -24,7 +24,7 @@ import numpy as np
 import typer
 
 from hermes.aeriel._cli import register
-from hermes.aeriel.cluster.endpoints import Endpoint, load_endpoints
+from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import (
     AerielError,
     ConnectionFailed,
@@ -36,7 +36,7 @@ from hermes.aeriel.exceptions import (
 
 __all__ = ["models_app"]
 
-logger = logging.getLogger("hermes.aeriel.cluster.cli")
+logger = logging.getLogger("hermes.aeriel.routing.cli")
 
 models_app = typer.Typer(
     name="models",
@@ -211,7 +211,7 @@ def _rolled_back_on_failure(manager: Any, name: str, command: str, timeout_s: fl
     the new versions; a cluster that answers with different versions is worse than none
     changed. The original error is re-raised after the roll-back.
     """
-    from hermes.aeriel.cluster.model_manager import ModelManager
+    from hermes.aeriel.control.model_manager import ModelManager
 
     before = manager.ready_versions(name)
     try:
@@ -247,7 +247,7 @@ def load_command(
     timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds the load may take on each server."),
 ) -> None:
     """Load (or reload) NAME on every server and wait until it is ready."""
-    from hermes.aeriel.cluster.model_manager import ModelManager
+    from hermes.aeriel.control.model_manager import ModelManager
 
     servers = _servers(endpoints, url)
     with (
@@ -276,7 +276,7 @@ def unload_command(
     timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds the unload may take on each server."),
 ) -> None:
     """Unload every version of NAME on every server and wait until none is ready."""
-    from hermes.aeriel.cluster.model_manager import ModelManager
+    from hermes.aeriel.control.model_manager import ModelManager
 
     servers = _servers(endpoints, url)
     with (
@@ -421,7 +421,7 @@ def swap_command(
     timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds each load may take on each server."),
 ) -> None:
     """Hot-swap NAME to NEW_VERSION on every server: load it beside the old, warm, drain, retire the old."""
-    from hermes.aeriel.cluster.model_manager import ModelManager
+    from hermes.aeriel.control.model_manager import ModelManager
 
     if warmup < 0 or drain_timeout_s < 0 or drain_idle_s < 0:
         typer.echo(

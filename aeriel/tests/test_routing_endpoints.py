@@ -8,7 +8,7 @@ import json
 import pytest
 
 from hermes.aeriel import EndpointError
-from hermes.aeriel.cluster import Endpoint, HashRing, load_endpoints
+from hermes.aeriel.routing import Endpoint, HashRing, load_endpoints
 
 
 def test_load_endpoints_reads_the_cloud_deployments_json(tmp_path):

@@ -14,8 +14,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from hermes.aeriel import load_endpoints, serve
-from hermes.aeriel.serve._advertise import advertised_host, node_address
-from hermes.aeriel.serve._server import _log_excerpt
+from hermes.aeriel.server._advertise import advertised_host, node_address
+from hermes.aeriel.server._server import _log_excerpt
 from hermes.aeriel.testing import leftover_resources
 
 HERMES = str(Path(sys.executable).parent / "hermes")

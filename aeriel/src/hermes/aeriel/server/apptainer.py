@@ -1,7 +1,7 @@
 """The Apptainer/Singularity runtime: the real ``tritonserver`` inside a container image.
 
 On HPC clusters NVIDIA's Triton images (converted to ``.sif``) carry every backend and
-TensorRT. This runtime builds the command line and lets :class:`~hermes.aeriel.serve.Server`
+TensorRT. This runtime builds the command line and lets :class:`~hermes.aeriel.server.Server`
 run it like any other process:
 
 ```
@@ -16,7 +16,7 @@ apptainer exec --cleanenv [--nv] --bind REPO:/models:ro --bind LOGDIR [--bind CR
 * the image is an absolute path, a path relative to the working directory, a name inside
   an image directory (``image_dir=``, ``$HERMES_IMAGE_DIR``, the site's CVMFS image tree;
   ``.sif`` optional), or a URI: ``docker://``/``oras://`` ones are pulled once into a cached
-  ``.sif`` by a step of their own (:func:`~hermes.aeriel.serve.images.pull_image`), with
+  ``.sif`` by a step of their own (:func:`~hermes.aeriel.server.images.pull_image`), with
   its own timeout, before the server's readiness clock starts;
 * GPUs: by default the server gets every GPU this job may use (``--nv`` where the host
   has NVIDIA GPUs, and the job's ``CUDA_VISIBLE_DEVICES`` passes through), as the
@@ -42,9 +42,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hermes.aeriel.exceptions import ServerPreflightError
-from hermes.aeriel.serve._runtime import Runtime, ServerSpec
-from hermes.aeriel.serve.images import IMAGE_DIR_ENV, PULL_SCHEMES, find_cached, image_dirs, pull_image
-from hermes.aeriel.serve.local import map_visible_devices
+from hermes.aeriel.server._runtime import Runtime, ServerSpec
+from hermes.aeriel.server.images import IMAGE_DIR_ENV, PULL_SCHEMES, find_cached, image_dirs, pull_image
+from hermes.aeriel.server.local import map_visible_devices
 
 __all__ = [
     "DEFAULT_PASS_ENV",
@@ -56,7 +56,7 @@ __all__ = [
     "resolve_image",
 ]
 
-logger = logging.getLogger("hermes.aeriel.serve.apptainer")
+logger = logging.getLogger("hermes.aeriel.server.apptainer")
 
 CONTAINER_REPOSITORY = "/models"
 PASS_ENV_ENV = "HERMES_APPTAINER_PASS_ENV"
