@@ -160,6 +160,18 @@ def test_parse_duration_rejects_what_it_cannot_read(text: str) -> None:
 
 
 # ------------------------------------------------------------------------------ hermes cloud gc
+# what `gc` reads besides instances: the load balancers' leftovers (all read with GET, none deleted)
+LB_READS = [
+    "GET /compute/v1/projects/hermes-p1/global/firewalls",
+    "GET /compute/v1/projects/hermes-p1/aggregated/forwardingRules",
+    "GET /compute/v1/projects/hermes-p1/aggregated/targetPools",
+]
+
+
+def compute_reads(fake: FakeCompute) -> list[str]:
+    return [f"{method} {path}" for method, path, _ in fake.requests]
+
+
 def gc_cli(fake_gke: FakeGKE, fake_compute: FakeCompute, *args: str) -> Any:
     return runner.invoke(
         app,
@@ -189,7 +201,10 @@ def test_gc_lists_without_deleting_unless_told_yes(
     ]
     assert "2 leftover(s) found; pass --yes to delete them" in result.stderr
     assert fake_gke.methods() == ["ListClusters"]
-    assert [m for m, _, _ in fake_compute.requests] == ["GET"]
+    assert compute_reads(fake_compute) == [
+        "GET /compute/v1/projects/hermes-p1/zones/us-central1-a/instances",
+        *LB_READS,
+    ]
     assert len(fake_gke.clusters) == 5 and len(fake_compute.instances) == 3
 
 
@@ -241,7 +256,10 @@ def test_gc_dry_run_prints_the_exact_delete_requests_and_sends_none(
         compute_v1.DeleteInstanceRequest(project="hermes-p1", zone="us-central1-a", instance="w-0")
     )
     assert fake_gke.methods() == ["ListClusters"]  # only reads
-    assert [m for m, _, _ in fake_compute.requests] == ["GET"]
+    assert compute_reads(fake_compute) == [
+        "GET /compute/v1/projects/hermes-p1/aggregated/instances",
+        *LB_READS,
+    ]
     assert len(fake_gke.clusters) == 5 and len(fake_compute.instances) == 3
 
 

@@ -1,7 +1,12 @@
-"""A loopback REST fake of Compute Engine's instances and zone operations.
+"""A loopback REST fake of Compute Engine's instances and zone operations, and of what a GKE
+LoadBalancer Service leaves: forwarding rules and target pools (regional), firewall rules (global),
+with their region and global operations.
 
 Request bodies are parsed with google-cloud-compute's own types (unknown fields rejected);
-errors use Google's JSON error shape. Operations advance one step per request received.
+answers are those types serialised, so every field has the Compute API's real JSON name
+(``targetTags``, ``creationTimestamp``, ``IPAddress``...: cloud.google.com/compute/docs/reference/rest/v1
+``firewalls``, ``forwardingRules``, ``targetPools``); errors use Google's JSON error shape.
+Operations advance one step per request received.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from cloudbreak_fakes._http import JsonHandler, serve_on_loopback
 from cloudbreak_fakes.clock import compute_time
 
 _BASE = r"^/compute/v1/projects/(?P<p>[^/]+)/zones/(?P<z>[^/]+)"
+_PROJECT = r"^/compute/v1/projects/(?P<p>[^/]+)"
+_REGION = _PROJECT + r"/regions/(?P<r>[^/]+)"
 ROUTES = [
     ("POST", re.compile(_BASE + r"/instances$"), "insert"),
     ("GET", re.compile(_BASE + r"/instances$"), "list"),
@@ -30,6 +37,14 @@ ROUTES = [
     ("DELETE", re.compile(_BASE + r"/instances/(?P<name>[^/]+)$"), "delete"),
     ("POST", re.compile(_BASE + r"/operations/(?P<op>[^/]+)/wait$"), "wait"),
     ("GET", re.compile(_BASE + r"/operations/(?P<op>[^/]+)$"), "get_operation"),
+    ("GET", re.compile(_PROJECT + r"/global/firewalls$"), "list_firewalls"),
+    ("DELETE", re.compile(_PROJECT + r"/global/firewalls/(?P<name>[^/]+)$"), "delete_firewall"),
+    ("GET", re.compile(_PROJECT + r"/aggregated/forwardingRules$"), "aggregated_forwarding_rules"),
+    ("DELETE", re.compile(_REGION + r"/forwardingRules/(?P<name>[^/]+)$"), "delete_forwarding_rule"),
+    ("GET", re.compile(_PROJECT + r"/aggregated/targetPools$"), "aggregated_target_pools"),
+    ("DELETE", re.compile(_REGION + r"/targetPools/(?P<name>[^/]+)$"), "delete_target_pool"),
+    ("POST", re.compile(_REGION + r"/operations/(?P<op>[^/]+)/wait$"), "wait_scoped"),
+    ("POST", re.compile(_PROJECT + r"/global/operations/(?P<op>[^/]+)/wait$"), "wait_global"),
 ]
 
 
@@ -54,6 +69,9 @@ class FakeCompute:
     address: str = "127.0.0.1"
     creation_timestamp: str | None = None  # what new VMs report; None: the clock at creation
     instances: dict[str, c.Instance] = field(default_factory=dict)
+    firewalls: dict[str, c.Firewall] = field(default_factory=dict)
+    forwarding_rules: dict[str, c.ForwardingRule] = field(default_factory=dict)  # name -> rule (region in it)
+    target_pools: dict[str, c.TargetPool] = field(default_factory=dict)
     ops: dict[str, list[Any]] = field(default_factory=dict)  # name -> [Operation, steps_left, on_done]
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -229,6 +247,169 @@ class FakeCompute:
                 404, "NOT_FOUND", f"The resource 'projects/{p}/zones/{z}/operations/{op}' was not found"
             )
         return self.ops[op][0]
+
+    # ------------------------------------------------------------- load balancers
+    def add_service_load_balancer(
+        self,
+        project: str,
+        region: str,
+        service: str,
+        *,
+        uid: str,
+        node_tag: str,
+        created: str,
+        ip: str = "34.1.2.3",
+    ) -> str:
+        """What GKE's service controller makes for a LoadBalancer Service ``ns/name``: a forwarding rule and a
+        target pool named ``a<uid without dashes>`` (32 characters) and the firewall rule ``k8s-fw-<that>``,
+        with the names and descriptions of kubernetes/cloud-provider-gcp (gce_loadbalancer_external.go:
+        ``{"kubernetes.io/service-name":"%s"}``, and ``, "kubernetes.io/service-ip":"%s"`` on the firewall)."""
+        lb = ("a" + uid.replace("-", ""))[:32]
+        base = f"https://www.googleapis.com/compute/v1/projects/{project}"
+        self.target_pools[lb] = c.TargetPool(
+            name=lb,
+            id=next(self._ids),
+            region=f"{base}/regions/{region}",
+            description=f'{{"kubernetes.io/service-name":"{service}"}}',
+            creation_timestamp=created,
+            self_link=f"{base}/regions/{region}/targetPools/{lb}",
+        )
+        self.forwarding_rules[lb] = c.ForwardingRule(
+            name=lb,
+            id=next(self._ids),
+            region=f"{base}/regions/{region}",
+            I_p_address=ip,
+            I_p_protocol="TCP",
+            port_range="8000-8002",
+            target=f"{base}/regions/{region}/targetPools/{lb}",
+            load_balancing_scheme="EXTERNAL",
+            description=f'{{"kubernetes.io/service-name":"{service}"}}',
+            creation_timestamp=created,
+        )
+        self.add_firewall(
+            project,
+            f"k8s-fw-{lb}",
+            target_tags=[node_tag],
+            created=created,
+            description=f'{{"kubernetes.io/service-name":"{service}", "kubernetes.io/service-ip":"{ip}"}}',
+        )
+        return lb
+
+    def add_firewall(
+        self, project: str, name: str, *, target_tags: list[str], created: str, description: str = ""
+    ) -> c.Firewall:
+        rule = c.Firewall(
+            name=name,
+            id=next(self._ids),
+            network=f"https://www.googleapis.com/compute/v1/projects/{project}/global/networks/default",
+            direction="INGRESS",
+            priority=1000,
+            source_ranges=["0.0.0.0/0"],
+            allowed=[c.Allowed(I_p_protocol="tcp", ports=["8000", "8001", "8002"])],
+            target_tags=target_tags,
+            description=description,
+            creation_timestamp=created,
+        )
+        self.firewalls[name] = rule
+        return rule
+
+    def list_firewalls(self, p: str, body: bytes, query: dict) -> Any:
+        names = sorted(self.firewalls)
+        start = int(query.get("pageToken", ["0"])[0])
+        out = c.FirewallList(items=[self.firewalls[n] for n in names[start : start + self.page_size]])
+        if start + self.page_size < len(names):
+            out.next_page_token = str(start + self.page_size)
+        return out
+
+    def _by_region(self, items: dict[str, Any]) -> dict[str, list[Any]]:
+        regions: dict[str, list[Any]] = {"regions/asia-east1": []}  # a region with none: a warning scope
+        for name in sorted(items):
+            regions.setdefault("regions/" + items[name].region.rsplit("/", 1)[-1], []).append(items[name])
+        return regions
+
+    @staticmethod
+    def _no_results(scope: str) -> c.Warning:
+        # what aggregatedList answers for an empty scope (Compute API reference, "warning" of a scoped list)
+        return c.Warning(
+            code="NO_RESULTS_ON_PAGE",
+            message=f"There are no results for scope '{scope}' on this page.",
+            data=[c.Data(key="scope", value=scope)],
+        )
+
+    def aggregated_forwarding_rules(self, p: str, body: bytes, query: dict) -> Any:
+        return c.ForwardingRuleAggregatedList(
+            items={
+                scope: c.ForwardingRulesScopedList(forwarding_rules=rules)
+                if rules
+                else c.ForwardingRulesScopedList(warning=self._no_results(scope))
+                for scope, rules in self._by_region(self.forwarding_rules).items()
+            }
+        )
+
+    def aggregated_target_pools(self, p: str, body: bytes, query: dict) -> Any:
+        return c.TargetPoolAggregatedList(
+            items={
+                scope: c.TargetPoolsScopedList(target_pools=pools)
+                if pools
+                else c.TargetPoolsScopedList(warning=self._no_results(scope))
+                for scope, pools in self._by_region(self.target_pools).items()
+            }
+        )
+
+    def _regional_get(self, items: dict[str, Any], p: str, r: str, name: str, collection: str) -> Any:
+        item = items.get(name)
+        if item is None or not item.region.endswith(f"/regions/{r}"):
+            raise HttpError(
+                404, "NOT_FOUND", f"The resource 'projects/{p}/regions/{r}/{collection}/{name}' was not found"
+            )
+        return item
+
+    def delete_forwarding_rule(self, p: str, r: str, name: str, body: bytes, query: dict) -> Any:
+        self._regional_get(self.forwarding_rules, p, r, name, "forwardingRules")
+        return self._scoped_op(
+            f"regions/{r}", "delete", name, lambda op: self.forwarding_rules.pop(name, None)
+        )
+
+    def delete_target_pool(self, p: str, r: str, name: str, body: bytes, query: dict) -> Any:
+        self._regional_get(self.target_pools, p, r, name, "targetPools")
+        users = [f for f in self.forwarding_rules.values() if f.target.endswith(f"/targetPools/{name}")]
+        if users:
+            # Compute's refusal to delete a pool a forwarding rule still targets (reason resourceInUseByAnotherResource)
+            raise HttpError(
+                400,
+                "BAD_REQUEST",
+                f"The target_pool resource 'projects/{p}/regions/{r}/targetPools/{name}' is already being used by "
+                f"'projects/{p}/regions/{r}/forwardingRules/{users[0].name}'",
+                reason="resourceInUseByAnotherResource",
+            )
+        return self._scoped_op(f"regions/{r}", "delete", name, lambda op: self.target_pools.pop(name, None))
+
+    def delete_firewall(self, p: str, name: str, body: bytes, query: dict) -> Any:
+        if name not in self.firewalls:
+            raise HttpError(
+                404, "NOT_FOUND", f"The resource 'projects/{p}/global/firewalls/{name}' was not found"
+            )
+        return self._scoped_op("global", "delete", name, lambda op: self.firewalls.pop(name, None))
+
+    def _scoped_op(self, scope: str, kind: str, target: str, on_done: Any) -> c.Operation:
+        number = next(self._ids)
+        op = c.Operation(
+            name=f"operation-{number}",
+            id=number,
+            operation_type=kind,
+            status=c.Operation.Status.RUNNING,
+            target_link=target,
+        )
+        if scope.startswith("regions/"):
+            op.region = scope
+        self.ops[op.name] = [op, self.polls_per_operation, on_done]
+        return op
+
+    def wait_scoped(self, p: str, r: str, op: str, body: bytes, query: dict) -> Any:
+        return self.get_operation(p, f"regions/{r}", op, body, query)
+
+    def wait_global(self, p: str, op: str, body: bytes, query: dict) -> Any:
+        return self.get_operation(p, "global", op, body, query)
 
     def methods(self) -> list[str]:
         return [

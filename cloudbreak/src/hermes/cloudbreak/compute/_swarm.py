@@ -52,16 +52,48 @@ _DONE = compute_v1.Operation.Status.DONE
 
 
 class ComputeClients:
-    """The two Compute clients a swarm needs, on one endpoint.
+    """The Compute clients a swarm needs, on one endpoint, and those ``hermes cloud gc`` uses for what
+    load balancers leave behind.
 
     Args:
         instances: an ``InstancesClient``.
         operations: a ``ZoneOperationsClient`` on the same endpoint.
+        forwarding_rules: a ``ForwardingRulesClient`` (optional: only for leftovers).
+        target_pools: a ``TargetPoolsClient`` (optional: only for leftovers).
+        firewalls: a ``FirewallsClient`` (optional: only for leftovers).
+        region_operations: a ``RegionOperationsClient`` (optional: only for leftovers).
+        global_operations: a ``GlobalOperationsClient`` (optional: only for leftovers).
     """
 
-    def __init__(self, instances: compute_v1.InstancesClient, operations: compute_v1.ZoneOperationsClient):
+    def __init__(
+        self,
+        instances: compute_v1.InstancesClient,
+        operations: compute_v1.ZoneOperationsClient,
+        *,
+        forwarding_rules: compute_v1.ForwardingRulesClient | None = None,
+        target_pools: compute_v1.TargetPoolsClient | None = None,
+        firewalls: compute_v1.FirewallsClient | None = None,
+        region_operations: compute_v1.RegionOperationsClient | None = None,
+        global_operations: compute_v1.GlobalOperationsClient | None = None,
+    ):
         self.instances = instances
         self.operations = operations
+        self.forwarding_rules = forwarding_rules
+        self.target_pools = target_pools
+        self.firewalls = firewalls
+        self.region_operations = region_operations
+        self.global_operations = global_operations
+
+    @property
+    def has_network(self) -> bool:
+        """Whether the load-balancer clients (forwarding rules, target pools, firewalls, operations) are all set."""
+        return None not in (
+            self.forwarding_rules,
+            self.target_pools,
+            self.firewalls,
+            self.region_operations,
+            self.global_operations,
+        )
 
 
 def compute_clients(
@@ -81,9 +113,15 @@ def compute_clients(
     if credentials is None:
         credentials, project = load_credentials(credentials_file)
     options = ClientOptions(api_endpoint=api_endpoint) if api_endpoint else None
+    kwargs: dict[str, Any] = {"transport": "rest", "credentials": credentials, "client_options": options}
     return ComputeClients(
-        compute_v1.InstancesClient(transport="rest", credentials=credentials, client_options=options),
-        compute_v1.ZoneOperationsClient(transport="rest", credentials=credentials, client_options=options),
+        compute_v1.InstancesClient(**kwargs),
+        compute_v1.ZoneOperationsClient(**kwargs),
+        forwarding_rules=compute_v1.ForwardingRulesClient(**kwargs),
+        target_pools=compute_v1.TargetPoolsClient(**kwargs),
+        firewalls=compute_v1.FirewallsClient(**kwargs),
+        region_operations=compute_v1.RegionOperationsClient(**kwargs),
+        global_operations=compute_v1.GlobalOperationsClient(**kwargs),
     ), project
 
 

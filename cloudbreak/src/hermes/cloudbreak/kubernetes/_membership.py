@@ -1,27 +1,39 @@
-"""Live membership of elastic Triton servers: follow a headless Service's endpoints.
+"""Live membership of elastic Triton servers: watch a headless Service's endpoints.
 
 ```
 KEDA scales the Deployment ──▶ pods become ready / terminate ──▶ Endpoints of the headless Service
-EndpointWatcher polls them every interval_s ──diff──▶ on_change(added, removed)
-   follow(cluster_client): added → RoutingClient.add_endpoint (new sequences may go there)
+EndpointWatcher: list once, then watch (Kubernetes watch API) ──diff──▶ on_change(added, removed)
+   410 Gone (the watch's resourceVersion expired): list again, watch from the new resourceVersion
+   connection lost / API error: reconnect after interval_s, doubling up to max_backoff_s
+   follow(routing_client): added → RoutingClient.add_endpoint (new sequences may go there)
                            removed → RoutingClient.remove_endpoint in a thread (drained first)
    endpoints_file: rewritten atomically on every change (for clients outside Python)
 ```
 
 A pod that terminates leaves the endpoints at once and keeps serving for ``drain_s`` (its
 ``preStop``), which is the time its live sequences get to end.
+
+The watch follows the Kubernetes API's rules ("Efficient detection of changes",
+kubernetes.io/docs/reference/using-api/api-concepts): a list gives a ``resourceVersion``; a watch from
+it streams ``{"type": "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR", "object": ...}`` lines; when the
+version is too old the server sends an ``ERROR`` event whose object is a ``Status`` with ``code: 410``,
+and the client "must handle the case by recognizing the status code 410 Gone, clearing their local
+cache, performing a new get or list operation, and starting the watch from the resourceVersion that
+was returned".
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 
 from hermes.cloudbreak.exceptions import CloudbreakError, CloudConfigError
 from hermes.cloudbreak.kubernetes._apply import _translate
@@ -33,10 +45,11 @@ __all__ = ["EndpointWatcher"]
 logger = logging.getLogger("hermes.cloudbreak.kubernetes")
 
 OnChange = Callable[[list[Endpoint], list[Endpoint]], None]
+_GONE = 410
 
 
 class EndpointWatcher:
-    """Poll the ready endpoints of a headless Service and report every change.
+    """Watch the ready endpoints of a headless Service and report every change.
 
     Args:
         api_client: a ``kubernetes.client.ApiClient`` of the cluster.
@@ -44,10 +57,15 @@ class EndpointWatcher:
         namespace: its namespace.
         on_change: called with ``(added, removed)`` from the watcher's thread.
         endpoints_file: rewritten with the current endpoints on every change.
-        interval_s: the wait between two reads, in seconds.
+        interval_s: the first wait before reconnecting after a failed list or watch, in seconds
+            (doubled after each failure in a row, up to ``max_backoff_s``).
+        watch_timeout_s: how long one watch request lasts on the server (``timeoutSeconds``) before
+            the watcher starts the next from the last ``resourceVersion``.
+        max_backoff_s: the longest wait between two reconnection attempts, in seconds.
 
     Attributes:
         current: the ready endpoints last seen, by name.
+        resyncs: how many times the watcher listed again after a ``410 Gone``.
     """
 
     def __init__(
@@ -59,19 +77,35 @@ class EndpointWatcher:
         on_change: OnChange | None = None,
         endpoints_file: str | Path | None = None,
         interval_s: float = 2.0,
+        watch_timeout_s: float = 300.0,
+        max_backoff_s: float = 30.0,
     ):
-        if interval_s <= 0:
-            raise CloudConfigError(f"EndpointWatcher.interval_s must be > 0, got {interval_s}")
+        for name, value in (("interval_s", interval_s), ("max_backoff_s", max_backoff_s)):
+            if value <= 0:
+                raise CloudConfigError(f"EndpointWatcher.{name} must be > 0, got {value}")
+        if watch_timeout_s < 1:
+            raise CloudConfigError(
+                f"EndpointWatcher.watch_timeout_s must be >= 1 (whole seconds), got {watch_timeout_s}"
+            )
         self.api_client = api_client
         self.service = service
         self.namespace = namespace
         self.on_change = on_change
         self.endpoints_file = Path(endpoints_file) if endpoints_file is not None else None
         self.interval_s = interval_s
+        self.watch_timeout_s = watch_timeout_s
+        self.max_backoff_s = max_backoff_s
         self.current: dict[str, Endpoint] = {}
+        self.resyncs = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
+        self._response: Any = None  # the open watch response, shut down by close()
+        self._lock = threading.Lock()
+
+    @property
+    def _what(self) -> str:
+        return f"Endpoints {self.namespace}/{self.service}"
 
     def read(self) -> list[Endpoint]:
         """The ready endpoints now (none while the Service has no Endpoints object)."""
@@ -81,14 +115,18 @@ class EndpointWatcher:
         except client.ApiException as exc:
             if exc.status == 404:
                 return []
-            raise _translate(exc, f"read Endpoints {self.namespace}/{self.service}") from exc
+            raise _translate(exc, f"read {self._what}") from exc
         except Exception as exc:
-            raise _translate(exc, f"read Endpoints {self.namespace}/{self.service}") from exc
+            raise _translate(exc, f"read {self._what}") from exc
         return pod_endpoints(self.api_client.sanitize_for_serialization(obj))
 
     def poll(self) -> tuple[list[Endpoint], list[Endpoint]]:
         """Read once; report and return ``(added, removed)`` since the last read."""
-        seen = {e.name: e for e in self.read()}
+        return self._update(self.read())
+
+    def _update(self, endpoints: list[Endpoint]) -> tuple[list[Endpoint], list[Endpoint]]:
+        """Make ``endpoints`` the membership; report and return ``(added, removed)``."""
+        seen = {e.name: e for e in endpoints}
         added = [e for name, e in seen.items() if self.current.get(name) != e]
         removed = [e for name, e in self.current.items() if name not in seen or seen[name] != e]
         if not added and not removed:
@@ -103,13 +141,96 @@ class EndpointWatcher:
             self.on_change(added, removed)
         return added, removed
 
+    # ------------------------------------------------------------------ watching
+    def _list(self) -> str:
+        """List the Endpoints (the state to watch from); returns the list's ``resourceVersion``."""
+        core = client.CoreV1Api(self.api_client)
+        try:
+            found = core.list_namespaced_endpoints(
+                self.namespace, field_selector=f"metadata.name={self.service}"
+            )
+        except Exception as exc:
+            raise _translate(exc, f"list {self._what}") from exc
+        raw = self.api_client.sanitize_for_serialization(found)
+        mine = [
+            item for item in raw.get("items") or [] if item.get("metadata", {}).get("name") == self.service
+        ]
+        self._update(pod_endpoints(mine[0]) if mine else [])
+        return str((raw.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _on_event(self, event: dict[str, Any]) -> str | None:
+        """Apply one watch event; returns the ``resourceVersion`` it carries."""
+        raw = event.get("raw_object") or {}
+        meta = raw.get("metadata") or {}
+        if event["type"] in ("ADDED", "MODIFIED", "DELETED") and meta.get("name") == self.service:
+            self._update([] if event["type"] == "DELETED" else pod_endpoints(raw))
+        return meta.get("resourceVersion")
+
+    def _watch(self, resource_version: str) -> str | None:
+        """One watch request from ``resource_version``; returns the last version seen, ``None`` on 410 Gone."""
+        core = client.CoreV1Api(self.api_client)
+
+        @functools.wraps(core.list_namespaced_endpoints)  # Watch reads the return type from its docstring
+        def call(*args: Any, **kwargs: Any) -> Any:
+            response = core.list_namespaced_endpoints(*args, **kwargs)
+            with self._lock:
+                self._response = response
+                if self._stop.is_set():
+                    response.shutdown()
+            return response
+
+        last = resource_version
+        try:
+            for event in watch.Watch().stream(
+                call,
+                self.namespace,
+                field_selector=f"metadata.name={self.service}",
+                resource_version=resource_version or None,
+                timeout_seconds=int(self.watch_timeout_s),
+                allow_watch_bookmarks=True,
+            ):
+                if self._stop.is_set():
+                    break
+                last = self._on_event(event) or last
+        except client.ApiException as exc:
+            if exc.status == _GONE:
+                return None
+            raise _translate(exc, f"watch {self._what}") from exc
+        except Exception as exc:
+            if self._stop.is_set():  # close() shut the stream down
+                return last
+            raise _translate(exc, f"watch {self._what}") from exc
+        finally:
+            with self._lock:
+                self._response = None
+        return last
+
     def _run(self) -> None:
+        version: str | None = None
+        delay = self.interval_s
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
-                self.poll()
-            except CloudbreakError as exc:  # a blip: keep the last membership, try again
-                logger.warning("reading the servers of %s failed: %s", self.service, exc)
-            self._stop.wait(self.interval_s)
+                if version is None:
+                    version = self._list()
+                version = self._watch(version)
+            except CloudbreakError as exc:  # a blip: keep the last membership, reconnect after a wait
+                logger.warning(
+                    "watching the servers of %s failed: %s; again in %.1f s", self.service, exc, delay
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+                continue
+            if version is None:
+                self.resyncs += 1
+                logger.info("the watch of %s expired (410 Gone); listing again", self._what)
+            if (
+                time.monotonic() - started < self.interval_s
+            ):  # a server that ends watches at once: no busy loop
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+            else:
+                delay = self.interval_s
 
     def follow(self, cluster_client: Any, *, drain_timeout_s: float = 60.0) -> EndpointWatcher:
         """Feed membership changes to an aeriel ``RoutingClient`` (its ``add_endpoint``/``remove_endpoint``).
@@ -138,17 +259,24 @@ class EndpointWatcher:
         return self
 
     def start(self) -> EndpointWatcher:
-        """Poll in a background thread until :meth:`close`."""
+        """Watch in a background thread until :meth:`close`."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"watch-{self.service}", daemon=True)
             self._thread.start()
         return self
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop polling and wait for running drains (up to ``timeout_s``). Idempotent."""
+        """Stop watching (the open watch request is shut down, not waited for) and wait for running
+        drains (up to ``timeout_s``). Idempotent."""
         self._stop.set()
+        with self._lock:
+            if self._response is not None:
+                self._response.shutdown()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.warning("the watcher thread of %s did not stop within %.0f s", self._what, timeout_s)
+            self._thread = None
         for worker in self._workers:
             worker.join(timeout_s)
         self._workers.clear()
