@@ -444,7 +444,7 @@ class _Members:
 
 
 def test_membership_follows_the_autoscaled_deployment(
-    kube_api: client.ApiClient, controller: object, tmp_path: Path
+    kube_api: client.ApiClient, kube: tuple, controller: object, tmp_path: Path
 ) -> None:
     from hermes.cloudbreak.kubernetes import Autoscale, EndpointWatcher
 
@@ -468,6 +468,13 @@ def test_membership_follows_the_autoscaled_deployment(
     assert members.log[0] == "+el-7d4b9-0@10.8.0.10:8001"
     assert sorted(members.log[1:3]) == ["+el-7d4b9-1@10.8.0.11:8001", "+el-7d4b9-2@10.8.0.12:8001"]
     assert sorted(members.log[3:]) == ["-el-7d4b9-1 drain 5", "-el-7d4b9-2 drain 5"]
+    # the watcher listed the Endpoints once and then watched them (kmock serves ?watch=true streams)
+    reads = [r.params for r in kube[0] if r.method == "GET" and r.url.path == ENDPOINTS_PATH]
+    assert [p.get("watch") for p in reads] == [None, "true"]
+    assert all(p["fieldSelector"] == "metadata.name=el" for p in reads)
+
+
+ENDPOINTS_PATH = "/api/v1/namespaces/default/endpoints"
 
 
 def _wait_for(condition: object, timeout_s: float = 20.0) -> None:

@@ -216,7 +216,7 @@ class EndpointWatcher:
                 version = self._watch(version)
             except CloudbreakError as exc:  # a blip: keep the last membership, reconnect after a wait
                 logger.warning(
-                    "watching the servers of %s failed: %s; again in %.1f s", self.service, exc, delay
+                    "watching the servers of %s failed: %s; again in %.3g s", self.service, exc, delay
                 )
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.max_backoff_s)
