@@ -578,10 +578,13 @@ def gc(
     poll_interval_s: float = typer.Option(10.0, hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact delete requests; delete nothing."),
 ) -> None:
-    """Find GKE clusters and VMs labelled managed-by=hermes-cloudbreak (what a crashed run left behind).
+    """Find GKE clusters, node pools and VMs labelled managed-by=hermes-cloudbreak (what a crashed run
+    left behind), and the forwarding rules, target pools and firewall rules their LoadBalancer Services left.
 
     Prints one JSON line per resource; deletes them only with --yes. --dry-run prints the delete
-    requests instead (it only reads). Unlabelled resources are never listed, so never deleted.
+    requests instead (it only reads). Unlabelled clusters and VMs are never listed, so never deleted;
+    a load-balancer resource is listed only when the cluster its firewall rule targets is one of ours
+    or no longer exists.
     """
     from hermes.cloudbreak._leftovers import delete_leftovers, find_leftovers, parse_duration
 

@@ -33,7 +33,7 @@ from google.cloud import compute_v1, container_v1
 from hermes.cloudbreak._errors import GOOGLE_ERRORS, translate_error
 from hermes.cloudbreak._names import MANAGED_BY, MANAGED_BY_LABEL
 from hermes.cloudbreak._wait import poll_until
-from hermes.cloudbreak.exceptions import CloudbreakError, OperationFailed, ResourceNotFound
+from hermes.cloudbreak.exceptions import CloudbreakError, CloudConfigError, OperationFailed, ResourceNotFound
 
 if TYPE_CHECKING:
     from hermes.cloudbreak._leftovers import Leftover
@@ -82,6 +82,37 @@ def owner_of(tags: Iterable[str], clusters: Sequence[container_v1.Cluster]) -> O
     return Owner(name, cluster.location, ours=cluster.resource_labels.get(MANAGED_BY_LABEL) == MANAGED_BY)
 
 
+@dataclass(frozen=True)
+class _Clients:
+    forwarding_rules: compute_v1.ForwardingRulesClient
+    target_pools: compute_v1.TargetPoolsClient
+    firewalls: compute_v1.FirewallsClient
+    region_operations: compute_v1.RegionOperationsClient
+    global_operations: compute_v1.GlobalOperationsClient
+
+
+def _clients(compute: ComputeClients) -> _Clients:
+    """The load-balancer clients of ``compute``; a clear error when one is missing."""
+    if (
+        compute.forwarding_rules is None
+        or compute.target_pools is None
+        or compute.firewalls is None
+        or compute.region_operations is None
+        or compute.global_operations is None
+    ):
+        raise CloudConfigError(
+            "ComputeClients lacks the forwarding-rule, target-pool, firewall or operations clients that "
+            "load-balancer leftovers need; build it with compute_clients()"
+        )
+    return _Clients(
+        compute.forwarding_rules,
+        compute.target_pools,
+        compute.firewalls,
+        compute.region_operations,
+        compute.global_operations,
+    )
+
+
 def _is_service_lb(description: str) -> bool:
     try:
         parsed = json.loads(description or "null")
@@ -99,19 +130,15 @@ def _listed(what: str, call: Callable[[], Iterable[Any]]) -> list[Any]:
 
 def _regional(compute: ComputeClients, project: str, kind: str) -> list[tuple[str, Any]]:
     """``(region, resource)`` of every forwarding rule or target pool of ``project``."""
+    clients = _clients(compute)
+    call: Callable[[], Iterable[Any]]
     if kind == FORWARDING_RULE:
-        client, request, field = (
-            compute.forwarding_rules,
-            compute_v1.AggregatedListForwardingRulesRequest(project=project),
-            "forwarding_rules",
-        )
+        request = compute_v1.AggregatedListForwardingRulesRequest(project=project)
+        call, field = lambda: clients.forwarding_rules.aggregated_list(request=request), "forwarding_rules"
     else:
-        client, request, field = (
-            compute.target_pools,
-            compute_v1.AggregatedListTargetPoolsRequest(project=project),
-            "target_pools",
-        )
-    pages = _listed(f"list the {kind}s of project {project}", lambda: client.aggregated_list(request=request))
+        pools = compute_v1.AggregatedListTargetPoolsRequest(project=project)
+        call, field = lambda: clients.target_pools.aggregated_list(request=pools), "target_pools"
+    pages = _listed(f"list the {kind}s of project {project}", call)
     return [(scope.rsplit("/", 1)[-1], item) for scope, scoped in pages for item in getattr(scoped, field)]
 
 
@@ -127,7 +154,7 @@ def find_lb_leftovers(
 
     firewalls = _listed(
         f"list the firewall rules of project {project}",
-        lambda: compute.firewalls.list(request=compute_v1.ListFirewallsRequest(project=project)),
+        lambda: _clients(compute).firewalls.list(request=compute_v1.ListFirewallsRequest(project=project)),
     )
     found: list[Leftover] = []
     by_lb: dict[str, Owner] = {}
@@ -189,13 +216,13 @@ DELETE_METHODS = {
 
 def _send_delete(compute: ComputeClients, item: Leftover) -> compute_v1.Operation | None:
     """Send the delete; ``None`` when the resource is already gone."""
-    client = {
-        FORWARDING_RULE: compute.forwarding_rules,
-        TARGET_POOL: compute.target_pools,
-        FIREWALL: compute.firewalls,
-    }[item.kind]
+    clients = _clients(compute)
     try:
-        return client.delete_unary(request=delete_request(item))
+        if item.kind == FORWARDING_RULE:
+            return clients.forwarding_rules.delete_unary(request=delete_request(item))
+        if item.kind == TARGET_POOL:
+            return clients.target_pools.delete_unary(request=delete_request(item))
+        return clients.firewalls.delete_unary(request=delete_request(item))
     except GOOGLE_ERRORS as exc:
         error = translate_error(exc, f"delete {item.kind} {item.name}")
         if isinstance(error, ResourceNotFound):
@@ -206,12 +233,14 @@ def _send_delete(compute: ComputeClients, item: Leftover) -> compute_v1.Operatio
 def _wait(compute: ComputeClients, item: Leftover, op: compute_v1.Operation, timeout_s: float, interval_s: float) -> None:  # fmt: skip
     """Wait for the region or global operation of a delete (``*Operations.wait`` on the clients' endpoint)."""
 
+    clients = _clients(compute)
+
     def check() -> compute_v1.Operation | None:
         try:
             if item.kind == FIREWALL:
-                current = compute.global_operations.wait(project=item.project, operation=op.name)
+                current = clients.global_operations.wait(project=item.project, operation=op.name)
             else:
-                current = compute.region_operations.wait(
+                current = clients.region_operations.wait(
                     project=item.project, region=item.location, operation=op.name
                 )
         except GOOGLE_ERRORS as exc:

@@ -172,7 +172,7 @@ class EndpointWatcher:
 
         @functools.wraps(core.list_namespaced_endpoints)  # Watch reads the return type from its docstring
         def call(*args: Any, **kwargs: Any) -> Any:
-            response = core.list_namespaced_endpoints(*args, **kwargs)
+            response: Any = core.list_namespaced_endpoints(*args, **kwargs)  # urllib3's response: a stream
             with self._lock:
                 self._response = response
                 if self._stop.is_set():
