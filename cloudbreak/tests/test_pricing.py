@@ -44,3 +44,41 @@ def test_swarm_up_prints_an_estimate() -> None:
     assert result.exit_code == 0, result.output
     assert "ESTIMATE (not a quote) of VM swarm s: about $2.84/hour" in result.stderr  # 4 x (0.70683 + disk)
     assert "4 x nvidia-l4: $0.00/h" in result.stderr  # bundled in g2
+
+
+@pytest.mark.parametrize(
+    ("machine_type", "hourly"),
+    [  # SkyPilot's GCP catalog (catalogs/v8/gcp/vms.csv), us-central1 on-demand rows, read 2026-12-03
+        ("n1-standard-8", 0.38),
+        ("n2-highcpu-96", 3.44141),
+        ("n2d-highcpu-16", 0.49901),
+        ("a2-highgpu-1g", 0.73948 + 2.93391),
+    ],
+)
+def test_machine_prices_match_the_checked_source(machine_type: str, hourly: float) -> None:
+    assert machine_price(machine_type) == pytest.approx(hourly, abs=1e-4)
+
+
+def test_later_families_have_four_gb_per_vcpu_not_n1s_three_and_three_quarters() -> None:
+    assert machine_price("n2-standard-8") == pytest.approx(8 * 0.031611 + 32 * 0.004237)
+    assert machine_price("n1-standard-8") == pytest.approx(8 * 0.031611 + 30 * 0.004237)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "hourly"),
+    [
+        ("nvidia-tesla-t4", 0.35),
+        ("nvidia-tesla-p4", 0.6),
+        ("nvidia-tesla-p100", 1.46),
+        ("nvidia-tesla-v100", 2.48),
+        ("nvidia-l4", 0.56004),
+        ("nvidia-tesla-a100", 2.93391),
+    ],
+)
+def test_gpu_prices_match_the_checked_source(gpu: str, hourly: float) -> None:
+    assert gpu_price(gpu) == hourly
+
+
+def test_gpus_without_a_checked_price_are_unknown_not_guessed() -> None:
+    assert gpu_price("nvidia-h100-80gb") is None and gpu_price("nvidia-a100-80gb") is None
+    assert "GKE fee from cloud.google.com/kubernetes-engine/pricing" in Estimate.of("x", []).render()

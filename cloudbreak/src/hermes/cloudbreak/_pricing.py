@@ -4,6 +4,25 @@ The table is small and dated on purpose: list prices change, differ by region (t
 us-central1; most other regions cost the same to about 30 % more), and sustained-use,
 committed-use and Spot discounts are not applied (Spot VMs and GPUs typically cost 60-91 % less,
 and vary). Check the Google Cloud Pricing Calculator before a large run.
+
+Where each number comes from (checked 2026-12-03; nothing is fetched at run time):
+
+* GKE cluster management fee, $0.10 per cluster per hour: Google's "Google Kubernetes Engine pricing"
+  page (cloud.google.com/kubernetes-engine/pricing, stored copy): "A flat cluster management fee of
+  $0.10 per cluster per hour (charged in 1 second increments) applies to all GKE clusters", with a
+  free tier of "$74.40 in monthly credits per billing account" (one zonal or Autopilot cluster).
+* GPUs (T4, P4, P100, V100, L4, A100 40GB) and the N1, N2, N2D vCPU/memory rates: SkyPilot's GCP
+  catalog, github.com/skypilot-org/skypilot-catalog ``catalogs/v8/gcp/vms.csv`` (made from Google's
+  Cloud Billing Catalog API), us-central1 on-demand rows: T4 0.35, P4 0.6, P100 1.46, V100 2.48,
+  L4 0.56004, A100 2.93391 per GPU-hour; a2-highgpu-1g host 0.73948 (so 3.67339 with its A100);
+  n1-standard-8 0.38, n2-highcpu-96 3.44141, n2-highmem-128 7.70698, n2d-highcpu-16 0.49901 per hour,
+  which the per-vCPU/per-GB rates below reproduce. Google's own sole-tenant pricing page quotes the
+  same N1 base rates ("$0.031611 for 1 vCPU", "$0.004237 for 1 GB of memory"). Google's GPU and VM
+  pricing pages render their tables with JavaScript: their stored copies hold no numbers.
+* NOT verified against a source (kept from the first table, marked below): E2 and C2 rates, the G2
+  bundles, the pd-standard disk rate and the forwarding-rule rate. H100 and A100 80GB are left out:
+  the one source read disagrees with itself across regions for them (an estimate says "no price
+  known" rather than guess).
 """
 
 from __future__ import annotations
@@ -16,38 +35,41 @@ __all__ = ["PRICES_DATE", "PRICES_SOURCE", "Estimate", "gpu_price", "machine_pri
 
 PRICES_DATE = "2026-12-03"
 PRICES_SOURCE = (
-    "Google Cloud on-demand list prices for us-central1 (cloud.google.com/compute/gpus-pricing, "
-    "/compute/vm-instance-pricing, /compute/disks-image-pricing, /kubernetes-engine/pricing) as the "
-    "author knew them when writing the table; not fetched at run time (the build machine has no "
-    "network to them)"
+    "us-central1 on-demand list prices: GKE fee from cloud.google.com/kubernetes-engine/pricing; GPU and "
+    "N1/N2/N2D rates from SkyPilot's GCP catalog (built from the Cloud Billing Catalog API); E2, C2, G2, "
+    "disk and forwarding-rule rates unverified"
 )
 
-#: USD per GPU-hour, on demand, us-central1.
+#: USD per GPU-hour, on demand, us-central1 (SkyPilot catalog v8, checked 2026-12-03).
 GPU_HOURLY = {
     "nvidia-tesla-t4": 0.35,
     "nvidia-tesla-p4": 0.60,
     "nvidia-tesla-v100": 2.48,
     "nvidia-tesla-p100": 1.46,
-    "nvidia-l4": 0.56,
-    "nvidia-tesla-a100": 2.93,
-    "nvidia-a100-80gb": 3.93,
-    "nvidia-h100-80gb": 11.06,
+    "nvidia-l4": 0.56004,
+    "nvidia-tesla-a100": 2.93391,
 }
 #: USD per vCPU-hour and per GB-hour of memory of predefined machine families, us-central1.
 FAMILY_HOURLY = {
-    "n1": (0.031611, 0.004237),
-    "n2": (0.031611, 0.004237),
-    "n2d": (0.027502, 0.003686),
-    "e2": (0.021811, 0.002923),
-    "c2": (0.03398, 0.00455),
+    "n1": (0.031611, 0.004237),  # verified: n1-standard-8 = 0.38/h
+    "n2": (0.031611, 0.004237),  # verified: n2-highcpu-96 = 3.44141/h, n2-highmem-128 = 7.70698/h
+    "n2d": (0.027502, 0.003686),  # verified: n2d-highcpu-16 = 0.49901/h
+    "e2": (0.021811, 0.002923),  # not verified
+    "c2": (0.03398, 0.00455),  # not verified
 }
-_GB_PER_VCPU = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}
-_E2_GB_PER_VCPU = {"standard": 4.0, "highmem": 8.0, "highcpu": 1.0}
+#: GB of memory per vCPU: N1's shapes, and those of the later families (n2-standard-8: 32 GB,
+#: n2-highmem-16: 128 GB, n2d-highcpu-16: 16 GB). n2-highmem above 80 vCPUs has less (6.75).
+_N1_GB_PER_VCPU = {"standard": 3.75, "highmem": 6.5, "highcpu": 0.9}
+_GB_PER_VCPU = {"standard": 4.0, "highmem": 8.0, "highcpu": 1.0}
 #: machine types that include their GPUs (USD per hour, the GPUs included).
-BUNDLED_HOURLY = {"g2-standard-4": 0.70683, "g2-standard-8": 0.85362, "a2-highgpu-1g": 3.673385}
-DISK_GB_HOURLY = 0.04 / 730  # pd-standard, per GB-month / hours in a month
-GKE_CLUSTER_HOURLY = 0.10  # the cluster management fee (a monthly credit covers one zonal cluster)
-FORWARDING_RULE_HOURLY = 0.025  # each load balancer's forwarding rule
+BUNDLED_HOURLY = {
+    "g2-standard-4": 0.70683,  # not verified (its L4 alone is 0.56004)
+    "g2-standard-8": 0.85362,  # not verified
+    "a2-highgpu-1g": 0.73948 + 2.93391,  # verified: host + one A100 40GB
+}
+DISK_GB_HOURLY = 0.04 / 730  # pd-standard, per GB-month / hours in a month (not verified)
+GKE_CLUSTER_HOURLY = 0.10  # the cluster management fee (verified; a monthly credit covers one zonal cluster)
+FORWARDING_RULE_HOURLY = 0.025  # each load balancer's forwarding rule (not verified)
 _MACHINE = re.compile(r"^([a-z0-9]+)-(standard|highmem|highcpu)-([0-9]+)$")
 
 
@@ -60,7 +82,7 @@ def machine_price(machine_type: str) -> float | None:
         return None
     family, shape, vcpus = match.group(1), match.group(2), int(match.group(3))
     per_cpu, per_gb = FAMILY_HOURLY[family]
-    gb = vcpus * (_E2_GB_PER_VCPU if family == "e2" else _GB_PER_VCPU)[shape]
+    gb = vcpus * (_N1_GB_PER_VCPU if family == "n1" else _GB_PER_VCPU)[shape]
     return vcpus * per_cpu + gb * per_gb
 
 
