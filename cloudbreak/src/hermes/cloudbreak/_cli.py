@@ -36,8 +36,10 @@ app.add_typer(swarm_app, name="swarm")
 class _Options:
     gke_endpoint: str | None = None
     compute_endpoint: str | None = None
+    billing_endpoint: str | None = None
     anonymous: bool = False
     credentials_file: Path | None = None
+    live_prices: bool = False
 
 
 _options = _Options()
@@ -63,11 +65,25 @@ def _cloud(
         envvar="HERMES_CLOUDBREAK_COMPUTE_ENDPOINT",
         help="http://host:port of a Compute emulator.",
     ),
+    billing_endpoint: str | None = typer.Option(
+        None,
+        hidden=True,
+        envvar="HERMES_CLOUDBREAK_BILLING_ENDPOINT",
+        help="http://host:port of a Cloud Billing Catalog emulator.",
+    ),
+    live_prices: bool = typer.Option(
+        False,
+        "--live-prices",
+        help="Estimate with the region's current prices from the Cloud Billing Catalog API "
+        "(needs hermes-cloudbreak[pricing]); falls back to the dated table when it cannot be read.",
+    ),
     anonymous: bool = typer.Option(False, hidden=True, help="Anonymous credentials (emulators only)."),
 ) -> None:
     """GKE clusters, Triton on Kubernetes and VM swarms, always torn down."""
     _options.gke_endpoint = gke_endpoint
     _options.compute_endpoint = compute_endpoint
+    _options.billing_endpoint = billing_endpoint
+    _options.live_prices = live_prices
     _options.anonymous = anonymous
     _options.credentials_file = credentials_file
 
@@ -92,27 +108,54 @@ def _print_estimate(estimate: Any) -> None:
     typer.echo(estimate.render(), err=True)
 
 
-def _cluster_estimate(spec: Any, location: str) -> Any:
-    from hermes.cloudbreak._pricing import GKE_CLUSTER_HOURLY, Estimate, vm_parts
+def _prices(location: str | None) -> Any:
+    """The price table of the estimates: the region's live prices with --live-prices, else the dated table."""
+    from hermes.cloudbreak._pricing import OFFLINE
 
-    parts: list[tuple[str, float | None]] = [("GKE cluster management fee", GKE_CLUSTER_HOURLY)]
+    if not _options.live_prices:
+        return OFFLINE
+    from hermes.cloudbreak._catalog import catalog_prices
+
+    region = location or "us-central1"
+    if region.count("-") == 2:  # a zone: its region
+        region = region.rsplit("-", 1)[0]
+    try:
+        return catalog_prices(region, credentials=_credentials(), api_endpoint=_options.billing_endpoint)
+    except CloudbreakError as exc:
+        typer.echo(f"warning: live prices unavailable ({exc}); using the dated price table", err=True)
+        return OFFLINE
+
+
+def _cluster_estimate(spec: Any, location: str) -> Any:
+    from hermes.cloudbreak._pricing import Estimate, vm_parts
+
+    table = _prices(location)
+    parts: list[tuple[str, float | None]] = [("GKE cluster management fee", table.gke_cluster_hourly)]
     for pool in spec.node_pools:
         nodes = pool.node_count * spec.zones_of(pool, location)
         label = f"pool {pool.name} ({pool.node_count} node(s)/zone x {spec.zones_of(pool, location)} zone(s))"
         parts += vm_parts(
-            label, nodes, pool.machine_type, pool.accelerator_type, pool.accelerator_count, pool.disk_size_gb
+            label,
+            nodes,
+            pool.machine_type,
+            pool.accelerator_type,
+            pool.accelerator_count,
+            pool.disk_size_gb,
+            table,
         )
-    return Estimate.of(f"GKE cluster {spec.name} in {location}", parts)
+    return Estimate.of(f"GKE cluster {spec.name} in {location}", parts, table.source)
 
 
 def _deploy_estimate(spec: Any) -> Any:
-    from hermes.cloudbreak._pricing import FORWARDING_RULE_HOURLY, Estimate, gpu_price
+    from hermes.cloudbreak._pricing import Estimate, gpu_price
+
+    table = _prices(None)
 
     count = spec.autoscale.max_servers if spec.autoscale is not None else spec.servers
     what = f"up to {count}" if spec.autoscale is not None else str(count)
     parts: list[tuple[str, float | None]] = []
     if spec.gpus:
-        price = gpu_price(spec.accelerator_type or "")
+        price = gpu_price(spec.accelerator_type or "", table=table)
         gpu = spec.accelerator_type or "GPU (type not given: --gpu-type)"
         parts.append(
             (
@@ -121,17 +164,24 @@ def _deploy_estimate(spec: Any) -> Any:
             )
         )
     if spec.service_type in ("LoadBalancer", "InternalLoadBalancer"):
-        parts.append((f"{count} load balancer forwarding rule(s)", count * FORWARDING_RULE_HOURLY))
-    return Estimate.of(f"Triton deployment {spec.name}", parts)
+        parts.append((f"{count} load balancer forwarding rule(s)", count * table.forwarding_rule_hourly))
+    return Estimate.of(f"Triton deployment {spec.name}", parts, table.source)
 
 
-def _swarm_estimate(spec: Any, count: int) -> Any:
+def _swarm_estimate(spec: Any, count: int, zone: str) -> Any:
     from hermes.cloudbreak._pricing import Estimate, vm_parts
 
+    table = _prices(zone)
     parts = vm_parts(
-        "VMs", count, spec.machine_type, spec.accelerator_type, spec.accelerator_count, spec.disk_size_gb
+        "VMs",
+        count,
+        spec.machine_type,
+        spec.accelerator_type,
+        spec.accelerator_count,
+        spec.disk_size_gb,
+        table,
     )
-    return Estimate.of(f"VM swarm {spec.name}", parts)
+    return Estimate.of(f"VM swarm {spec.name}", parts, table.source)
 
 
 def _fail(exc: CloudbreakError) -> typer.Exit:
@@ -683,7 +733,7 @@ def swarm_up(
         spec = _vm_spec(
             name, machine_type, gpu_type, gpus, image, startup_script, label, spot, ssh_user, ssh_public_key
         )
-        _print_estimate(_swarm_estimate(spec, count))
+        _print_estimate(_swarm_estimate(spec, count, zone))
         if dry_run:
             _print_requests(
                 [

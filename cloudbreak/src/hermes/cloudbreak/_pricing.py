@@ -28,10 +28,10 @@ Where each number comes from (checked 2026-12-03; nothing is fetched at run time
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["PRICES_DATE", "PRICES_SOURCE", "Estimate", "gpu_price", "machine_price"]
+__all__ = ["OFFLINE", "PRICES_DATE", "PRICES_SOURCE", "Estimate", "PriceTable", "gpu_price", "machine_price"]
 
 PRICES_DATE = "2026-12-03"
 PRICES_SOURCE = (
@@ -73,24 +73,59 @@ FORWARDING_RULE_HOURLY = 0.025  # each load balancer's forwarding rule (not veri
 _MACHINE = re.compile(r"^([a-z0-9]+)-(standard|highmem|highcpu)-([0-9]+)$")
 
 
-def machine_price(machine_type: str) -> float | None:
+@dataclass(frozen=True)
+class PriceTable:
+    """USD prices an estimate uses; :data:`OFFLINE` is the dated table above, :func:`catalog_prices`
+    (``hermes.cloudbreak._catalog``) reads a region's from the Cloud Billing Catalog API.
+
+    Args:
+        gpu_hourly: per GPU-hour, by accelerator type.
+        family_hourly: ``(per vCPU-hour, per GB-hour)`` by machine family.
+        bundled_hourly: per hour of machine types that include their GPUs.
+        disk_gb_hourly: per GB-hour of pd-standard.
+        gke_cluster_hourly: the GKE cluster management fee per hour.
+        forwarding_rule_hourly: per forwarding rule-hour.
+        source: where the prices come from (printed under every estimate).
+    """
+
+    gpu_hourly: Mapping[str, float]
+    family_hourly: Mapping[str, tuple[float, float]]
+    bundled_hourly: Mapping[str, float]
+    disk_gb_hourly: float
+    gke_cluster_hourly: float
+    forwarding_rule_hourly: float
+    source: str
+
+
+OFFLINE = PriceTable(
+    gpu_hourly=GPU_HOURLY,
+    family_hourly=FAMILY_HOURLY,
+    bundled_hourly=BUNDLED_HOURLY,
+    disk_gb_hourly=DISK_GB_HOURLY,
+    gke_cluster_hourly=GKE_CLUSTER_HOURLY,
+    forwarding_rule_hourly=FORWARDING_RULE_HOURLY,
+    source=f"price table of {PRICES_DATE}: {PRICES_SOURCE}",
+)
+
+
+def machine_price(machine_type: str, table: PriceTable = OFFLINE) -> float | None:
     """USD per hour of ``machine_type`` (GPUs of bundled types included), or ``None`` when unknown."""
-    if machine_type in BUNDLED_HOURLY:
-        return BUNDLED_HOURLY[machine_type]
+    if machine_type in table.bundled_hourly:
+        return table.bundled_hourly[machine_type]
     match = _MACHINE.match(machine_type)
-    if not match or match.group(1) not in FAMILY_HOURLY:
+    if not match or match.group(1) not in table.family_hourly:
         return None
     family, shape, vcpus = match.group(1), match.group(2), int(match.group(3))
-    per_cpu, per_gb = FAMILY_HOURLY[family]
+    per_cpu, per_gb = table.family_hourly[family]
     gb = vcpus * (_N1_GB_PER_VCPU if family == "n1" else _GB_PER_VCPU)[shape]
     return vcpus * per_cpu + gb * per_gb
 
 
-def gpu_price(accelerator_type: str, machine_type: str = "") -> float | None:
+def gpu_price(accelerator_type: str, machine_type: str = "", table: PriceTable = OFFLINE) -> float | None:
     """USD per GPU-hour, 0 for GPUs bundled in the machine type, ``None`` when unknown."""
-    if machine_type in BUNDLED_HOURLY:
+    if machine_type in table.bundled_hourly:
         return 0.0
-    return GPU_HOURLY.get(accelerator_type)
+    return table.gpu_hourly.get(accelerator_type)
 
 
 @dataclass
@@ -101,9 +136,12 @@ class Estimate:
     lines: list[str]
     total: float
     unknown: list[str]
+    source: str = OFFLINE.source
 
     @classmethod
-    def of(cls, title: str, parts: Iterable[tuple[str, float | None]]) -> Estimate:
+    def of(
+        cls, title: str, parts: Iterable[tuple[str, float | None]], source: str = OFFLINE.source
+    ) -> Estimate:
         lines, unknown, total = [], [], 0.0
         for what, price in parts:
             if price is None:
@@ -111,7 +149,7 @@ class Estimate:
                 continue
             lines.append(f"{what}: ${price:.2f}/h")
             total += price
-        return cls(title, lines, total, unknown)
+        return cls(title, lines, total, unknown, source)
 
     def render(self) -> str:
         """The text printed by the CLI (to stderr), labelled as an estimate, with the table's date and source."""
@@ -119,21 +157,27 @@ class Estimate:
         out += [f"  {line}" for line in self.lines]
         if self.unknown:
             out.append(f"  no price known for: {', '.join(self.unknown)} (left out of the total)")
-        out.append(f"  price table of {PRICES_DATE}: {PRICES_SOURCE}; no Spot or committed-use discounts")
+        out.append(f"  {self.source}; no Spot or committed-use discounts")
         return "\n".join(out)
 
 
 def vm_parts(
-    label: str, count: int, machine_type: str, accelerator_type: str | None, gpus: int, disk_gb: int
+    label: str,
+    count: int,
+    machine_type: str,
+    accelerator_type: str | None,
+    gpus: int,
+    disk_gb: int,
+    table: PriceTable = OFFLINE,
 ) -> list[tuple[str, float | None]]:
     """The priced parts of ``count`` identical VMs (or nodes)."""
-    machine = machine_price(machine_type)
+    machine = machine_price(machine_type, table)
     parts: list[tuple[str, float | None]] = [
         (f"{label}: {count} x {machine_type}", None if machine is None else count * machine),
-        (f"{label}: {count} x {disk_gb} GB boot disk", count * disk_gb * DISK_GB_HOURLY),
+        (f"{label}: {count} x {disk_gb} GB boot disk", count * disk_gb * table.disk_gb_hourly),
     ]
     if accelerator_type and gpus:
-        price = gpu_price(accelerator_type, machine_type)
+        price = gpu_price(accelerator_type, machine_type, table)
         parts.append(
             (f"{label}: {count * gpus} x {accelerator_type}", None if price is None else count * gpus * price)
         )
