@@ -5,7 +5,9 @@ us-central1; most other regions cost the same to about 30 % more), and sustained
 committed-use and Spot discounts are not applied (Spot VMs and GPUs typically cost 60-91 % less,
 and vary). Check the Google Cloud Pricing Calculator before a large run.
 
-Where each number comes from (checked 2026-12-03; nothing is fetched at run time):
+Where each number comes from (checked 2026-12-03; the table is not fetched at run time, but
+:func:`hermes.cloudbreak._catalog.catalog_prices` — ``hermes cloud --live-prices`` — reads a region's
+current GPU and machine-family prices from the Cloud Billing Catalog API over it):
 
 * GKE cluster management fee, $0.10 per cluster per hour: Google's "Google Kubernetes Engine pricing"
   page (cloud.google.com/kubernetes-engine/pricing, stored copy): "A flat cluster management fee of
