@@ -21,9 +21,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from cloudbreak_fakes._http import JsonHandler
 
 _PATH = "/api/v1/namespaces/{ns}/endpoints"
 
@@ -110,31 +112,25 @@ class FakeWatchAPI:
 def start_fake_watch_api(fake: FakeWatchAPI) -> ThreadingHTTPServer:
     """Serve ``fake`` on 127.0.0.1 (a free port, stored in ``fake.port``) in a thread."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"  # a watch is a chunked response, one event per line
 
-        def log_message(self, *args: Any) -> None:
-            pass
+        def _handle(self, method: str) -> None:
+            if method != "GET":
+                return self._send(405, status(405, "MethodNotAllowed", f"{method} is not served here"))
+            return self._get()
 
-        def _json(self, code: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
+        def _get(self) -> None:
             url = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             if url.path != _PATH.format(ns=fake.namespace):
-                return self._json(404, status(404, "NotFound", f"the server could not find {url.path}"))
+                return self._send(404, status(404, "NotFound", f"the server could not find {url.path}"))
             watching = query.get("watch") in ("true", "1", "True")
             with fake.cond:
                 fake.requests.append(("watch" if watching else "list", query))
                 if fake.failures > 0:
                     fake.failures -= 1
-                    return self._json(
+                    return self._send(
                         503,
                         status(
                             503, "ServiceUnavailable", "the server is currently unable to handle the request"
@@ -150,7 +146,7 @@ def start_fake_watch_api(fake: FakeWatchAPI) -> ThreadingHTTPServer:
                         "metadata": {"resourceVersion": str(fake.version)},
                         "items": items,
                     }
-                return self._json(200, listing)
+                return self._send(200, listing)
             return self._stream(int(query.get("resourceVersion") or fake.version), wanted, query)
 
         def _line(self, event: dict[str, Any]) -> None:
