@@ -100,18 +100,18 @@ def test_an_expired_watch_lists_again_and_catches_up(api: FakeWatchAPI, api_clie
     changes = Changes()
     with EndpointWatcher(api_client, "el", on_change=changes, interval_s=0.01) as watcher:
         wait_for(lambda: changes.calls == [(["el-pod-10"], [])])
-        wait_for(lambda: api.kinds() == ["list", "watch"])
         api.put("el", ["10.8.0.10", "10.8.0.11"])
         wait_for(lambda: len(changes.calls) == 2)
-        # the server forgets its history: the change below is never streamed; only a new list sees it
-        api.expire()
-        api.put("el", ["10.8.0.11", "10.8.0.12"])
-        api.expire()
+        # the server compacts its history before streaming the next change: the open watch ends, the
+        # watch from the last version seen gets 410 Gone, and only a new list shows the change
+        api.put("el", ["10.8.0.11", "10.8.0.12"], streamed=False)
         wait_for(lambda: len(changes.calls) == 3)
         assert changes.calls[2] == (["el-pod-12"], ["el-pod-10"])
-        assert watcher.resyncs >= 1
-    kinds = api.kinds()
-    assert kinds[:4] == ["list", "watch", "watch", "list"], kinds  # the watch from the old version got 410
+        wait_for(lambda: len(api.kinds()) == 5)
+        assert watcher.resyncs == 1
+    assert api.kinds() == ["list", "watch", "watch", "list", "watch"]
+    assert api.requests[2][1]["resourceVersion"] == "102"  # the expired version
+    assert api.requests[4][1]["resourceVersion"] == "103"  # from the new list
     assert sorted(watcher.current) == ["el-pod-11", "el-pod-12"]
 
 

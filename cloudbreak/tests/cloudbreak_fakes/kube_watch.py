@@ -71,17 +71,23 @@ class FakeWatchAPI:
     history: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     failures: int = 0  # that many requests answer 503
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    cond: threading.Condition = field(
+        default_factory=threading.Condition
+    )  # on an RLock: expire() inside put()
     closed: bool = False
     epoch: int = 0  # bumped by expire(): open watches end without the events in between
     port: int = 0
 
-    def put(self, name: str, ips: list[str]) -> None:
+    def put(self, name: str, ips: list[str], *, streamed: bool = True) -> None:
+        """Create or change the Endpoints ``name``; ``streamed=False``: the history is then expired at once
+        (a compaction before any watch saw the change: only a new list shows it)."""
         with self.cond:
             self.version += 1
             kind = "MODIFIED" if name in self.objects else "ADDED"
             self.objects[name] = endpoints_object(name, self.namespace, ips, self.version)
             self.history.append((self.version, kind, self.objects[name]))
+            if not streamed:
+                self.expire()
             self.cond.notify_all()
 
     def delete(self, name: str) -> None:
