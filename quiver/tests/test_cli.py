@@ -134,3 +134,19 @@ def test_export_rejects_a_bad_factory_path(app: typer.Typer, tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["export", "no_colon", "--repo", str(tmp_path), "--name", "m"])
     assert result.exit_code == 2
     assert "expected package.module:factory" in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "words"), [("{oops", "--kwargs: not JSON"), ("[1, 2]", "expected a JSON object")]
+)
+def test_export_rejects_kwargs_that_are_not_a_json_object(
+    app: typer.Typer, tmp_path: Path, value: str, words: str
+) -> None:
+    pytest.importorskip("torch")
+    result = CliRunner().invoke(
+        app,
+        ["export", "torch.nn:Identity", "--repo", str(tmp_path / "repo"), "--name", "m", "--kwargs", value],
+    )
+    assert result.exit_code == 2
+    assert words in result.output
+    assert not (tmp_path / "repo" / "m").exists()
