@@ -107,6 +107,26 @@ def test_demo_streams_checks_every_sample_and_writes_its_records(tmp_path: Path)
     assert leftover.stdout == b""
 
 
+@pytest.mark.slow
+def test_demo_in_ensemble_form_streams_through_three_models_and_checks_every_sample(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [*HERMES, "demo", "--form", "ensemble", "--seconds", "1", "--streams", "1", "--train-steps", "0",
+         "--output", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ensemble: snapshotter" in proc.stdout and "-> PASS" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["form"] == "ensemble" and summary["passed"] is True
+    assert summary["requests"] == 4096 // 128
+    config = (out / "model-repository" / "deepclean-stream" / "config.pbtxt").read_text()
+    assert 'platform: "ensemble"' in config
+    arrays = np.load(out / "outputs.npz")
+    np.testing.assert_allclose(arrays["served_0"], arrays["offline_0"], rtol=1e-4, atol=1e-4)
+
+
 def test_demo_rejects_a_stride_below_eight(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*HERMES, "demo", "--stride", "4", "--output", str(tmp_path / "x")],
