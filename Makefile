@@ -19,7 +19,9 @@ TORCH := torch==$(TORCH_VERSION)
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 SUBPACKAGES := quiver aeriel stillwater cloudbreak
-PYPROJECTS := $(foreach p,$(SUBPACKAGES),$(p)/pyproject.toml)
+# Applications on top of the libraries (installed editable in the venv, never published)
+APPS := apps/deepclean
+PYPROJECTS := $(foreach p,$(SUBPACKAGES) $(APPS),$(p)/pyproject.toml)
 PYTEST_ARGS ?=
 
 .PHONY: venv test demo bench lock lint format typecheck docs docs-serve build clean system-deps
@@ -33,7 +35,7 @@ $(STAMP): requirements/dev.lock $(PYPROJECTS)
 	@# torch: skipped when the exact build is there already (keeps a re-run fast and offline)
 	$(BIN)/python -c "import importlib.metadata as m, sys; sys.exit(m.version('torch') != '$(TORCH_VERSION)')" 2>/dev/null \
 		|| $(PIP) install --quiet --retries 1 --no-deps --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"
-	$(PIP) install --quiet --no-deps --no-build-isolation $(foreach p,$(SUBPACKAGES),-e ./$(p))
+	$(PIP) install --quiet --no-deps --no-build-isolation $(foreach p,$(SUBPACKAGES) $(APPS),-e ./$(p))
 	$(PIP) check
 	$(BIN)/python -c "import numpy, sys; sys.exit('numpy>=2 breaks the local Triton python backend') if int(numpy.__version__.split('.')[0]) >= 2 else None"
 	@touch $(STAMP)
@@ -54,6 +56,8 @@ system-deps:
 			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }; \
 	else echo "note: the Slurm tests skip here; install Slurm with: apt-get install $(SYSTEM_PACKAGES)"; fi
 
+# The demo is an application (apps/deepclean), not part of a library: it adds `hermes demo`
+# through the hermes.cli entry-point group.
 demo: venv
 	$(BIN)/hermes demo
 
@@ -67,7 +71,7 @@ format: venv
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 typecheck: venv
-	$(BIN)/mypy quiver/src aeriel/src stillwater/src cloudbreak/src
+	$(BIN)/mypy quiver/src aeriel/src stillwater/src cloudbreak/src apps/deepclean/src
 
 # The API reference (mkdocs-material + mkdocstrings): warnings are errors. Output in site/.
 docs: venv

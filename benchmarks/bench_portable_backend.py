@@ -112,7 +112,7 @@ def _build_deepclean(repo: Path) -> None:
     """The demo's DeepClean-shaped network, (8, 21, 4096) -> (8, 4096), portable and hand-written."""
     import torch
 
-    from hermes.aeriel.demo.network import DeepCleanNet
+    from deepclean_demo.network import DeepCleanNet
 
     torch.manual_seed(0)
     onnx_file = repo / "portable_dc" / "1" / "model.onnx"

@@ -40,7 +40,7 @@ def _build(
 ) -> None:
     import torch
 
-    from hermes.aeriel.demo.network import DeepCleanNet
+    from deepclean_demo.network import DeepCleanNet
     from hermes.quiver import ModelRepository, Platform
     from hermes.quiver.streaming import add_fused_streaming_model
 

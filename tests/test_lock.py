@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 POETRY = Path(sys.executable).with_name("poetry")
 SUBPACKAGES = ["quiver", "aeriel", "stillwater", "cloudbreak"]
+APPS = {"deepclean-demo": "apps/deepclean"}  # applications the dev environment installs by path
 
 
 def _lock_module() -> ModuleType:
@@ -53,6 +54,10 @@ def checkout_copy(tmp_path: Path) -> Path:
         (tmp_path / sub / "src" / "hermes" / sub).mkdir(parents=True)
         for name in ["pyproject.toml", "README.md"]:
             shutil.copy(ROOT / sub / name, tmp_path / sub / name)
+    for folder in APPS.values():
+        (tmp_path / folder / "src").mkdir(parents=True)
+        for name in ["pyproject.toml", "README.md"]:
+            shutil.copy(ROOT / folder / name, tmp_path / folder / name)
     return tmp_path
 
 
@@ -68,6 +73,13 @@ def test_dev_lock_is_the_export_of_poetry_lock_and_matches_every_pyproject() -> 
     assert (ROOT / "requirements" / "dev.lock").read_text() == lock.exported(), (
         "requirements/dev.lock is not the export of poetry.lock: run `make lock`"
     )
+
+
+def test_a_dependency_added_to_the_demo_app_is_caught(checkout_copy: Path) -> None:
+    pyproject = checkout_copy / "apps" / "deepclean" / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"rich>=13",', '"rich>=13",\n    "httpx>=0.27",'))
+    assert "httpx" in pyproject.read_text()
+    assert lock.fingerprint(checkout_copy) != lock.fingerprint(ROOT)
 
 
 def test_a_dependency_added_to_a_subpackage_is_caught(checkout_copy: Path) -> None:
@@ -98,4 +110,6 @@ def test_lock_keeps_torch_and_cuda_wheels_out_and_numpy_below_2_and_names_no_ind
     assert [n for n in packages if n.startswith("nvidia-")] == ["nvidia-pytriton"]
     assert packages["numpy"]["version"].startswith("1."), "numpy must stay below 2 where the server runs"
     sources = {n: p["source"] for n, p in packages.items() if "source" in p}
-    assert sources == {f"hermes-{s}": {"type": "directory", "url": s} for s in SUBPACKAGES}
+    expected = {f"hermes-{s}": {"type": "directory", "url": s} for s in SUBPACKAGES}
+    expected |= {name: {"type": "directory", "url": folder} for name, folder in APPS.items()}
+    assert sources == expected

@@ -5,16 +5,38 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ("quiver", "aeriel", "stillwater", "cloudbreak")
+# The layers (ARCHITECTURE.md): the hermes distributions each one may require, even through an extra.
+BELOW = {
+    "quiver": set(),
+    "aeriel": {"hermes-quiver"},
+    "stillwater": {"hermes-quiver", "hermes-aeriel"},
+    "cloudbreak": {"hermes-quiver", "hermes-aeriel"},
+}
+DEMO = ROOT / "apps" / "deepclean"
+
+
+def _requirements(project: dict[str, Any]) -> dict[str, list[str]]:
+    """Requirement strings by where they come from: "dependencies" or "extra <name>"."""
+    found = {"dependencies": list(project.get("dependencies", []))}
+    for extra, reqs in project.get("optional-dependencies", {}).items():
+        found[f"extra {extra}"] = list(reqs)
+    return found
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=~!;]", requirement, maxsplit=1)[0]
 
 
 def test_hermes_is_a_pep420_namespace() -> None:
@@ -58,6 +80,29 @@ def test_siblings_are_required_by_version_range_never_by_path(name: str) -> None
             assert any(op in req for op in (">=", "<", "~=", "==")), f"{name}: {req!r} needs a version range"
     assert "torch" not in {r.split("[")[0].split(">")[0].split("=")[0].strip() for r in requirements}
     assert pyproject["build-system"]["build-backend"] == "poetry.core.masonry.api"
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_a_library_requires_only_the_layers_below_it_even_through_an_extra(name: str) -> None:
+    project = tomllib.loads((ROOT / name / "pyproject.toml").read_text())["project"]
+    for where, requirements in _requirements(project).items():
+        siblings = {
+            _name(r) for r in requirements if _name(r).startswith("hermes-") or _name(r) == "deepclean-demo"
+        }
+        assert siblings <= BELOW[name], f"hermes-{name} {where} requires {sorted(siblings - BELOW[name])}"
+
+
+def test_the_demo_is_an_application_outside_the_libraries() -> None:
+    project = tomllib.loads((DEMO / "pyproject.toml").read_text())["project"]
+    requirements = {_name(r): r for r in project["dependencies"]}
+    assert {"hermes-quiver", "hermes-aeriel", "hermes-stillwater"} <= set(requirements)
+    assert all(">=" in r and "<" in r for n, r in requirements.items() if n.startswith("hermes-"))
+    assert "torch" not in requirements
+    assert project["entry-points"]["hermes.cli"] == {"demo": "deepclean_demo._cli:demo"}
+    for name in SUBPACKAGES:
+        assert not (ROOT / name / "src" / "hermes" / name / "demo").exists()
+    (entry,) = [ep for ep in importlib.metadata.entry_points(group="hermes.cli") if ep.name == "demo"]
+    assert entry.dist is not None and entry.dist.name == "deepclean-demo"
 
 
 def test_lock_pins_hashes_and_no_index_and_keeps_torch_and_cuda_out() -> None:

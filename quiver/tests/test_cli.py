@@ -134,3 +134,31 @@ def test_export_rejects_a_bad_factory_path(app: typer.Typer, tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["export", "no_colon", "--repo", str(tmp_path), "--name", "m"])
     assert result.exit_code == 2
     assert "expected package.module:factory" in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "words"), [("{oops", "--kwargs: not JSON"), ("[1, 2]", "expected a JSON object")]
+)
+def test_export_rejects_kwargs_that_are_not_a_json_object(
+    app: typer.Typer, tmp_path: Path, value: str, words: str
+) -> None:
+    pytest.importorskip("torch")
+    result = CliRunner().invoke(
+        app,
+        ["export", "torch.nn:Identity", "--repo", str(tmp_path / "repo"), "--name", "m", "--kwargs", value],
+    )
+    assert result.exit_code == 2
+    assert words in result.output
+    assert not (tmp_path / "repo" / "m").exists()
+
+
+def test_export_rejects_a_bad_input_shape_before_touching_the_repository(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    repo = tmp_path / "repo"
+    args = ["export", "torch.nn:Identity", "--repo", str(repo), "--name", "m", "--input-shape", "x=4,oops"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "--input-shape 'x=4,oops': expected NAME=D0,D1,..." in result.output
+    assert not (repo / "m").exists()

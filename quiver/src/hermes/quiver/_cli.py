@@ -11,13 +11,16 @@ import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from hermes.quiver.exceptions import QuiverError, VerificationError
 from hermes.quiver.model_repository import ModelRepository
 from hermes.quiver.platform import Platform
+
+if TYPE_CHECKING:
+    from hermes.quiver.exporters.pipeline import ExportResult
 
 __all__ = ["export_command", "repo_app"]
 
@@ -125,48 +128,78 @@ def export_command(
     rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance of the verification."),
 ) -> None:
     """Export a torch module to a repository and print the verification report."""
-    import numpy as np
-
     from hermes.quiver._deps import require
 
     torch = require("torch", "hermes export")
-    target = _PLATFORM_ALIASES.get(platform.lower())
-    if target is None:
-        try:
-            target = Platform(platform)
-        except ValueError:
-            raise typer.BadParameter(
-                f"--platform {platform!r}: expected one of {sorted(_PLATFORM_ALIASES)}"
-            ) from None
+    target = _platform(platform)
     factory = _load_factory(module)
-    try:
-        kwargs = json.loads(factory_kwargs)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--kwargs: not JSON: {exc}") from None
+    kwargs = _factory_kwargs(factory_kwargs)
     net = factory(**kwargs)
     if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-    options: dict[str, Any] = {}
-    if opset is not None:
-        options["opset"] = opset
-    if method is not None:
-        options["method"] = method
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    options = _export_options(
+        opset=opset, method=method, accept_tracer_warnings=accept_tracer_warnings, atol=atol, rtol=rtol
+    )
+    if target is Platform.PYTHON:
+        options |= {"module_kwargs": kwargs} if inspect.isclass(factory) else {"source": "module"}
+    result = _export_into(
+        repo, name, target, net, max_batch_size=max_batch_size, version=version,
+        input_shapes=_parse_shapes(input_shape) or None, example_inputs=_load_examples(example),
+        options=options,
+    )  # fmt: skip
+    typer.echo(str(result))
+
+
+def _platform(value: str) -> Platform:
+    """``--platform``: an alias (onnx, trt, ...) or a Triton platform name."""
+    target = _PLATFORM_ALIASES.get(value.lower())
+    if target is not None:
+        return target
+    try:
+        return Platform(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"--platform {value!r}: expected one of {sorted(_PLATFORM_ALIASES)}"
+        ) from None
+
+
+def _factory_kwargs(value: str) -> dict[str, Any]:
+    try:
+        kwargs = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--kwargs: not JSON: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise typer.BadParameter(f"--kwargs: expected a JSON object of keyword arguments, got {value!r}")
+    return kwargs
+
+
+def _export_options(
+    *, opset: int | None, method: str | None, accept_tracer_warnings: bool, atol: float | None,
+    rtol: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The exporter options given on the command line (the exporter's defaults for the others)."""
+    options: dict[str, Any] = {"opset": opset, "method": method, "atol": atol, "rtol": rtol}
     if accept_tracer_warnings:
         options["tracer_warnings"] = "accept"
-    if atol is not None:
-        options["atol"] = atol
-    if rtol is not None:
-        options["rtol"] = rtol
-    if target is Platform.PYTHON:
-        if inspect.isclass(factory):
-            options |= {"module_kwargs": kwargs}
-        else:
-            options |= {"source": "module"}
-    examples = None
-    if example is not None:
-        with np.load(example) as data:
-            examples = {key: data[key] for key in data.files}
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _load_examples(path: Path | None) -> dict[str, Any] | None:
+    """``--example``: the arrays of a .npz file, by input name."""
+    if path is None:
+        return None
+    import numpy as np
+
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _export_into(
+    repo: str, name: str, target: Platform, net: Any, *, max_batch_size: int, version: int | None,
+    input_shapes: dict[str, tuple[int | None, ...]] | None, example_inputs: dict[str, Any] | None,
+    options: dict[str, Any],
+) -> ExportResult:  # fmt: skip
+    """Export ``net`` as a version of model ``name``; on failure the repository is left as it was."""
     created = False
     try:
         repository = ModelRepository(repo)
@@ -176,12 +209,8 @@ def export_command(
             raise typer.BadParameter(f"--name {name}: the model exists with platform {model.platform.value}")
         if max_batch_size:
             model.config.max_batch_size = max_batch_size
-        result = model.export_version(
-            net,
-            version=version,
-            input_shapes=_parse_shapes(input_shape) or None,
-            example_inputs=examples,
-            **options,
+        return model.export_version(
+            net, version=version, input_shapes=input_shapes, example_inputs=example_inputs, **options
         )
     except QuiverError as exc:
         if created:
@@ -192,4 +221,3 @@ def export_command(
             raise typer.Exit(2) from None
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(str(result))

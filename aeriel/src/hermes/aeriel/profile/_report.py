@@ -72,8 +72,8 @@ def plot(path: str | Path, results: Sequence[Measurement], title: str) -> None:
     """
     try:
         import matplotlib
-    except ImportError as exc:  # pragma: no cover - installed with the demo extra
-        raise ImportError('--plot needs matplotlib: pip install "hermes-aeriel[demo]"') from exc
+    except ImportError as exc:  # pragma: no cover - the dev environment has it
+        raise ImportError("--plot needs matplotlib: pip install matplotlib") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

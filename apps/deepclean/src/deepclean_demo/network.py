@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hermes.aeriel.demo.data import WITNESS_CHANNELS, Stream
+from deepclean_demo.data import WITNESS_CHANNELS, Stream
 
 __all__ = ["DeepCleanNet", "train"]
 
-logger = logging.getLogger("hermes.aeriel.demo")
+logger = logging.getLogger("deepclean_demo")
 
 
 class DeepCleanNet(nn.Module):

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from hermes.aeriel.demo.data import make_stream
+from deepclean_demo.data import Stream, make_stream
+from hermes.quiver.streaming import offline_stream
+from hermes.stillwater import InferenceRequest
 
 __all__ = ["Checker", "StreamPlan", "WitnessSource"]
 
@@ -60,7 +62,7 @@ class StreamPlan:
     def updates(self) -> int:
         return self.samples // self.update_size
 
-    def stream(self, index: int) -> Any:
+    def stream(self, index: int) -> Stream:
         return make_stream(self.samples / 4096, self.seeds[index])
 
 
@@ -71,8 +73,6 @@ class WitnessSource:
         self.plan = plan
 
     def __iter__(self) -> Iterator[Any]:
-        from hermes.stillwater import InferenceRequest
-
         plan = self.plan
         streams = [plan.stream(i).witnesses for i in range(len(plan.seeds))]
         size = plan.update_size
@@ -115,8 +115,7 @@ class Checker:
     def flush(self) -> Iterator[Any]:
         import torch
 
-        from hermes.aeriel.demo.network import DeepCleanNet
-        from hermes.quiver.streaming import offline_stream
+        from deepclean_demo.network import DeepCleanNet
 
         torch.set_num_threads(os.cpu_count() or 1)  # the stream is over: the server is idle
         net = DeepCleanNet(**self.network_kwargs)
