@@ -141,15 +141,7 @@ class RoutingClient(Closeable):
         self.sequences_per_endpoint: collections.Counter[str] = collections.Counter()
         try:
             self.model_version = model_version if model_version is not None else self._newest_version()
-            errors = []
-            for ep in self.endpoints:
-                try:
-                    self._clients[ep.name] = self._connect(ep)
-                except ConnectionFailed as exc:
-                    errors.append(str(exc))
-                    self._down.add(ep.name)
-            if not self._clients:
-                raise ConnectionFailed(f"no server of the cluster answers for {model!r}: {'; '.join(errors)}")
+            self._connect_all()
             self.replay = self._plan(failover, replay_updates)
             if watch_interval_s is not None and self.replay is not None:
                 self._watcher = threading.Thread(
@@ -164,6 +156,20 @@ class RoutingClient(Closeable):
             raise
 
     # ------------------------------------------------------------------ setup
+    def _connect_all(self) -> None:
+        """One client per server; those that do not answer start as down (at least one must answer)."""
+        errors = []
+        for ep in self.endpoints:
+            try:
+                self._clients[ep.name] = self._connect(ep)
+            except ConnectionFailed as exc:
+                errors.append(str(exc))
+                self._down.add(ep.name)
+        if not self._clients:
+            raise ConnectionFailed(
+                f"no server of the cluster answers for {self.model!r}: {'; '.join(errors)}"
+            )
+
     def _connect(self, ep: Endpoint, timeout_s: float = 10.0) -> InferenceClient:
         from hermes.aeriel.client import InferenceClient
 
