@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from hermes.aeriel import SequenceError
 from hermes.aeriel.client import (
     AsyncInferenceClient,
     InferenceClient,
@@ -137,3 +138,20 @@ def test_a_routing_sequence_has_no_second_verb(pair) -> None:
         assert not hasattr(seq, "infer") and not hasattr(seq, "end")
         assert not hasattr(client, "submit")
         np.testing.assert_array_equal(seq.send({"x": ONES}, end=True).result(60)["y"], ONES)
+
+
+def test_leaving_a_sequence_block_without_end_raises_on_every_client(pair) -> None:
+    with InferenceClient(pair[0].grpc_url, "acc") as one, RoutingClient(endpoints_of(pair), "acc") as many:
+        for client in (one, many):
+            with (
+                pytest.raises(SequenceError, match="left its block without END; send the last update with"),
+                client.sequence(30) as seq,
+            ):
+                seq.send({"x": ONES}).result(60)
+            # the id is free again and its state starts afresh
+            with client.sequence(30) as seq:
+                np.testing.assert_array_equal(seq.send({"x": ONES * 2}, end=True).result(60)["y"], ONES * 2)
+            with pytest.raises(KeyError), client.sequence(31):
+                raise KeyError("an error inside the block abandons the sequence")
+            with client.sequence(31) as seq:  # and frees its id
+                np.testing.assert_array_equal(seq.send({"x": ONES}, end=True).result(60)["y"], ONES)

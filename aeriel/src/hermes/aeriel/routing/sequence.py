@@ -95,7 +95,10 @@ class RoutingSequence:
     Made by :meth:`RoutingClient.sequence`; it wraps a
     :class:`~hermes.aeriel.client.Sequence` of the owning server's client and answers the
     same protocol (:class:`~hermes.aeriel.client.SequenceLike`): :meth:`send` returns a
-    future; the first request carries START, ``send(..., end=True)`` carries END.
+    future; the first request carries START, ``send(..., end=True)`` carries END. As a
+    ``with`` block it behaves as that sequence: leaving it after sending without END raises
+    :class:`~hermes.aeriel.SequenceError`, leaving it on an exception abandons the sequence;
+    both end it on its server with an END of zeros.
 
     With a replay tail (``replay_updates`` not None: a streaming ensemble, see
     :mod:`hermes.aeriel.routing.replay`) the sequence survives its server: when the server is
@@ -134,6 +137,7 @@ class RoutingSequence:
         self._index = 0
         self._failure: Exception | None = None
         self._end_sent = False
+        self._started = False  # a request was sent
 
     @property
     def live(self) -> bool:
@@ -177,6 +181,7 @@ class RoutingSequence:
             else:
                 self._send_kept(_Sent(self._index, inputs, end, request_id, timeout_s, outer))
             self._end_sent = self._end_sent or end
+            self._started = True
         return outer
 
     def _send_kept(self, sent: _Sent) -> None:
@@ -351,8 +356,15 @@ class RoutingSequence:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None:
-            self.close()
+        """As :class:`~hermes.aeriel.client.Sequence`: a block left without END raises; on an error it is abandoned."""
+        unfinished = self.live and self._started
+        if exc_type is not None or unfinished:
+            self.close()  # an END of zeros frees its server slot at once
+        if unfinished and exc_type is None:
+            raise SequenceError(
+                f"sequence {self.sequence_id!r} left its block without END; send the last update with "
+                "seq.send(x, end=True)"
+            )
 
     def __repr__(self) -> str:
         return f"<RoutingSequence {self.sequence_id} on {self.endpoint} v{self.model_version}>"
