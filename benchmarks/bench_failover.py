@@ -71,7 +71,7 @@ def _paced(seq, updates: int, event_at: int | None, event, in_flight: int = 4) -
             futures[-1].result(120)
             marked = time.monotonic()
             event()
-        fut = seq.infer({"witness": data}, end=u == updates - 1)
+        fut = seq.send({"witness": data}, end=u == updates - 1)
         fut.add_done_callback(lambda f: (lock.acquire(), answered.append(time.monotonic()), lock.release()))
         futures.append(fut)
         if len(futures) > in_flight:

@@ -68,7 +68,7 @@ def main() -> None:
                         print(f"{stamp()}  SIGKILL {seq.endpoint} after update {u - 1}")
                         killed = time.monotonic()
                     futures.append(
-                        seq.infer(
+                        seq.send(
                             {"witness": witness[None, :, u * UPDATE : (u + 1) * UPDATE]}, end=u == UPDATES - 1
                         )
                     )

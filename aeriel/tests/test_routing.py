@@ -181,8 +181,8 @@ def test_sequences_are_pinned_by_hashing_and_spread_within_20_percent_over_three
         second: dict[int, Future] = {}
         for i in range(1, 1001):
             seq = client.sequence(i)
-            first[i] = seq.infer({"x": ONES * i})
-            second[i] = seq.end({"x": ONES})
+            first[i] = seq.send({"x": ONES * i})
+            second[i] = seq.send({"x": ONES}, end=True)
         for i in range(1, 1001):
             out1, out2 = first[i].result(60), second[i].result(60)
             owner = int(owners[i].removeprefix("server-"))
@@ -198,7 +198,7 @@ def test_sequences_are_pinned_by_hashing_and_spread_within_20_percent_over_three
 
 def test_stateless_requests_spread_evenly_and_inputs_are_checked(trio):
     with RoutingClient(endpoints_of(trio), "where") as client:
-        futures = [client.submit({"x": ONES * k}) for k in range(90)]
+        futures = [client.infer({"x": ONES * k}) for k in range(90)]
         answers = [f.result(60) for f in futures]
         for k, out in enumerate(answers):
             np.testing.assert_array_equal(out["y"], ONES * k + 1)
@@ -206,9 +206,9 @@ def test_stateless_requests_spread_evenly_and_inputs_are_checked(trio):
         assert dict(client.requests_per_endpoint) == {"server-0": 30, "server-1": 30, "server-2": 30}
         # checked before anything is sent, by the single-server client
         with pytest.raises(InputValidationError, match="unknown input 'y'"):
-            client.submit({"y": ONES})
+            client.infer({"y": ONES})
         with pytest.raises(InputValidationError, match=r"input 'x' has dtype float64, expected float32"):
-            client.submit({"x": np.ones((1, 4))})
+            client.infer({"x": np.ones((1, 4))})
         assert sum(client.requests_per_endpoint.values()) == 90  # refused before sending: not counted
 
 
@@ -220,7 +220,7 @@ def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, s
     ):
         seqs = {i: client.sequence(i) for i in range(1, 21)}
         for seq in seqs.values():
-            np.testing.assert_array_equal(seq.infer({"x": ONES}).result(60)["y"], ONES)
+            np.testing.assert_array_equal(seq.send({"x": ONES}).result(60)["y"], ONES)
         victim = servers[1]
         os.kill(victim.pid, signal.SIGKILL)
         victim.process.wait(30)
@@ -230,26 +230,26 @@ def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, s
         assert on_victim and elsewhere
         # the first request to the dead server fails with ServerLost ...
         with pytest.raises(ServerLost, match="server-1"):
-            seqs[on_victim[0]].infer({"x": ONES}).result(60)
+            seqs[on_victim[0]].send({"x": ONES}).result(60)
         # ... and every other sequence pinned there fails at once, without a request
         for i in on_victim[1:]:
             with pytest.raises(ServerLost, match=f"sequence {i} is lost"):
-                seqs[i].infer({"x": ONES})
+                seqs[i].send({"x": ONES})
         # sequences on the live servers carry on with their state
         for i in elsewhere:
-            np.testing.assert_array_equal(seqs[i].end({"x": ONES}).result(60)["y"], ONES * 2)
+            np.testing.assert_array_equal(seqs[i].send({"x": ONES}, end=True).result(60)["y"], ONES * 2)
         assert client.live_endpoints == ["server-0"]
 
         # new sequences whose ids hashed to the dead server go to the next server on the ring
         for i in on_victim:
             seq = client.sequence(i)
             assert seq.endpoint == "server-0"
-            out = seq.end({"x": ONES * 3}).result(60)
+            out = seq.send({"x": ONES * 3}, end=True).result(60)
             assert out["server"][0, 0] == int(seq.endpoint.removeprefix("server-"))
             np.testing.assert_array_equal(out["y"], ONES * 3)
 
         # stateless requests skip the dead server, even before they learn it is dead
-        answers = [where.submit({"x": ONES}).result(60) for _ in range(12)]
+        answers = [where.infer({"x": ONES}).result(60) for _ in range(12)]
         assert {int(a["server"][0, 0]) for a in answers} == {0}
         assert where.live_endpoints == ["server-0"]
 
@@ -267,7 +267,7 @@ def test_a_killed_servers_sequences_fail_and_new_work_goes_elsewhere(tmp_path, s
         assert client.probe() == ["server-0", "server-1"]
         back = client.sequence(on_victim[0])  # an id the ring gives to server-1
         assert back.endpoint == "server-1"
-        out = back.end({"x": ONES}).result(60)
+        out = back.send({"x": ONES}, end=True).result(60)
         assert out["server"][0, 0] == 1
 
 
@@ -276,11 +276,11 @@ def test_a_sequence_refuses_requests_after_its_end_and_duplicate_ids(trio):
         seq = client.sequence("run-7")
         with pytest.raises(SequenceError, match="run-7 is already live"):
             client.sequence("run-7")
-        np.testing.assert_array_equal(seq.end({"x": ONES * 2}).result(60)["y"], ONES * 2)
+        np.testing.assert_array_equal(seq.send({"x": ONES * 2}, end=True).result(60)["y"], ONES * 2)
         with pytest.raises(SequenceError, match="already ended"):
-            seq.infer({"x": ONES})
+            seq.send({"x": ONES})
         again = client.sequence("run-7")  # the id is free again once the sequence ended
-        np.testing.assert_array_equal(again.end({"x": ONES}).result(60)["y"], ONES)
+        np.testing.assert_array_equal(again.send({"x": ONES}, end=True).result(60)["y"], ONES)
 
 
 class LiveStream(threading.Thread):
@@ -310,7 +310,7 @@ class LiveStream(threading.Thread):
                 futures = []
                 for seq in active:
                     last = len(self.outputs[seq.sequence_id]) == self.length - 1
-                    futures.append((seq, seq.infer({"x": ONES}, end=last)))
+                    futures.append((seq, seq.send({"x": ONES}, end=last)))
                 for seq, future in futures:
                     self.outputs[seq.sequence_id].append(future.result(60)["y"])
                     self.requests += 1
@@ -372,15 +372,15 @@ def test_a_sequence_outliving_the_drain_timeout_fails_clearly(swap_pair):
         old = client.model_version
         new = 3 - old  # swap between versions 1 and 2, whichever is loaded now
         slow = client.sequence(99)
-        np.testing.assert_array_equal(slow.infer({"x": ONES}).result(60)["y"], ONES * old)
+        np.testing.assert_array_equal(slow.send({"x": ONES}).result(60)["y"], ONES * old)
         report = client.swap(new, drain_timeout_s=0.2)
         assert report.abandoned == 1
         assert report.old_versions == (old,) and report.new_version == new
         with pytest.raises(SequenceError, match=r"99 did not end within the 0\.2 s drain"):
-            slow.infer({"x": ONES})
+            slow.send({"x": ONES})
         fresh = client.sequence(100)
         assert fresh.model_version == new
-        np.testing.assert_array_equal(fresh.end({"x": ONES}).result(60)["y"], ONES * new)
+        np.testing.assert_array_equal(fresh.send({"x": ONES}, end=True).result(60)["y"], ONES * new)
         assert client.manager.ready_versions("acc") == {"server-0": [new], "server-1": [new]}
 
 
@@ -414,7 +414,7 @@ def test_membership_follows_servers_added_and_removed_at_runtime(trio):
         mine = [i for i in range(1, 200) if client.owner(i) == "server-2"]
         assert len(mine) > 20  # about a third of new ids now hash to the new server
         seq = client.sequence(mine[0])
-        out = seq.infer({"x": ONES}).result(60)
+        out = seq.send({"x": ONES}).result(60)
         assert out["server"][0, 0] == 2
 
         # removing server-2: no new sequence goes there, the live one may finish during the drain
@@ -426,7 +426,7 @@ def test_membership_follows_servers_added_and_removed_at_runtime(trio):
         while "server-2" in client.live_endpoints and not deadline.wait(0.01):
             pass
         assert client.owner(mine[0]) != "server-2"
-        last = seq.end({"x": ONES}).result(60)
+        last = seq.send({"x": ONES}, end=True).result(60)
         np.testing.assert_array_equal(last["y"], ONES * 2)  # the state survived the drain
         leaving.join(30)
         assert not leaving.is_alive()
@@ -435,10 +435,10 @@ def test_membership_follows_servers_added_and_removed_at_runtime(trio):
         # a sequence that outlives the drain is cut with ServerLost
         client.add_endpoint(endpoints[2])
         stuck = client.sequence(mine[1])
-        stuck.infer({"x": ONES}).result(60)
+        stuck.send({"x": ONES}).result(60)
         assert client.remove_endpoint("server-2", drain_timeout_s=0.1) == 1
         with pytest.raises(ServerLost, match=r"left the cluster after a 0\.1 s drain"):
-            stuck.infer({"x": ONES})
+            stuck.send({"x": ONES})
 
 
 def test_failover_is_off_for_a_model_without_streaming_records_unless_a_tail_is_given(trio):
@@ -446,7 +446,7 @@ def test_failover_is_off_for_a_model_without_streaming_records_unless_a_tail_is_
     with RoutingClient(endpoints, "acc") as client:
         plain = client.sequence(5001)
         assert client.replay is None and plain.replay_updates is None
-        plain.end({"x": ONES}).result(60)
+        plain.send({"x": ONES}, end=True).result(60)
     with pytest.raises(
         SequenceError,
         match=r"model 'acc' records no streaming state \(no hermes.streaming_\* parameters\), so the replay tail "
@@ -456,9 +456,9 @@ def test_failover_is_off_for_a_model_without_streaming_records_unless_a_tail_is_
     with RoutingClient(endpoints, "acc", replay_updates=3) as client:
         seq = client.sequence(5003)
         for _ in range(5):
-            seq.infer({"x": ONES}).result(60)
+            seq.send({"x": ONES}).result(60)
         assert seq.tail_updates == 3  # bounded: the answered updates beyond the tail are dropped
         event = seq.rebuild()
         assert (event.replayed, event.resent) == (3, 0)
         # the running sum restarts from the 3 replayed updates: why failover is off by default here
-        np.testing.assert_array_equal(seq.end({"x": ONES}).result(60)["y"], ONES * 4)
+        np.testing.assert_array_equal(seq.send({"x": ONES}, end=True).result(60)["y"], ONES * 4)

@@ -40,6 +40,9 @@ def test_load_endpoints_reads_the_cloud_deployments_json(tmp_path):
         None,
         None,
     )
+    # to_dict() writes the entry back: the file's shape, unknown addresses left out
+    assert second.to_dict() == {"name": "gpu-1", "grpc": "10.0.0.5:31001"}
+    assert load_endpoints({"endpoints": [first.to_dict(), second.to_dict()]}) == [first, second]
 
 
 def test_load_endpoints_reads_a_text_file_and_strings_from_code(tmp_path):

@@ -146,7 +146,7 @@ def test_twelve_streams_survive_a_sigkill_and_a_sigterm_with_exact_outputs(tmp_p
                         "the readiness poll did not move the streams off the draining server"
                     )
                 for sid, seq in seqs.items():
-                    futures[sid].append(seq.infer(sm.updates(data[sid])[u], end=u == UPDATES - 1))
+                    futures[sid].append(seq.send(sm.updates(data[sid])[u], end=u == UPDATES - 1))
                 if u == 16:  # SIGKILL server-1 with updates in flight
                     servers[1].process.kill()
                 if u % 4 == 3:
@@ -287,7 +287,7 @@ def test_a_member_swap_during_streaming_rebuilds_every_stream_with_no_gap(one) -
         def feed() -> None:
             for u in range(count):
                 for sid, seq in seqs.items():
-                    futures[sid].append(seq.infer(sm.updates(data[sid])[u], end=u == count - 1))
+                    futures[sid].append(seq.send(sm.updates(data[sid])[u], end=u == count - 1))
                 if u == 10:
                     halfway.set()
                 if u % 2:
@@ -330,7 +330,7 @@ def stream_with_a_move(server, net: sm.Net, sid: int, tail: int, move_at: int, w
                     futures[-1].result(60)
                 event = seq.rebuild("property test")
                 assert event.replayed == min(move_at - event.resent, tail)
-            futures.append(seq.infer(update, end=u == 23))
+            futures.append(seq.send(update, end=u == 23))
             assert seq.tail_updates <= tail + u + 1
         served = np.concatenate([f.result(60)["clean"][0] for f in futures])
     return served - sm.reference(net, data)["clean"]

@@ -118,7 +118,7 @@ def test_two_slurm_servers_stream_eight_sequences_and_survive_a_cancelled_job(sl
         with hpc.client("acc", timeout_s=30) as client:
             seqs = {sid: client.sequence(sid) for sid in range(1, 9)}
             for step in range(3):
-                futures = {sid: seq.infer({"x": data[sid][step]}) for sid, seq in seqs.items()}
+                futures = {sid: seq.send({"x": data[sid][step]}) for sid, seq in seqs.items()}
                 for sid, future in futures.items():
                     np.testing.assert_allclose(future.result(60)["y"], reference[sid][step], rtol=1e-6)
             owners = {sid: seq.endpoint for sid, seq in seqs.items()}
@@ -131,25 +131,25 @@ def test_two_slurm_servers_stream_eight_sequences_and_survive_a_cancelled_job(sl
             slurm.run("scancel", victim.removeprefix("slurm-"))
             with pytest.raises(ServerLost, match=f"server {victim}"):
                 while time.monotonic() - cancelled < 60:  # the server stops within its exit timeout
-                    seqs[lost[0]].infer({"x": data[lost[0]][3]}).result(60)
+                    seqs[lost[0]].send({"x": data[lost[0]][3]}).result(60)
                     time.sleep(0.02)
             lost_after_s = time.monotonic() - cancelled
             for sid in lost[1:]:  # every other sequence of the lost server fails at once
                 t0 = time.monotonic()
                 with pytest.raises(ServerLost, match=f"sequence {sid} is lost"):
-                    seqs[sid].infer({"x": data[sid][3]}).result(60)
+                    seqs[sid].send({"x": data[sid][3]}).result(60)
                 assert time.monotonic() - t0 < 5
             assert client.live_endpoints == [ep for ep in [e.name for e in hpc.endpoints] if ep != victim]
 
             for step in range(3, STEPS):  # the other server's sequences go on, unharmed
                 for sid in kept:
-                    y = seqs[sid].infer({"x": data[sid][step]}, end=step == STEPS - 1).result(60)["y"]
+                    y = seqs[sid].send({"x": data[sid][step]}, end=step == STEPS - 1).result(60)["y"]
                     np.testing.assert_allclose(y, reference[sid][step], rtol=1e-6)
             for sid in range(9, 13):  # new sequences go to the live server
                 fresh = client.sequence(sid)
                 assert fresh.endpoint != victim
                 for step in range(STEPS):
-                    y = fresh.infer({"x": data[sid][step]}, end=step == STEPS - 1).result(60)["y"]
+                    y = fresh.send({"x": data[sid][step]}, end=step == STEPS - 1).result(60)["y"]
                     np.testing.assert_allclose(y, reference[sid][step], rtol=1e-6)
         endpoints = list(hpc.endpoints)
         jobs = hpc.server_jobs
@@ -195,7 +195,7 @@ def test_client_jobs_run_as_an_array_with_their_endpoints_and_segments(slurm, tm
         segments = json.load(open(os.environ["HERMES_SEGMENTS"]))
         with RoutingClient(os.environ["HERMES_ENDPOINTS"], "acc") as client:
             seq = client.sequence(100 + int(os.environ["HERMES_TASK_INDEX"]))
-            y = seq.infer({"x": np.full((1, 4), len(segments), np.float32)}, end=True).result(60)["y"]
+            y = seq.send({"x": np.full((1, 4), len(segments), np.float32)}, end=True).result(60)["y"]
         out = os.path.join(sys.argv[1], "task-" + os.environ["HERMES_TASK_INDEX"] + ".json")
         json.dump({"segments": segments, "y": y.tolist()}, open(out, "w"))
         """

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 from kubernetes import client
 
+from hermes.aeriel.endpoints import Endpoint as AerielEndpoint
 from hermes.cloudbreak import CloudConfigError, OperationTimeout, ResourceNotFound
 from hermes.cloudbreak.kubernetes import (
     Endpoint,
@@ -167,6 +168,7 @@ def test_deploy_waits_ready_returns_endpoints_and_deletes_on_exit(
         ]
         assert json.loads(path.read_text()) == {"endpoints": [e.to_dict() for e in deployment.endpoints]}
         assert read_endpoints(path) == deployment.endpoints
+        assert all(type(e) is AerielEndpoint for e in deployment.endpoints)  # one Endpoint type, aeriel's
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     assert apps.list_namespaced_deployment("default").items == []
     assert core.list_namespaced_service("default").items == []

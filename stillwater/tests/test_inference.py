@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 pytest.importorskip("hermes.aeriel.client")
 
 from hermes.stillwater import ArraySpec, Source
+from hermes.stillwater.exceptions import StageFailed
 from hermes.stillwater.inference import InferenceRequest, InferenceStage
 
 MODELS = Path(__file__).parent / "models"
@@ -80,6 +83,70 @@ def test_inference_stage_over_a_list_of_endpoints_streams_through_a_cluster_clie
     assert [r.sequence_id for r in results] == [9] * 6
     for result, window in zip(results, _windows(updates), strict=True):
         np.testing.assert_allclose(result.outputs["scaled"], 3 * window, rtol=1e-6)
+
+
+def _served_count(url: str, model: str) -> int:
+    """How many requests ``model`` answered on the server at ``url`` (Triton's own statistics)."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)
+    return int(stats["model_stats"][0]["inference_stats"]["success"].get("count", 0))
+
+
+def test_a_pipeline_streams_through_two_servers_with_a_routing_client_factory(
+    tmp_path: Path, start_triton: Callable[..., object]
+) -> None:
+    from hermes.aeriel.routing import Endpoint, HashRing, RoutingClient
+
+    servers = []
+    for i in range(2):
+        repo = tmp_path / f"repo-{i}"
+        for name in ("sw_window", "sw_scale", "sw_stream"):
+            shutil.copytree(MODELS / name, repo / name)
+        servers.append(start_triton(repo, models=["sw_stream"]))
+    endpoints = [Endpoint(name=f"s{i}", grpc=s.grpc_url) for i, s in enumerate(servers)]  # type: ignore[attr-defined]
+    ids = [11, 12, 13, 14, 15, 16]
+    owners = {sid: HashRing([e.name for e in endpoints]).node_for(sid) for sid in ids}
+    assert set(owners.values()) == {"s0", "s1"}, owners  # the ids spread over both servers
+
+    rng = np.random.default_rng(2)
+    updates = {sid: [rng.standard_normal((1, 2, 4)).astype(np.float32) for _ in range(5)] for sid in ids}
+    requests = [
+        InferenceRequest(inputs=updates[sid][k], sequence_id=sid, end=k == 4, request_id=f"{sid}-{k}")
+        for k in range(5)
+        for sid in ids
+    ]
+    # the stage opens the client in its own process: it gets the recipe, not a live client
+    factory = functools.partial(RoutingClient, endpoints, "sw_stream", replay_updates=2)
+    results = (Source(requests) >> InferenceStage(factory, max_pending=4)).run(timeout_s=120)
+
+    assert [r.request_id for r in results] == [q.request_id for q in requests]
+    for sid in ids:
+        mine = [r for r in results if r.sequence_id == sid]
+        for result, window in zip(mine, _windows(updates[sid]), strict=True):
+            np.testing.assert_allclose(result.outputs["scaled"], 3 * window, rtol=1e-6)
+    for i, server in enumerate(servers):
+        owned = sum(1 for owner in owners.values() if owner == f"s{i}")
+        assert _served_count(server.grpc_url, "sw_stream") == 5 * owned  # type: ignore[attr-defined]
+
+
+def test_inference_stage_takes_a_way_to_open_a_client_not_an_open_one(stream_url: str) -> None:
+    from hermes.aeriel.client import InferenceClient
+
+    with (
+        InferenceClient(stream_url, "sw_stream") as client,
+        pytest.raises(TypeError, match="got an open InferenceClient, which cannot cross into the stage"),
+    ):
+        InferenceStage(client)
+    with pytest.raises(ValueError, match="cannot be pickled into the stage process"):
+        InferenceStage(lambda: InferenceClient(stream_url, "sw_stream"))
+    with pytest.raises(ValueError, match="model_name must be a non-empty str"):
+        InferenceStage(stream_url)
+    # a factory of something that is not a thread-based client fails in the stage, naming it
+    stage = InferenceStage(functools.partial(np.zeros, 3), name="not-a-client")
+    with pytest.raises(StageFailed, match=r"returned ndarray, which is not a thread-based .*StreamingClient"):
+        (Source([np.zeros((1, 2, 4), np.float32)]) >> stage).run(timeout_s=60)
 
 
 def test_inference_stage_rejects_bad_options_naming_them() -> None:

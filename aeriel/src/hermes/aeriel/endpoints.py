@@ -84,6 +84,10 @@ class Endpoint:
         """``http://host:port``, or ``None`` when no HTTP address is known."""
         return f"http://{self.http}" if self.http else None
 
+    def to_dict(self) -> dict[str, str]:
+        """The entry of an endpoints file (``{"name", "grpc", "http", "metrics"}``; unknown ones left out)."""
+        return {key: value for key in _FIELDS if (value := getattr(self, key)) is not None}
+
     @classmethod
     def from_server(cls, server: Any, name: str | None = None) -> Endpoint:
         """The endpoint of a running :class:`~hermes.aeriel.server.Server`."""

@@ -57,6 +57,13 @@ class AsyncInferenceClient(ClientCore):
     Use ``async with AsyncInferenceClient(...) as client`` (or ``await client.open()``).
     Arguments, properties (``model_version`` setter and ``max_sequences`` included) and
     errors are those of :class:`~hermes.aeriel.client.InferenceClient`.
+
+    It answers the same protocol (:class:`~hermes.aeriel.client.StreamingClient`, with the
+    names and arguments of the thread-based clients) with one difference: ``infer``,
+    ``sequence(id).send`` and ``close`` are coroutines. Awaiting ``infer``/``send`` waits for
+    room in the window (backpressure) and gives an ``asyncio.Future`` of the
+    :class:`Result`, not the result: ``future = await client.infer(x)``, then
+    ``result = await future`` (so many requests can be in flight from one task).
     """
 
     def _start(self) -> None:

@@ -33,6 +33,7 @@ import grpc
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from hermes.aeriel._lifecycle import Closeable, Deadline
 from hermes.aeriel.client._core import ClientCore, SequenceCore, _Pending
 from hermes.aeriel.client._discovery import discover
 from hermes.aeriel.client._errors import translate, translated
@@ -63,13 +64,14 @@ def _predecessor_infer_error(kwargs: dict[str, Any]) -> TypeError:
     )
 
 
-class InferenceClient(ClientCore):
+class InferenceClient(ClientCore, Closeable):
     """A streaming gRPC client for one model on a Triton server.
 
     Opening the client connects, reads the model's signature (for ensembles also the
     streaming groups and the sequence capacity), registers nothing yet and starts one gRPC
     stream. Every request returns a :class:`concurrent.futures.Future` resolving to a
-    :class:`Result`.
+    :class:`Result`. It is a :class:`~hermes.aeriel.client.StreamingClient`, like the
+    many-server :class:`~hermes.aeriel.routing.RoutingClient`.
 
     Args:
         url: gRPC endpoint, ``"host:port"``.
@@ -315,13 +317,10 @@ class InferenceClient(ClientCore):
         if self._closed:
             return
         self._closing = True
-        deadline = time.perf_counter() + (self.timeout_s if timeout_s is None else timeout_s)
+        deadline = Deadline(self.timeout_s if timeout_s is None else timeout_s)
         with self._wake:
-            while self._pending and self._broken is None:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._wake.wait(remaining)
+            while self._pending and self._broken is None and not deadline.expired:
+                self._wake.wait(deadline.remaining_s)
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -351,12 +350,6 @@ class InferenceClient(ClientCore):
                 self._grpc.close()
             except Exception as exc:  # pragma: no cover
                 logger.debug("closing the gRPC client failed: %s", exc)
-
-    def __enter__(self) -> InferenceClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Sequence(SequenceCore):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hermes.aeriel._lifecycle import Deadline
 from hermes.aeriel.exceptions import ProfileError
 from hermes.aeriel.profile._target import StreamTarget
 
@@ -236,9 +237,9 @@ def run_streams(
         try:
             for thread in threads:
                 thread.start()
-            deadline = start + timeout_s
+            deadline = Deadline(timeout_s)
             for stream in streams:
-                if not stream.done.wait(max(deadline - time.perf_counter(), 0.0)):
+                if not stream.done.wait(deadline.remaining_s):
                     raise ProfileError(f"streaming {target.model!r} did not finish within {timeout_s:.0f} s")
             wall = time.perf_counter() - start
             cpu = time.process_time() - cpu0

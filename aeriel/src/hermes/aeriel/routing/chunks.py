@@ -28,14 +28,14 @@ import concurrent.futures
 import dataclasses
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from hermes.aeriel.exceptions import InputValidationError, StreamOrderError
 
 if TYPE_CHECKING:
-    from hermes.aeriel.client import Result
+    from hermes.aeriel.client import Result, SequenceLike
 
 __all__ = ["Block", "ChunkedStream", "Gap"]
 
@@ -43,12 +43,6 @@ __all__ = ["Block", "ChunkedStream", "Gap"]
 def _fmt(position: float) -> str:
     """A position for a message: ``6`` for a sample index, ``1000000001.1015625`` for a GPS time."""
     return f"{position:.9f}".rstrip("0").rstrip(".")
-
-
-class _Sendable(Protocol):
-    sequence_id: Any
-
-    def infer(self, inputs: Mapping[str, np.ndarray], *, end: bool = False) -> Future[Result]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +88,7 @@ class ChunkedStream:
     """Feed a streaming sequence with chunks of any length (see the module docstring).
 
     Args:
-        open_sequence: returns a new sequence (``.infer(inputs, end=)``, ``.sequence_id``);
+        open_sequence: returns a new sequence (any :class:`~hermes.aeriel.client.SequenceLike`);
             called once at start and again on each restart after a gap.
         update_sizes: ``{input group: s·B samples per update}`` (from the ensemble's record).
         delays: ``{output: samples it trails the input by}``.
@@ -108,7 +102,7 @@ class ChunkedStream:
 
     def __init__(
         self,
-        open_sequence: Callable[[], _Sendable],
+        open_sequence: Callable[[], SequenceLike[Future[Result]]],
         update_sizes: Mapping[str, int],
         delays: Mapping[str, int] | None = None,
         *,
@@ -288,7 +282,7 @@ class ChunkedStream:
         self._pending_gaps.clear()
         self._sent_at += size / self.rates[first]
         self._index += 1
-        answer = self.sequence.infer(inputs, end=end)
+        answer = self.sequence.send(inputs, end=end)
         block: Future[Block] = Future()
 
         def relay(done: Future[Result]) -> None:

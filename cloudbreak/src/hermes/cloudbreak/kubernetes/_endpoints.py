@@ -1,4 +1,7 @@
-"""Server endpoints handed to the aeriel multi-server client, in memory and as a JSON file.
+"""Server endpoints handed to the aeriel multi-server client, as a JSON file.
+
+:class:`Endpoint` is aeriel's own (:class:`hermes.aeriel.endpoints.Endpoint`): one type from
+the deployment that finds the servers to the client that routes over them.
 
 The file has exactly this shape, one entry per Triton server replica::
 
@@ -12,42 +15,15 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hermes.aeriel.endpoints import Endpoint
+from hermes.aeriel.exceptions import EndpointError
 from hermes.cloudbreak.exceptions import CloudConfigError
 
 __all__ = ["Endpoint", "read_endpoints", "write_endpoints"]
 
 _KEYS = ("name", "grpc", "http", "metrics")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Endpoint:
-    """Where one Triton server answers; every address is ``host:port``.
-
-    Args:
-        name: the server's name (its Deployment and Service).
-        grpc: the gRPC address.
-        http: the HTTP address.
-        metrics: the Prometheus metrics address.
-    """
-
-    name: str
-    grpc: str
-    http: str
-    metrics: str
-
-    def __post_init__(self) -> None:
-        for key in _KEYS[1:]:
-            value = getattr(self, key)
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise CloudConfigError(f"Endpoint.{key} must be 'host:port', got {value!r}")
-
-    def to_dict(self) -> dict[str, str]:
-        """``{"name", "grpc", "http", "metrics"}`` as the aeriel client reads it."""
-        return asdict(self)
 
 
 def write_endpoints(path: str | Path, endpoints: Iterable[Endpoint]) -> Path:
@@ -78,5 +54,8 @@ def read_endpoints(path: str | Path) -> list[Endpoint]:
             raise CloudConfigError(
                 f"{path}: each endpoint needs exactly the keys {list(_KEYS)}, got {item!r}"
             )
-        out.append(Endpoint(**item))
+        try:
+            out.append(Endpoint(**item))
+        except EndpointError as exc:
+            raise CloudConfigError(f"{path}: {exc}") from exc
     return out

@@ -237,7 +237,6 @@ class EndpointWatcher:
 
         Removals run in their own threads, so a drain does not delay the next addition.
         """
-        from hermes.aeriel.routing import Endpoint as AerielEndpoint
 
         def change(added: list[Endpoint], removed: list[Endpoint]) -> None:
             for e in removed:
@@ -251,9 +250,7 @@ class EndpointWatcher:
                 worker.start()
                 self._workers.append(worker)
             for e in added:
-                cluster_client.add_endpoint(
-                    AerielEndpoint(name=e.name, grpc=e.grpc, http=e.http, metrics=e.metrics)
-                )
+                cluster_client.add_endpoint(e)  # aeriel's Endpoint: handed over as it is
 
         self.on_change = change
         return self
