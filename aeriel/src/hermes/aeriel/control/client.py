@@ -44,6 +44,23 @@ ADMIN_TOKEN_HEADER = "hermes-admin-token"
 # (its refusal: "This protocol is restricted, expecting header 'triton-grpc-protocol-<key>'").
 _GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 _POLL_S = 0.05
+_MAX_MESSAGE = 2**31 - 1  # tritonclient's own limit (INT32_MAX), kept when passing channel options
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+def _channel_args(grpc_address: str, direct: bool | None) -> list[tuple[str, int]] | None:
+    """gRPC channel options: for a server on this node, no HTTP proxy.
+
+    grpcio sends every channel through ``https_proxy``/``http_proxy`` when set (HPC login and
+    compute nodes often set them), and a proxy cannot reach this node's loopback.
+    """
+    if not (direct or (direct is None and grpc_address.startswith(_LOOPBACK))):
+        return None  # tritonclient's defaults
+    return [
+        ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ("grpc.max_receive_message_length", _MAX_MESSAGE),
+        ("grpc.enable_http_proxy", 0),
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +108,8 @@ class ControlClient(Closeable):
         admin_header: the key the server was started with (``<key>=<token>``).
         grpc_client: an existing ``tritonclient.grpc.InferenceServerClient`` to use (not closed
             by :meth:`close`); by default the client opens its own.
+        direct: never go through an HTTP proxy (``https_proxy``); ``None`` (default): direct
+            for a loopback address, as the environment says otherwise.
 
     Raises (from every call):
         ConnectionFailed: the server did not answer.
@@ -106,6 +125,7 @@ class ControlClient(Closeable):
         admin_token: str | None = None,
         admin_header: str = ADMIN_TOKEN_HEADER,
         grpc_client: Any = None,
+        direct: bool | None = None,
     ):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
@@ -114,7 +134,11 @@ class ControlClient(Closeable):
         self._headers = {_GRPC_HEADER_PREFIX + admin_header.lower(): admin_token} if admin_token else None
         self._owns_grpc = grpc_client is None
         self._grpc = (
-            grpc_client if grpc_client is not None else grpcclient.InferenceServerClient(self.endpoint.grpc)
+            grpc_client
+            if grpc_client is not None
+            else grpcclient.InferenceServerClient(
+                self.endpoint.grpc, channel_args=_channel_args(self.endpoint.grpc, direct)
+            )
         )
         self._closed = threading.Event()  # also ends a wait of load/unload at once
 

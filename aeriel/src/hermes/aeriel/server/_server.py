@@ -189,8 +189,8 @@ class Server(Closeable):
         local = Endpoint(name=self.name, grpc=f"{local_host(self.spec.address)}:{self.spec.grpc_port}")
         token = restricted_token(self.spec.server_args)
         if token is None:
-            return ControlClient(local, timeout_s=2.0)
-        return ControlClient(local, timeout_s=2.0, admin_header=token[0], admin_token=token[1])
+            return ControlClient(local, timeout_s=2.0, direct=True)
+        return ControlClient(local, timeout_s=2.0, direct=True, admin_header=token[0], admin_token=token[1])
 
     def endpoint_entry(self) -> dict[str, str]:
         """This server as one entry of the endpoints JSON (see :func:`hermes.aeriel.routing.load_endpoints`)."""
