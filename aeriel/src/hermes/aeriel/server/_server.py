@@ -100,16 +100,22 @@ _RESTRICTED_FLAGS = ("--grpc-restricted-protocol", "--http-restricted-api")
 
 def redacted(argv: Sequence[str]) -> list[str]:
     """``argv`` with the tokens of Triton's restricted-API flags replaced by ``***`` (for logs)."""
-    out, hide_next = [], False
-    for arg in argv:
+    out = []
+    for i, arg in enumerate(argv):
         flag, sep, value = arg.partition("=")
-        if hide_next or (sep and flag in _RESTRICTED_FLAGS):
-            head, eq, _token = (value if sep and not hide_next else arg).rpartition("=")
-            masked = f"{head}=***" if eq else "***"
-            arg = f"{flag}={masked}" if sep and not hide_next else masked
-        hide_next = arg in _RESTRICTED_FLAGS
-        out.append(arg)
+        if sep and flag in _RESTRICTED_FLAGS:
+            out.append(f"{flag}={_masked(value)}")
+        elif i and argv[i - 1] in _RESTRICTED_FLAGS:
+            out.append(_masked(arg))
+        else:
+            out.append(arg)
     return out
+
+
+def _masked(setting: str) -> str:
+    """``<apis>:<key>=***`` for ``<apis>:<key>=<token>``."""
+    head, eq, _token = setting.rpartition("=")
+    return f"{head}=***" if eq else "***"
 
 
 def restricted_token(server_args: Sequence[str]) -> tuple[str, str] | None:
