@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 
 from hermes.aeriel import load_endpoints, serve
 from hermes.aeriel.server._advertise import advertised_host, node_address
-from hermes.aeriel.server._server import _log_excerpt
+from hermes.aeriel.server._logs import log_excerpt
 from hermes.aeriel.testing import leftover_resources
 
 HERMES = str(Path(sys.executable).parent / "hermes")
@@ -110,5 +110,5 @@ CAUSE = (
 def test_log_excerpt_keeps_cuda_errors_that_are_the_cause_and_drops_only_known_noise():
     text = "\n".join([*CPU_NOISE, "I1203 10:00:00.5 1 server.cc:1] loading", CAUSE,
                       "E1203 10:00:02 1 cuda_memory_manager.cc:9] CUDA out of memory"])  # fmt: skip
-    excerpt = _log_excerpt(text, models=["aframe"]).splitlines()
+    excerpt = log_excerpt(text, models=["aframe"]).splitlines()
     assert excerpt == [CAUSE, "E1203 10:00:02 1 cuda_memory_manager.cc:9] CUDA out of memory"]

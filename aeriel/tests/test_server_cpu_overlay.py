@@ -164,7 +164,7 @@ def test_hermes_serve_cpu_serves_the_gpu_repository_and_lists_the_moved_groups(g
 def test_apptainer_binds_the_repository_at_its_own_path_so_the_overlay_links_resolve(
     gpu_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from .test_serve_apptainer import calls, make_fake_bin
+    from .test_server_apptainer import calls, make_fake_bin
 
     bindir = make_fake_bin(tmp_path / "fakebin")
     log = tmp_path / "apptainer-calls.jsonl"

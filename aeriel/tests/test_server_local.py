@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 
 from hermes.aeriel import (
     ModelLoadError,
@@ -49,13 +48,16 @@ def test_python_model_answers_over_grpc_and_http(triton_repo, start_triton, writ
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
 
-    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    try:
-        result = client.infer("add_sub", _add_sub_inputs(httpclient, a, b))
-        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
-        np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
-    finally:
-        client.close()
+    # HTTP: the KServe v2 JSON protocol, spoken directly (hermes itself only uses gRPC)
+    body = {"inputs": [{"name": n, "shape": [16], "datatype": "FP32", "data": x.tolist()}
+                       for n, x in (("INPUT0", a), ("INPUT1", b))]}  # fmt: skip
+    request = urllib.request.Request(
+        f"{server.http_url}/v2/models/add_sub/infer", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        outputs = {o["name"]: np.array(o["data"], np.float32) for o in json.load(response)["outputs"]}
+    np.testing.assert_array_equal(outputs["OUTPUT0"], a + b)
+    np.testing.assert_array_equal(outputs["OUTPUT1"], a - b)
 
 
 def test_start_and_stop_leave_no_process_and_no_shm_region(triton_repo, write_add_sub, tmp_path):

@@ -22,8 +22,9 @@ from hermes.aeriel.client import (
     StreamTarget,
     TensorSpec,
 )
-from hermes.aeriel.control import ModelManager, SwapReport
+from hermes.aeriel.control import ControlClient, ModelManager, SwapReport
 from hermes.aeriel.exceptions import (
+    AccessDenied,
     AerielError,
     ClientClosedError,
     ClientError,
@@ -33,6 +34,8 @@ from hermes.aeriel.exceptions import (
     InferenceFailed,
     InferenceTimeout,
     InputValidationError,
+    ModelControlError,
+    ModelControlTimeout,
     ModelLoadError,
     PortInUseError,
     ProfileError,
@@ -67,6 +70,7 @@ from hermes.aeriel.server import (
 __version__ = _version("hermes-aeriel")
 
 __all__ = [
+    "AccessDenied",
     "AerielError",
     "ApptainerRuntime",
     "AsyncInferenceClient",
@@ -74,6 +78,7 @@ __all__ = [
     "ClientClosedError",
     "ClientError",
     "ConnectionFailed",
+    "ControlClient",
     "Endpoint",
     "EndpointError",
     "HashRing",
@@ -85,6 +90,8 @@ __all__ = [
     "LatencyStats",
     "LocalRuntime",
     "ModelControl",
+    "ModelControlError",
+    "ModelControlTimeout",
     "ModelLoadError",
     "ModelManager",
     "Monitor",

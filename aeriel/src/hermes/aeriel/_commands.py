@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -87,7 +88,7 @@ def _launch(start: Callable[[], Server], *, timeout_s: float, attempts: int, sig
     Every server started is appended to ``launched`` (the caller closes them). A start that
     fails on a port already in use is retried on new ports, ``attempts`` times in all.
     """
-    from hermes.aeriel.exceptions import ServerExitedError
+    from hermes.aeriel.exceptions import PortInUseError
 
     for attempt in range(attempts):
         server = start()
@@ -96,16 +97,59 @@ def _launch(start: Callable[[], Server], *, timeout_s: float, attempts: int, sig
         try:
             server.wait_ready(timeout_s)
             return server
-        except ServerExitedError as exc:
+        except PortInUseError:
             signals.disarm()
             server.close()
-            if attempt + 1 < attempts and "Address already in use" in exc.log_excerpt:
-                logging.getLogger("hermes.aeriel.server").warning(
-                    "port collision starting tritonserver; retrying on new ports"
-                )
-                continue
-            raise
+            if attempt + 1 == attempts:
+                raise
+            logging.getLogger("hermes.aeriel.server").warning(
+                "port collision starting tritonserver; retrying on new ports"
+            )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _serve_until_stopped(start: Callable[[], Server], *, timeout_s: float, attempts: int) -> None:
+    """Launch, announce, and serve until tritonserver ends (exit 1) or SIGINT/SIGTERM (exit 0).
+
+    Whatever happens, every server launched is closed before this returns.
+    """
+    launched: list[Server] = []
+    with _StopSignals() as signals:
+        try:
+            _serve_until_exit(
+                start, timeout_s=timeout_s, attempts=attempts, signals=signals, launched=launched
+            )
+        except _Interrupted as stopped:
+            signals.disarm()
+            ready = any(s.ready_after_s is not None for s in launched)
+            when = "" if ready else " before tritonserver was ready"
+            typer.echo(f"received {stopped.signal_name}{when}; stopping tritonserver")
+            for started in launched:
+                started.close()
+            typer.echo(f"stopped (exit status {launched[-1].returncode if launched else None})")
+        finally:
+            signals.disarm()
+            for started in launched:
+                started.close()
+
+
+def _serve_until_exit(start: Callable[[], Server], *, timeout_s: float, attempts: int, signals: _StopSignals,
+                      launched: list[Server]) -> None:  # fmt: skip
+    """Serve until tritonserver ends by itself; a hermes error is printed and exits 1."""
+    from hermes.aeriel.exceptions import AerielError
+
+    try:
+        server = _launch(start, timeout_s=timeout_s, attempts=attempts, signals=signals, launched=launched)
+        _announce(server)
+        _wait_for_exit(server)  # until tritonserver ends by itself (a signal raises _Interrupted)
+        signals.disarm()
+        raise server.exit_error()
+    except (AerielError, ValueError) as exc:
+        signals.disarm()
+        for started in launched:
+            started.close()
+        typer.echo(f"hermes serve: error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def serve_command(
@@ -192,66 +236,19 @@ def serve_command(
     ),
 ) -> None:
     """Start Triton on REPOSITORY, print its endpoints when ready, and serve until Ctrl-C or SIGTERM."""
-    from hermes.aeriel.exceptions import AerielError
     from hermes.aeriel.server import serve
 
     chosen_runtime = _runtime(runtime, image, image_dir, pass_env, pull_timeout_s)
-
-    def start() -> Server:
-        server = serve(
-            repository,
-            runtime=chosen_runtime,
-            image=None if image is not None and not isinstance(chosen_runtime, str) else image,
-            models=model or None,
-            address=address,
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            log_file=log_file,
-            server_args=server_arg or (),
-            gpus=_parse_gpus(gpus),
-            timeout_s=timeout_s,
-            wait=False,
-            advertise=advertise,
-            endpoints_file=endpoints_file,
-            name=name,
-            exit_timeout_s=exit_timeout_s,
-            instance_kind="cpu" if cpu else None,
-        )
-        server.grace_s = stop_grace_s
-        return server
-
+    start = functools.partial(
+        serve, repository, runtime=chosen_runtime,
+        image=None if image is not None and not isinstance(chosen_runtime, str) else image,
+        models=model or None, address=address, http_port=http_port, grpc_port=grpc_port,
+        metrics_port=metrics_port, log_file=log_file, server_args=server_arg or (), gpus=_parse_gpus(gpus),
+        timeout_s=timeout_s, wait=False, advertise=advertise, endpoints_file=endpoints_file, name=name,
+        exit_timeout_s=exit_timeout_s, instance_kind="cpu" if cpu else None, stop_grace_s=stop_grace_s,
+    )  # fmt: skip
     auto_ports = http_port is None and grpc_port is None and metrics_port is None
-    launched: list[Server] = []
-    with _StopSignals() as signals:
-        try:
-            try:
-                server = _launch(
-                    start, timeout_s=timeout_s, attempts=3 if auto_ports else 1, signals=signals,
-                    launched=launched,
-                )  # fmt: skip
-                _announce(server)
-                _wait_for_exit(server)  # until tritonserver ends by itself (a signal raises _Interrupted)
-                signals.disarm()
-                raise server.exit_error()
-            except (AerielError, ValueError) as exc:
-                signals.disarm()
-                for started in launched:
-                    started.close()
-                typer.echo(f"hermes serve: error: {exc}", err=True)
-                raise typer.Exit(1) from None
-        except _Interrupted as stopped:
-            signals.disarm()
-            ready = any(s.ready_after_s is not None for s in launched)
-            when = "" if ready else " before tritonserver was ready"
-            typer.echo(f"received {stopped.signal_name}{when}; stopping tritonserver")
-            for started in launched:
-                started.close()
-            typer.echo(f"stopped (exit status {launched[-1].returncode if launched else None})")
-        finally:
-            signals.disarm()
-            for started in launched:
-                started.close()
+    _serve_until_stopped(start, timeout_s=timeout_s, attempts=3 if auto_ports else 1)
 
 
 def _runtime(runtime: str, image: str | None, image_dir: Path | None, pass_env: list[str] | None,

@@ -11,9 +11,12 @@ refine, so ``except TimeoutError`` keeps working.
     - ServerStartTimeout (also TimeoutError): not ready within the deadline
     - ServerExitedError (also RuntimeError): the process ended while it was needed
       - PortInUseError: it could not bind a port it was given (another process holds it)
-    - ModelLoadError (also RuntimeError): a model did not load; quotes Triton's reason
+    - ModelControlTimeout (also TimeoutError): a load or unload did not finish in time
+    - ModelControlError (also RuntimeError): the server refused a control call; quotes its answer
+      - ModelLoadError: a model did not load (or unload); quotes Triton's reason
     - ImagePullError (also RuntimeError): pulling a container image failed or timed out
   + ClientError
+    - AccessDenied (also PermissionError): the server's restricted API refused the call (no or a wrong token)
     - ConnectionFailed (also ConnectionError)
       - ServerLost: a server of a cluster went away; its sequences' state is gone
     - InferenceTimeout (also TimeoutError)
@@ -71,7 +74,15 @@ class PortInUseError(ServerPreflightError, ServerExitedError):
     """
 
 
-class ModelLoadError(ServerError, RuntimeError):
+class ModelControlTimeout(ServerError, TimeoutError):
+    """A model load or unload did not finish before its deadline (the server itself is up)."""
+
+
+class ModelControlError(ServerError, RuntimeError):
+    """The server answered a control call (repository index, statistics, load) with an error."""
+
+
+class ModelLoadError(ModelControlError):
     """A model failed to load; the message names the model and quotes Triton's reason."""
 
     def __init__(self, message: str, *, model: str | None = None, reason: str = ""):
@@ -94,6 +105,11 @@ class ImagePullError(ServerError, RuntimeError):
 
 class ClientError(AerielError):
     """A request to an inference server failed."""
+
+
+class AccessDenied(ClientError, PermissionError):
+    """The server refused the call: its API is restricted (``--grpc-restricted-protocol``) and the
+    call carried no token or a wrong one. Give the server's admin token (``admin_token=``)."""
 
 
 class ConnectionFailed(ClientError, ConnectionError):

@@ -205,7 +205,7 @@ def triton_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedT
 
 
 def _ready_models(server: Server) -> set[str]:
-    return {str(m["name"]) for m in server.repository_index() if m.get("state") == "READY"}
+    return {entry.name for entry in server.repository_index() if entry.state == "READY"}
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 
+from hermes.aeriel._errors import translated
 from hermes.aeriel.client._core import AbandonRequest, ClientCore, SequenceCore, _Pending
 from hermes.aeriel.client._discovery import discover_async
-from hermes.aeriel.client._errors import translated
 from hermes.aeriel.client._options import SequenceId
 from hermes.aeriel.client._requests import InputsLike, Prepared
 from hermes.aeriel.client._result import Callback, LatencyStats, Result

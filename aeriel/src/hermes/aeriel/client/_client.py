@@ -33,13 +33,14 @@ import grpc
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from hermes.aeriel._errors import translate, translated
 from hermes.aeriel._lifecycle import Closeable, Deadline
 from hermes.aeriel.client._core import ClientCore, SequenceCore, _Pending
 from hermes.aeriel.client._discovery import discover
-from hermes.aeriel.client._errors import translate, translated
 from hermes.aeriel.client._options import SequenceId
 from hermes.aeriel.client._requests import InputsLike
 from hermes.aeriel.client._result import Callback, LatencyStats, Result
+from hermes.aeriel.control.client import ControlClient
 from hermes.aeriel.exceptions import InferenceTimeout
 
 __all__ = ["InferenceClient", "Sequence"]
@@ -284,24 +285,8 @@ class InferenceClient(ClientCore, Closeable):
 
     def server_stats(self) -> dict[str, float]:
         """Triton's cumulative statistics for the model: request count and mean queue/compute seconds."""
-        with translated(endpoint=self.url, model=self.model_name):
-            stats = self._grpc.get_inference_statistics(self.model_name, self.model_version, as_json=True)
-        model_stats = stats.get("model_stats", [])
-        if not model_stats:
-            return {"count": 0.0}
-        infer = model_stats[0].get("inference_stats", {})
-        count = float(infer.get("success", {}).get("count", 0))
-
-        def mean(key: str) -> float:
-            return float(infer.get(key, {}).get("ns", 0)) / 1e9 / count if count else 0.0
-
-        return {
-            "count": count,
-            "queue_s": mean("queue"),
-            "compute_input_s": mean("compute_input"),
-            "compute_infer_s": mean("compute_infer"),
-            "compute_output_s": mean("compute_output"),
-        }
+        control = ControlClient(self.url, timeout_s=self.timeout_s, grpc_client=self._grpc)
+        return control.mean_statistics(self.model_name, self.model_version)
 
     def wait_all(self, timeout_s: float | None = None) -> None:
         """Block until every request sent so far is answered (or failed)."""

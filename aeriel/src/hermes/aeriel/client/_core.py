@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from hermes.aeriel.client._errors import is_stream_failure, request_id_of, translate, translated
+from hermes.aeriel._errors import is_stream_failure, request_id_of, translate, translated
 from hermes.aeriel.client._options import ClientOptions, SequenceId, check_sequence_id, version_string
 from hermes.aeriel.client._requests import InputsLike, Prepared, RequestBuilder
 from hermes.aeriel.client._result import Callback, LatencyStats, LatencyTracker, Result, Timings

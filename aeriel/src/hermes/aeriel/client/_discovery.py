@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from hermes.aeriel.client._errors import translated
+from hermes.aeriel._errors import translated
 from hermes.aeriel.client._signature import ModelSignature, ensemble_steps, read_signature
 from hermes.aeriel.exceptions import ConnectionFailed, InferenceFailed
 

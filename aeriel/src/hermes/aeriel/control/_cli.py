@@ -2,8 +2,11 @@
 
 Every command takes the servers as ``--endpoints FILE`` (``{"endpoints": [{"name", "grpc",
 "http", "metrics"}]}``, the cloud deployment's output, or one endpoint per line) and/or
-repeated ``--url host:port`` (gRPC addresses). Loads, unloads and swaps go through
-:class:`~hermes.aeriel.routing.ModelManager` (explicit model control, every server at once).
+repeated ``--url host:port`` (gRPC addresses). Every call goes through
+:class:`~hermes.aeriel.control.ModelManager` and its one
+:class:`~hermes.aeriel.control.ControlClient` per server (explicit model control, every server
+at once); ``--admin-token`` (or ``$HERMES_ADMIN_TOKEN``) is sent with each call for servers whose
+model-repository API is restricted.
 
 Exit status: 0 on success, 1 when a server is unreachable or Triton refuses (the message names
 the server and quotes Triton's reason), 2 for bad arguments.
@@ -13,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,13 @@ import numpy as np
 import typer
 
 from hermes.aeriel._cli import register
+from hermes.aeriel._lifecycle import Deadline
+from hermes.aeriel.control.client import RepositoryEntry
+from hermes.aeriel.control.model_manager import ModelManager
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
-from hermes.aeriel.exceptions import (
-    AerielError,
-    ConnectionFailed,
-    EndpointError,
-    ModelLoadError,
-    ServerError,
-    ServerStartTimeout,
-)
+from hermes.aeriel.exceptions import AerielError, ConnectionFailed, EndpointError, ModelLoadError
 
 __all__ = ["models_app"]
-
-logger = logging.getLogger("hermes.aeriel.routing.cli")
 
 models_app = typer.Typer(
     name="models",
@@ -48,6 +43,16 @@ models_app = typer.Typer(
 
 _ENDPOINTS_HELP = "JSON file {'endpoints': [{name, grpc, http, metrics}]} (or one endpoint per line)."
 _URL_HELP = "gRPC address host:port of a server; repeat for several."
+_TOKEN_HELP = (
+    "Admin token of the servers' restricted model-repository API (--grpc-restricted-protocol); "
+    "better set in the environment than on the command line."
+)
+
+
+def _token_option() -> Any:
+    return typer.Option(
+        None, "--admin-token", envvar="HERMES_ADMIN_TOKEN", help=_TOKEN_HELP, show_default=False
+    )
 
 
 def _servers(endpoints_file: Path | None, urls: list[str]) -> list[Endpoint]:
@@ -74,75 +79,13 @@ def _reported(command: str) -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-class _Servers:
-    """One tritonclient gRPC client per server, with its errors translated; a context manager."""
-
-    def __init__(self, endpoints: list[Endpoint], timeout_s: float):
-        import tritonclient.grpc as grpcclient
-
-        self.endpoints = endpoints
-        self.timeout_s = timeout_s
-        self._clients = {ep.name: grpcclient.InferenceServerClient(ep.grpc) for ep in endpoints}
-
-    def call(self, ep: Endpoint, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<method>(*args, **kwargs)`` on ``ep`` within ``timeout_s``.
-
-        Raises:
-            ConnectionFailed: the server did not answer (names it and gRPC's reason).
-            ServerError: the server answered with an error (quotes Triton's message).
-        """
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            return getattr(self._clients[ep.name], method)(*args, client_timeout=self.timeout_s, **kwargs)
-        except InferenceServerException as exc:
-            status = str(exc.status() or "")
-            if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
-                raise ConnectionFailed(
-                    f"server {_where(ep)} is unreachable ({what}): {exc.message()}"
-                ) from exc
-            raise ServerError(f"server {_where(ep)}: {what} failed: {exc.message()}") from exc
-
-    def check_reachable(self) -> None:
-        """Raise ConnectionFailed naming every server that does not answer a liveness check."""
-        down = []
-        for ep in self.endpoints:
-            try:
-                self.call(ep, "liveness check", "is_server_live")
-            except ConnectionFailed as exc:
-                down.append(str(exc))
-        if down:
-            raise ConnectionFailed("\n".join(down))
-
-    def close(self) -> None:
-        """Close every client. Idempotent."""
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            with contextlib.suppress(Exception):
-                client.close()
-
-    def __enter__(self) -> _Servers:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _where(ep: Endpoint) -> str:
-    """``name (host:port)``, or just ``host:port`` when that is the name."""
-    return ep.name if ep.name == ep.grpc else f"{ep.name} ({ep.grpc})"
-
-
-def _index_rows(server: str, index: dict[str, Any]) -> list[dict[str, str]]:
+def _index_rows(server: str, index: list[RepositoryEntry]) -> list[dict[str, str]]:
     """Rows ``{server, model, versions, state, reason}``: one per model and state, versions joined."""
     groups: dict[tuple[str, str, str], list[int]] = {}
-    for entry in index.get("models", []):
-        state = str(entry.get("state") or "UNLOADED")
-        key = (str(entry.get("name", "")), state, str(entry.get("reason") or ""))
-        versions = groups.setdefault(key, [])
-        version = str(entry.get("version") or "")
-        if version.isdigit():
-            versions.append(int(version))
+    for entry in index:
+        versions = groups.setdefault((entry.name, entry.state or "UNLOADED", entry.reason), [])
+        if entry.version.isdigit():
+            versions.append(int(entry.version))
     return [
         {
             "server": server,
@@ -170,17 +113,16 @@ def list_command(
     model: list[str] = typer.Option([], "--model", "-m", help="Only this model; repeat for several."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list instead of a table."),
     timeout_s: float = typer.Option(10.0, "--timeout", help="Seconds each server may take to answer."),
+    admin_token: str | None = _token_option(),
 ) -> None:
     """Print a table of every model, its versions and their state on each server."""
     servers = _servers(endpoints, url)
     rows: list[dict[str, str]] = []
     down: list[str] = []
-    with _reported("list"), _Servers(servers, timeout_s) as clients:
+    with _reported("list"), ModelManager(servers, timeout_s=timeout_s, admin_token=admin_token) as manager:
         for ep in servers:
             try:
-                index = clients.call(
-                    ep, "reading the repository index", "get_model_repository_index", as_json=True
-                )
+                index = manager.client(ep).repository_index()
             except ConnectionFailed as exc:
                 down.append(str(exc))
                 continue
@@ -197,22 +139,22 @@ def list_command(
         raise typer.Exit(1)
 
 
-def _print_ready(manager: Any, name: str) -> None:
+def _print_ready(manager: ModelManager, name: str) -> None:
     for server, versions in manager.ready_versions(name).items():
         ready = ", ".join(str(v) for v in versions) or "none"
         typer.echo(f"  {server}: {name} ready versions {ready}")
 
 
 @contextlib.contextmanager
-def _rolled_back_on_failure(manager: Any, name: str, command: str, timeout_s: float) -> Iterator[None]:
+def _rolled_back_on_failure(
+    manager: ModelManager, name: str, command: str, timeout_s: float
+) -> Iterator[None]:
     """On a failed load, put every server back to the versions of ``name`` it served before.
 
     A load goes to all servers at once, so when one refuses, the others may already serve
     the new versions; a cluster that answers with different versions is worse than none
     changed. The original error is re-raised after the roll-back.
     """
-    from hermes.aeriel.control.model_manager import ModelManager
-
     before = manager.ready_versions(name)
     try:
         yield
@@ -223,11 +165,10 @@ def _rolled_back_on_failure(manager: Any, name: str, command: str, timeout_s: fl
             if now.get(ep.name) == versions:
                 continue
             try:
-                with ModelManager(ep, timeout_s=timeout_s) as one:
-                    if versions:
-                        one.load(name, versions=versions)
-                    else:
-                        one.unload(name)
+                if versions:
+                    manager.client(ep).load(name, versions=versions, timeout_s=timeout_s)
+                else:
+                    manager.client(ep).unload(name, timeout_s=timeout_s)
             except AerielError as exc:
                 typer.echo(f"hermes models {command}: could not roll back {ep.name}: {exc}", err=True)
                 continue
@@ -245,17 +186,12 @@ def load_command(
     endpoints: Path | None = typer.Option(None, "--endpoints", "-e", help=_ENDPOINTS_HELP),
     url: list[str] = typer.Option([], "--url", "-u", help=_URL_HELP),
     timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds the load may take on each server."),
+    admin_token: str | None = _token_option(),
 ) -> None:
     """Load (or reload) NAME on every server and wait until it is ready."""
-    from hermes.aeriel.control.model_manager import ModelManager
-
     servers = _servers(endpoints, url)
-    with (
-        _reported("load"),
-        _Servers(servers, timeout_s) as clients,
-        ModelManager(servers, timeout_s=timeout_s) as manager,
-    ):
-        clients.check_reachable()
+    with _reported("load"), ModelManager(servers, timeout_s=timeout_s, admin_token=admin_token) as manager:
+        manager.check_reachable()
         started = time.monotonic()
         with _rolled_back_on_failure(manager, name, "load", timeout_s):
             manager.load(name, versions=version or None)
@@ -274,48 +210,15 @@ def unload_command(
     endpoints: Path | None = typer.Option(None, "--endpoints", "-e", help=_ENDPOINTS_HELP),
     url: list[str] = typer.Option([], "--url", "-u", help=_URL_HELP),
     timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds the unload may take on each server."),
+    admin_token: str | None = _token_option(),
 ) -> None:
-    """Unload every version of NAME on every server and wait until none is ready."""
-    from hermes.aeriel.control.model_manager import ModelManager
-
+    """Unload every version of NAME on every server and wait until none is ready or still unloading."""
     servers = _servers(endpoints, url)
-    with (
-        _reported("unload"),
-        _Servers(servers, timeout_s) as clients,
-        ModelManager(servers, timeout_s=timeout_s) as manager,
-    ):
-        clients.check_reachable()
+    with _reported("unload"), ModelManager(servers, timeout_s=timeout_s, admin_token=admin_token) as manager:
+        manager.check_reachable()
         started = time.monotonic()
         manager.unload(name)
-        _wait_unloaded(clients, name, started + timeout_s)
         typer.echo(f"unloaded {name} on {len(servers)} server(s) in {time.monotonic() - started:.2f} s")
-
-
-def _wait_unloaded(clients: _Servers, name: str, deadline: float) -> None:
-    """Wait until no version of ``name`` is still UNLOADING on any server (its instances are gone).
-
-    Raises:
-        ServerStartTimeout: some version was still unloading at ``deadline`` (monotonic seconds).
-    """
-    pause = threading.Event()  # never set: the waits below end by their timeout
-    interval = 0.01
-    while True:
-        unloading = [
-            f"{ep.name} version {entry.get('version')}"
-            for ep in clients.endpoints
-            for entry in clients.call(
-                ep, "reading the repository index", "get_model_repository_index", as_json=True
-            ).get("models", [])
-            if entry.get("name") == name and entry.get("state") == "UNLOADING"
-        ]
-        if not unloading:
-            return
-        if time.monotonic() >= deadline:
-            raise ServerStartTimeout(
-                f"model {name!r} still unloading at the deadline: {', '.join(unloading)}"
-            )
-        pause.wait(interval)
-        interval = min(interval * 1.5, 0.2)
 
 
 _NUMPY_OF_TRITON = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -348,15 +251,14 @@ def zero_inputs(config: dict[str, Any]) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _activity(clients: _Servers, name: str, versions: list[int]) -> dict[tuple[str, int], tuple[str, str]]:
+def _activity(
+    manager: ModelManager, name: str, versions: list[int]
+) -> dict[tuple[str, int], tuple[str, str]]:
     """``{(server, version): (inference count, last inference time)}`` of ``versions`` of ``name``."""
     seen = {}
-    for ep in clients.endpoints:
+    for ep in manager.endpoints:
         for v in versions:
-            stats = clients.call(
-                ep, f"reading the statistics of {name!r} version {v}", "get_inference_statistics",
-                name, str(v), as_json=True,
-            )  # fmt: skip
+            stats = manager.client(ep).statistics(name, v)
             for entry in stats.get("model_stats", []):
                 seen[(ep.name, v)] = (
                     str(entry.get("inference_count", 0)),
@@ -365,7 +267,9 @@ def _activity(clients: _Servers, name: str, versions: list[int]) -> dict[tuple[s
     return seen
 
 
-def _drain_by_idleness(clients: _Servers, name: str, idle_s: float, busy: list[str]) -> Any:
+def _drain_by_idleness(
+    manager: ModelManager, name: str, idle_s: float, busy: list[str]
+) -> Callable[[float, frozenset[int]], int]:
     """A ``drain`` for :meth:`ModelManager.swap`: wait until the old versions get no requests for ``idle_s``.
 
     The command line cannot see the clients' sequences, so it watches Triton's per-version
@@ -378,21 +282,22 @@ def _drain_by_idleness(clients: _Servers, name: str, idle_s: float, busy: list[s
         if not old_versions or timeout_s <= 0 or idle_s <= 0:
             return 0
         versions = sorted(old_versions)
-        deadline = time.monotonic() + timeout_s
-        pause = threading.Event()  # never set: waits below end by their timeout
-        before = _activity(clients, name, versions)
-        while True:
-            pause.wait(max(0.0, min(idle_s, deadline - time.monotonic())))
-            after = _activity(clients, name, versions)
-            changed = sorted(
-                {server for (server, v), seen in after.items() if before.get((server, v)) != seen}
+        seen: dict[tuple[str, int], tuple[str, str]] = {}
+        changed: list[str] = []
+
+        def quiet() -> bool | None:
+            now = _activity(manager, name, versions)
+            first = not seen
+            changed[:] = sorted(
+                {server for (server, v), count in now.items() if seen.get((server, v)) != count}
             )
-            if not changed:
-                return 0
-            if time.monotonic() >= deadline:
-                busy.extend(changed)
-                return 0
-            before = after
+            seen.clear()
+            seen.update(now)
+            return None if first or changed else True  # the first reading is the baseline
+
+        if Deadline(timeout_s).poll(quiet, interval_s=idle_s) is None:
+            busy.extend(changed)
+        return 0
 
     return drain
 
@@ -419,10 +324,9 @@ def swap_command(
     endpoints: Path | None = typer.Option(None, "--endpoints", "-e", help=_ENDPOINTS_HELP),
     url: list[str] = typer.Option([], "--url", "-u", help=_URL_HELP),
     timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds each load may take on each server."),
+    admin_token: str | None = _token_option(),
 ) -> None:
     """Hot-swap NAME to NEW_VERSION on every server: load it beside the old, warm, drain, retire the old."""
-    from hermes.aeriel.control.model_manager import ModelManager
-
     if warmup < 0 or drain_timeout_s < 0 or drain_idle_s < 0:
         typer.echo(
             f"error: --warmup, --drain-timeout and --drain-idle must be >= 0, "
@@ -433,12 +337,8 @@ def swap_command(
     servers = _servers(endpoints, url)
     busy: list[str] = []
     warm_s = [0.0]
-    with (
-        _reported("swap"),
-        _Servers(servers, timeout_s) as clients,
-        ModelManager(servers, timeout_s=timeout_s) as manager,
-    ):
-        clients.check_reachable()
+    with _reported("swap"), ModelManager(servers, timeout_s=timeout_s, admin_token=admin_token) as manager:
+        manager.check_reachable()
 
         def warm(version: int) -> None:
             if warmup == 0:
@@ -454,7 +354,7 @@ def swap_command(
                 name,
                 new_version,
                 on_switch=warm,
-                drain=_drain_by_idleness(clients, name, drain_idle_s, busy),
+                drain=_drain_by_idleness(manager, name, drain_idle_s, busy),
                 drain_timeout_s=drain_timeout_s,
                 timeout_s=timeout_s,
             )

@@ -23,29 +23,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import logging
-import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from hermes.aeriel._lifecycle import Closeable
+from hermes.aeriel.control.client import ADMIN_TOKEN_HEADER, ControlClient
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
-from hermes.aeriel.exceptions import (
-    ClientClosedError,
-    ConnectionFailed,
-    InferenceFailed,
-    ModelLoadError,
-    ServerStartTimeout,
-)
+from hermes.aeriel.exceptions import ClientClosedError, ConnectionFailed
 
 __all__ = ["ModelManager", "SwapReport"]
 
-logger = logging.getLogger("hermes.aeriel.routing")
+logger = logging.getLogger("hermes.aeriel.control")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,12 +67,17 @@ class SwapReport:
     abandoned: int = 0
 
 
-class ModelManager:
+class ModelManager(Closeable):
     """Load, unload and swap model versions on every server of a cluster (explicit mode).
 
+    One :class:`~hermes.aeriel.control.ControlClient` per server does the work; the manager
+    runs it on every server at once.
+
     Args:
-        endpoints: the servers (anything :func:`~hermes.aeriel.routing.load_endpoints` takes).
-        timeout_s: default seconds one load or unload may take.
+        endpoints: the servers (anything :func:`~hermes.aeriel.endpoints.load_endpoints` takes).
+        timeout_s: default seconds one load or unload may take (and one call to a server).
+        admin_token: the token of the servers' restricted API, sent with every call.
+        admin_header: the key the servers were started with (``<key>=<token>``).
 
     ```python
     with ModelManager(endpoints) as models:
@@ -89,118 +86,65 @@ class ModelManager:
     ```
     """
 
-    def __init__(self, endpoints: Any, *, timeout_s: float = 120.0):
+    def __init__(
+        self,
+        endpoints: Any,
+        *,
+        timeout_s: float = 120.0,
+        admin_token: str | None = None,
+        admin_header: str = ADMIN_TOKEN_HEADER,
+    ):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         self.endpoints: list[Endpoint] = (
             [endpoints] if isinstance(endpoints, Endpoint) else load_endpoints(endpoints)
         )
         self.timeout_s = float(timeout_s)
-        self._clients: dict[str, Any] = {}
+        self._token = (admin_token, admin_header)
+        self._clients: dict[str, ControlClient] = {}
         self._closed = False
-        self._wake = threading.Event()  # set by close(): ends the waits of a load
 
-    # ------------------------------------------------------------------ helpers
-    def _client(self, endpoint: Endpoint) -> Any:
+    # ------------------------------------------------------------------ servers
+    def client(self, endpoint: Endpoint) -> ControlClient:
+        """The control client of ``endpoint`` (made on first use, closed with the manager)."""
         if self._closed:
             raise ClientClosedError("this ModelManager is closed; create a new one")
         client = self._clients.get(endpoint.name)
         if client is None:
-            import tritonclient.grpc as grpcclient
-
-            client = grpcclient.InferenceServerClient(endpoint.grpc)
+            token, header = self._token
+            client = ControlClient(endpoint, timeout_s=self.timeout_s, admin_token=token, admin_header=header)
             self._clients[endpoint.name] = client
         return client
 
-    def _call(self, endpoint: Endpoint, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<method>(*args, **kwargs)`` on ``endpoint``, with tritonclient's errors translated."""
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            return getattr(self._client(endpoint), method)(*args, **kwargs)
-        except InferenceServerException as exc:
-            status = str(exc.status() or "")
-            if "UNAVAILABLE" in status:
-                raise ConnectionFailed(
-                    f"{what}: server {endpoint.name} ({endpoint.grpc}) is unreachable"
-                ) from exc
-            raise ModelLoadError(
-                f"{what} on {endpoint.name}: {exc.message()}", reason=str(exc.message())
-            ) from exc
-
-    def _ready_on(self, ep: Endpoint, model: str) -> list[int]:
-        index = self._call(ep, "reading the repository index", "get_model_repository_index", as_json=True)
-        return sorted(
-            int(m["version"])
-            for m in index.get("models", [])
-            if m.get("name") == model and m.get("state") == "READY" and str(m.get("version", "")).isdigit()
-        )
+    def check_reachable(self) -> None:
+        """Raise ConnectionFailed naming every server that does not answer a liveness check."""
+        down = []
+        for ep in self.endpoints:
+            try:
+                self.client(ep).is_live()
+            except ConnectionFailed as exc:
+                down.append(str(exc))
+        if down:
+            raise ConnectionFailed("\n".join(down))
 
     def ready_versions(self, model: str) -> dict[str, list[int]]:
         """``{endpoint name: ready versions of model}`` from each server's repository index."""
-        return {ep.name: self._ready_on(ep, model) for ep in self.endpoints}
+        return {ep.name: self.client(ep).ready_versions(model) for ep in self.endpoints}
 
     def config(self, model: str, endpoint: Endpoint | None = None) -> dict[str, Any]:
         """The model's configuration as the server holds it (JSON form)."""
-        ep = endpoint or self.endpoints[0]
-        data = self._call(
-            ep,
-            f"reading the config of {model!r}",
-            "get_model_config",
-            model,
-            as_json=True,
-        )
-        return dict(data["config"])
+        return self.client(endpoint or self.endpoints[0]).model_config(model)
 
-    def _wait_versions(
-        self, ep: Endpoint, model: str, ready: Iterable[int], gone: Iterable[int], deadline: float
-    ) -> None:
-        ready, gone = list(ready), list(gone)
-        interval = 0.01
-        while True:
-            missing = [v for v in ready if not self._call(ep, "readiness", "is_model_ready", model, str(v))]
-            lingering = [v for v in gone if self._call(ep, "readiness", "is_model_ready", model, str(v))]
-            if not missing and not lingering:
-                return
-            if missing:
-                self._raise_unavailable(ep, model, missing)
-            if time.monotonic() >= deadline:
-                raise ServerStartTimeout(
-                    f"model {model!r} on {ep.name}: version(s) {missing or lingering} "
-                    f"{'not ready' if missing else 'still loaded'} before the deadline"
-                )
-            self._wake.wait(interval)
-            interval = min(interval * 1.5, 0.2)
-
-    def _raise_unavailable(self, ep: Endpoint, model: str, missing: list[int]) -> None:
-        """Raise ModelLoadError for a wanted version Triton does not have or could not load."""
-        index = self._call(
-            ep,
-            "reading the repository index",
-            "get_model_repository_index",
-            as_json=True,
-        )
-        entries = {
-            int(m["version"]): m
-            for m in index.get("models", [])
-            if m.get("name") == model and str(m.get("version", "")).isdigit()
-        }
-        for v in missing:
-            entry = entries.get(v)
-            if entry is None:
-                raise ModelLoadError(
-                    f"model {model!r} version {v} is not in the repository of {ep.name} "
-                    f"(versions there: {sorted(entries) or 'none'}); the previous versions keep serving",
-                    model=model,
-                    reason=f"version {v} not found",
-                )
-            if entry.get("state") == "UNAVAILABLE":
-                reason = str(entry.get("reason", ""))
-                raise ModelLoadError(
-                    f"model {model!r} version {v} failed to load on {ep.name}: {reason}",
-                    model=model,
-                    reason=reason,
-                )
+    def _on_every_server(self, task: Callable[[ControlClient], None]) -> None:
+        """Run ``task`` for every server at once (one thread each); raise the first error."""
+        clients = [self.client(ep) for ep in self.endpoints]  # made before the threads share the dict
+        if len(clients) == 1:
+            task(clients[0])
+            return
+        with concurrent.futures.ThreadPoolExecutor(len(clients), thread_name_prefix="hermes-models") as pool:
+            futures = [pool.submit(task, client) for client in clients]
+        for future in futures:
+            future.result()
 
     # ------------------------------------------------------------------ control
     def load(
@@ -223,78 +167,25 @@ class ModelManager:
         Raises:
             ModelLoadError: a server refused (Triton keeps serving the previous versions).
             ConnectionFailed: a server is unreachable.
-            ServerStartTimeout: a version was not ready (or not gone) in time.
+            ModelControlTimeout: a version was not ready (or not gone) in time.
         """
         wanted = sorted({int(v) for v in versions}) if versions is not None else None
         if wanted is not None and (not wanted or any(v < 1 for v in wanted)):
             raise ValueError(f"versions must be positive integers, got {versions!r}")
         limit = self.timeout_s if timeout_s is None else timeout_s
-        self._on_every_server(lambda ep: self._load_one(ep, model, wanted, config, limit))
 
-    def _on_every_server(self, task: Callable[[Endpoint], None]) -> None:
-        """Run ``task`` for every endpoint at once (one thread each); raise the first error."""
-        for ep in self.endpoints:
-            self._client(ep)  # create the clients before the threads share the dict
-        if len(self.endpoints) == 1:
-            task(self.endpoints[0])
-            return
-        with concurrent.futures.ThreadPoolExecutor(
-            len(self.endpoints), thread_name_prefix="hermes-models"
-        ) as pool:
-            futures = [pool.submit(task, ep) for ep in self.endpoints]
-        for future in futures:
-            future.result()
+        def load_one(client: ControlClient) -> None:
+            started = time.monotonic()
+            client.load(model, versions=wanted, config=config, timeout_s=limit)
+            what = f" versions {wanted}" if wanted else ""
+            logger.info("loaded %s%s on %s in %.2f s", model, what, client.where, time.monotonic() - started)
 
-    def _load_one(
-        self,
-        ep: Endpoint,
-        model: str,
-        wanted: list[int] | None,
-        config: Mapping[str, Any] | None,
-        limit: float,
-    ) -> None:
-        deadline = time.monotonic() + limit
-        cfg = dict(config) if config is not None else None
-        before: list[int] = []
-        if wanted is not None:
-            before = self._ready_on(ep, model)
-            if cfg is None:
-                if not before:
-                    self._call(ep, f"loading {model!r}", "load_model", model, client_timeout=limit)
-                cfg = self.config(model, ep)
-            cfg["version_policy"] = {"specific": {"versions": wanted}}
-        body = json.dumps(cfg) if cfg is not None else None
-        started = time.monotonic()
-        self._call(
-            ep,
-            f"loading {model!r}" + (f" versions {wanted}" if wanted else ""),
-            "load_model",
-            model,
-            config=body,
-            client_timeout=limit,
-        )
-        gone = [v for v in before if wanted is not None and v not in wanted]
-        self._wait_versions(ep, model, wanted or [], gone, deadline)
-        logger.info(
-            "loaded %s%s on %s in %.2f s",
-            model,
-            f" versions {wanted}" if wanted else "",
-            ep.name,
-            time.monotonic() - started,
-        )
+        self._on_every_server(load_one)
 
     def unload(self, model: str, *, timeout_s: float | None = None) -> None:
-        """Unload every version of ``model`` on every server, waiting until none is ready."""
+        """Unload every version of ``model`` on every server, waiting until none is ready or unloading."""
         limit = self.timeout_s if timeout_s is None else timeout_s
-
-        def unload_one(ep: Endpoint) -> None:
-            deadline = time.monotonic() + limit
-            versions = self._ready_on(ep, model)
-            self._call(ep, f"unloading {model!r}", "unload_model", model)
-            # unload_model returns before the unload finishes: wait for it
-            self._wait_versions(ep, model, [], versions, deadline)
-
-        self._on_every_server(unload_one)
+        self._on_every_server(lambda client: client.unload(model, timeout_s=limit))
 
     def warm(
         self, model: str, version: int, inputs: Mapping[str, np.ndarray], *, timeout_s: float = 60.0
@@ -304,27 +195,8 @@ class ModelManager:
         Raises:
             InferenceFailed: a server answered with an error.
         """
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
-
         for ep in self.endpoints:
-            client = self._client(ep)
-            stateful = "sequence_batching" in self.config(model, ep)
-            infer_inputs = []
-            for name, array in inputs.items():
-                arr = np.ascontiguousarray(array)
-                inp = grpcclient.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
-                inp.set_data_from_numpy(arr)
-                infer_inputs.append(inp)
-            seq: dict[str, Any] = {}
-            if stateful:
-                seq = {"sequence_id": secrets.randbits(62) + 1, "sequence_start": True, "sequence_end": True}
-            try:
-                client.infer(model, infer_inputs, model_version=str(version), client_timeout=timeout_s, **seq)
-            except InferenceServerException as exc:
-                raise InferenceFailed(
-                    f"warm-up of {model!r} version {version} on {ep.name} failed: {exc.message()}"
-                ) from exc
+            self.client(ep).warm(model, version, inputs, timeout_s=timeout_s)
 
     def swap(
         self,
@@ -399,25 +271,10 @@ class ModelManager:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Close the gRPC clients. Idempotent."""
+        """Close the control clients; a load waiting in another thread stops at once. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._wake.set()  # a load waiting in another thread stops at its next check
-        for client in self._clients.values():
-            try:
-                client.close()
-            except Exception:
-                pass
-        self._clients.clear()
-
-    def __enter__(self) -> ModelManager:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()

@@ -30,6 +30,14 @@ def monitor(
     model: list[str] = typer.Option([], "--model", "-m", help="Only this model (repeat for several)."),
     live: bool = typer.Option(True, "--live/--no-live", help="Show a live table."),
     timeout_s: float = typer.Option(2.0, "--timeout", help="Seconds one server may take to answer."),
+    admin_token: str | None = typer.Option(
+        None,
+        "--admin-token",
+        envvar="HERMES_ADMIN_TOKEN",
+        show_default=False,
+        help="Admin token for servers whose statistics API is restricted (--source statistics); "
+        "better set in the environment than on the command line.",
+    ),
 ) -> None:
     """Watch Triton servers: requests, batch sizes, queue and compute times, GPU use."""
     from hermes.aeriel.monitor.monitor import Monitor
@@ -54,6 +62,7 @@ def monitor(
             source=source,  # type: ignore[arg-type]
             models=model or None,
             timeout_s=timeout_s,
+            admin_token=admin_token,
         )
     except (EndpointError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

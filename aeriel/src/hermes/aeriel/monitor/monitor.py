@@ -24,11 +24,12 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Literal
 
+from hermes.aeriel._lifecycle import Closeable, Deadline
+from hermes.aeriel.control.client import ADMIN_TOKEN_HEADER, ControlClient
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
-from hermes.aeriel.exceptions import ClientClosedError, EndpointError
+from hermes.aeriel.exceptions import AerielError, ClientClosedError, EndpointError
 from hermes.aeriel.monitor.interval import CSV_COLUMNS, IntervalRow, interval_rows
 from hermes.aeriel.monitor.snapshot import (
     ServerSnapshot,
@@ -52,7 +53,7 @@ def _fmt(value: object, digits: int = 1) -> str:
     return str(value)
 
 
-class Monitor:
+class Monitor(Closeable):
     """Read several Triton servers every interval; write deltas to CSV; show a live table.
 
     Args:
@@ -66,6 +67,9 @@ class Monitor:
         models: only these model names (default: every model).
         include_idle: also write rows for models without requests in an interval.
         timeout_s: how long one server may take to answer one reading.
+        admin_token: the token of the servers' restricted API (``source="statistics"``, where
+            the statistics protocol is restricted).
+        admin_header: the key the servers were started with (``<key>=<token>``).
 
     ```python
     with Monitor(load_endpoints("endpoints.json"), csv_path="load.csv", interval_s=5) as mon:
@@ -84,6 +88,8 @@ class Monitor:
         models: Iterable[str] | None = None,
         include_idle: bool = False,
         timeout_s: float = 2.0,
+        admin_token: str | None = None,
+        admin_header: str = ADMIN_TOKEN_HEADER,
     ):
         if not interval_s > 0:
             raise ValueError(f"interval_s must be > 0 seconds, got {interval_s!r}")
@@ -112,7 +118,8 @@ class Monitor:
         self.csv_path = Path(csv_path) if csv_path is not None else None
         self.latest: list[IntervalRow] = []
         self._baseline: dict[str, ServerSnapshot] = {}
-        self._clients: dict[str, Any] = {}
+        self._token = (admin_token, admin_header)
+        self._clients: dict[str, ControlClient] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,12 +136,11 @@ class Monitor:
                 self._csv_file.flush()
 
     # ------------------------------------------------------------------ reading
-    def _stats_client(self, endpoint: Endpoint) -> Any:
+    def _control(self, endpoint: Endpoint) -> ControlClient:
         client = self._clients.get(endpoint.name)
         if client is None:
-            import tritonclient.grpc as grpcclient
-
-            client = grpcclient.InferenceServerClient(endpoint.grpc)
+            token, header = self._token
+            client = ControlClient(endpoint, timeout_s=self.timeout_s, admin_token=token, admin_header=header)
             self._clients[endpoint.name] = client
         return client
 
@@ -154,11 +160,8 @@ class Monitor:
                     if self.source == "metrics":
                         raise
             if self.source == "statistics":
-                stats = self._stats_client(endpoint).get_inference_statistics(
-                    "", as_json=True, client_timeout=self.timeout_s
-                )
-                models = counters_from_statistics(stats)
-        except Exception as exc:
+                models = counters_from_statistics(self._control(endpoint).statistics())
+        except (AerielError, OSError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             logger.info("server %s did not answer: %s", endpoint.name, reason)
             return ServerSnapshot(endpoint=endpoint.name, time=now, error=reason[:200])
@@ -223,19 +226,14 @@ class Monitor:
         """
         from rich.live import Live
 
-        deadline = time.monotonic() + duration_s if duration_s is not None else None
+        deadline = Deadline(duration_s)
         self.poll()
         view = Live(self.table(), console=console, auto_refresh=False) if live else None
         if view is not None:
             view.start(refresh=True)
         try:
             while True:
-                wait = self.interval_s
-                if deadline is not None:
-                    wait = min(wait, deadline - time.monotonic())
-                    if wait <= 0:
-                        return
-                if self._stop.wait(wait):
+                if deadline.expired or self._stop.wait(min(self.interval_s, deadline.remaining_s)):
                     return
                 self.poll()
                 if view is not None:
@@ -298,24 +296,10 @@ class Monitor:
             if self._closed:
                 return
             self._closed = True
-            for client in self._clients.values():
-                try:
-                    client.close()
-                except Exception:
-                    pass
-            self._clients.clear()
+            clients, self._clients = list(self._clients.values()), {}
+            for client in clients:
+                client.close()
             if self._csv_file is not None:
                 self._csv_file.close()
                 self._csv_file = None
                 self._csv = None
-
-    def __enter__(self) -> Monitor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -354,7 +354,7 @@ class RoutingClient(Closeable):
             logger.info("server %s is live again", name)
         for name in sorted(self._draining - self._down - self._leaving):
             try:
-                ready = self.manager._call(self._by_name[name], "probing readiness", "is_server_ready")
+                ready = self.manager.client(self._by_name[name]).is_ready()
             except Exception:
                 continue
             if ready:

@@ -9,7 +9,8 @@ with serve("model-repo", models=["mlp"]) as server:
 """
 
 from hermes.aeriel.server._runtime import ModelControl, Runtime, ServerSpec
-from hermes.aeriel.server._server import Server, free_ports, get_runtime, serve
+from hermes.aeriel.server._serve import get_runtime, serve
+from hermes.aeriel.server._server import Server, free_ports
 from hermes.aeriel.server.apptainer import ApptainerRuntime
 from hermes.aeriel.server.cpu_overlay import CpuOverlay
 from hermes.aeriel.server.images import pull_image

@@ -26,8 +26,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
+from hermes.aeriel._lifecycle import Closeable
 from hermes.aeriel.exceptions import ServerPreflightError
 
 __all__ = ["GPU_UNAVAILABLE", "CpuOverlay", "cpu_hint"]
@@ -48,7 +48,7 @@ def cpu_hint(reason: str) -> str:
     return reason + _HINT if GPU_UNAVAILABLE in reason and "instance_kind" not in reason else reason
 
 
-class CpuOverlay:
+class CpuOverlay(Closeable):
     """A temporary view of a local repository whose configs put ``KIND_GPU`` groups on the CPU.
 
     Args:
@@ -123,17 +123,6 @@ class CpuOverlay:
     def close(self) -> None:
         """Remove the overlay (the links only; the repository is untouched). Idempotent."""
         shutil.rmtree(self.path, ignore_errors=True)
-
-    def __enter__(self) -> CpuOverlay:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _config_on_cpu(text: str, where: str) -> tuple[str, list[str]]:
