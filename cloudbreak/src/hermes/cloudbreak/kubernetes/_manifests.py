@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from hermes.aeriel.control import ADMIN_TOKEN_HEADER
 from hermes.cloudbreak._names import check_name
 from hermes.cloudbreak._validation import check_accelerator
 from hermes.cloudbreak.exceptions import CloudConfigError
@@ -48,8 +49,6 @@ GRPC_PORT = 8001
 METRICS_PORT = 8002
 SERVER_LABEL = "hermes.cloudbreak/server"
 DEPLOYMENT_LABEL = "app.kubernetes.io/instance"
-#: The header Triton checks on model-repository calls when model control is on.
-ADMIN_TOKEN_HEADER = "hermes-admin-token"
 GCS_KEY_PATH = "/var/secrets/google/key.json"
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _CIDR = re.compile(r"^[0-9a-fA-F.:]+/[0-9]{1,3}$")
@@ -131,7 +130,9 @@ class TritonSpec:
             addresses); ``("0.0.0.0/0",)`` opens it to the internet, and must be written out.
         model_control: ``"none"`` (no load/unload over the network), ``"explicit"`` or ``"poll"``.
         admin_token_secret: a Secret with a ``token`` key; with model control on, model-repository
-            calls must carry the header ``hermes-admin-token: <token>``.
+            calls must carry the token: over HTTP in the header ``hermes-admin-token``, over gRPC in
+            ``triton-grpc-protocol-hermes-admin-token`` (Triton's prefix for gRPC), which
+            ``hermes.aeriel.control.ControlClient(admin_token=...)`` and ``ModelManager`` send.
         service_account: the pod's Kubernetes ServiceAccount (e.g. bound to a Google service account).
         workload_identity: a Google service account email; a ServiceAccount ``<name>-triton``
             annotated for GKE workload identity is created and used (gs:// without keys).
