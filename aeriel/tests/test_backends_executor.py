@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hermes.aeriel.backends import BackendConfig, BackendConfigError, BatchExecutor, Request, SequenceStrategy
-from hermes.aeriel.backends._config import ControlKind
+from hermes.aeriel.backends import BackendConfig, BackendConfigError, BatchExecutor, Request
 from hermes.aeriel.backends._torchscript import input_order, output_positions
 from hermes.aeriel.exceptions import BackendRequestError
+from hermes.quiver.config import ControlKind, SequenceStrategy
 
 
 class FakeClock:

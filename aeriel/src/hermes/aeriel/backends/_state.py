@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hermes.aeriel.backends._config import StateSpec, numpy_dtype
+from hermes.aeriel.backends._config import StateSpec
 from hermes.aeriel.exceptions import BackendRequestError
 
 __all__ = ["SequenceStates"]
@@ -67,7 +67,7 @@ class SequenceStates:
         self.max_idle_s = max_idle_s
         self._clock = clock
         self._by_output = {spec.output_name: spec for spec in specs}
-        self._dtypes = {spec.output_name: numpy_dtype(spec.data_type) for spec in specs}
+        self._dtypes = {spec.output_name: spec.dtype.numpy for spec in specs}
         self._initial: dict[str, np.ndarray] = {}
         for spec in specs:
             value = spec.initial_value(model_dir)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import logging
 import secrets
 import threading
@@ -33,6 +32,8 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import (
@@ -42,6 +43,7 @@ from hermes.aeriel.exceptions import (
     ModelLoadError,
     ServerStartTimeout,
 )
+from hermes.quiver.config import ModelConfig
 
 __all__ = ["ModelManager", "SwapReport"]
 
@@ -140,17 +142,11 @@ class ModelManager:
         """``{endpoint name: ready versions of model}`` from each server's repository index."""
         return {ep.name: self._ready_on(ep, model) for ep in self.endpoints}
 
-    def config(self, model: str, endpoint: Endpoint | None = None) -> dict[str, Any]:
-        """The model's configuration as the server holds it (JSON form)."""
+    def config(self, model: str, endpoint: Endpoint | None = None) -> pb.ModelConfig:
+        """The model's configuration as the server holds it."""
         ep = endpoint or self.endpoints[0]
-        data = self._call(
-            ep,
-            f"reading the config of {model!r}",
-            "get_model_config",
-            model,
-            as_json=True,
-        )
-        return dict(data["config"])
+        response = self._call(ep, f"reading the config of {model!r}", "get_model_config", model)
+        return response.config
 
     def _wait_versions(
         self, ep: Endpoint, model: str, ready: Iterable[int], gone: Iterable[int], deadline: float
@@ -208,7 +204,7 @@ class ModelManager:
         model: str,
         *,
         versions: Iterable[int] | None = None,
-        config: Mapping[str, Any] | None = None,
+        config: pb.ModelConfig | ModelConfig | Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> None:
         """Load (or reload) ``model`` on every server and wait until it is ready.
@@ -217,7 +213,8 @@ class ModelManager:
             model: the model name in the repository.
             versions: exactly these versions (a ``version_policy { specific }`` override
                 on top of ``config`` or the served configuration); others are unloaded.
-            config: a full configuration override (JSON form).
+            config: a full configuration override: a ``model_config_pb2.ModelConfig``, a
+                quiver :class:`~hermes.quiver.ModelConfig`, or Triton's JSON form as a dict.
             timeout_s: seconds per server (default: the manager's).
 
         Raises:
@@ -229,7 +226,8 @@ class ModelManager:
         if wanted is not None and (not wanted or any(v < 1 for v in wanted)):
             raise ValueError(f"versions must be positive integers, got {versions!r}")
         limit = self.timeout_s if timeout_s is None else timeout_s
-        self._on_every_server(lambda ep: self._load_one(ep, model, wanted, config, limit))
+        override = _config_proto(config) if config is not None else None
+        self._on_every_server(lambda ep: self._load_one(ep, model, wanted, override, limit))
 
     def _on_every_server(self, task: Callable[[Endpoint], None]) -> None:
         """Run ``task`` for every endpoint at once (one thread each); raise the first error."""
@@ -250,11 +248,11 @@ class ModelManager:
         ep: Endpoint,
         model: str,
         wanted: list[int] | None,
-        config: Mapping[str, Any] | None,
+        config: pb.ModelConfig | None,
         limit: float,
     ) -> None:
         deadline = time.monotonic() + limit
-        cfg = dict(config) if config is not None else None
+        cfg = _copy(config) if config is not None else None
         before: list[int] = []
         if wanted is not None:
             before = self._ready_on(ep, model)
@@ -262,8 +260,9 @@ class ModelManager:
                 if not before:
                     self._call(ep, f"loading {model!r}", "load_model", model, client_timeout=limit)
                 cfg = self.config(model, ep)
-            cfg["version_policy"] = {"specific": {"versions": wanted}}
-        body = json.dumps(cfg) if cfg is not None else None
+            cfg.version_policy.Clear()
+            cfg.version_policy.specific.versions.extend(wanted)
+        body = json_format.MessageToJson(cfg, preserving_proto_field_name=True) if cfg is not None else None
         started = time.monotonic()
         self._call(
             ep,
@@ -309,7 +308,7 @@ class ModelManager:
 
         for ep in self.endpoints:
             client = self._client(ep)
-            stateful = "sequence_batching" in self.config(model, ep)
+            stateful = self.config(model, ep).HasField("sequence_batching")
             infer_inputs = []
             for name, array in inputs.items():
                 arr = np.ascontiguousarray(array)
@@ -421,3 +420,21 @@ class ModelManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _copy(config: pb.ModelConfig) -> pb.ModelConfig:
+    copy = pb.ModelConfig()
+    copy.CopyFrom(config)
+    return copy
+
+
+def _config_proto(config: pb.ModelConfig | ModelConfig | Mapping[str, Any]) -> pb.ModelConfig:
+    """A config override as the protobuf (Triton's JSON form is parsed; unknown fields refused)."""
+    if isinstance(config, ModelConfig):
+        return _copy(config.proto)
+    if isinstance(config, pb.ModelConfig):
+        return _copy(config)
+    try:
+        return json_format.ParseDict(config, pb.ModelConfig())
+    except json_format.ParseError as exc:
+        raise ValueError(f"config: not a Triton model configuration: {exc}") from None
