@@ -64,25 +64,25 @@ class _Reader:
             f"streaming record {self.parameter}: {field}={value!r}; expected {expected}"
         )
 
-    def int(self, field: str, *, minimum: int = 1) -> int:
+    def integer(self, field: str, *, minimum: int = 1) -> int:
         value = self.data.get(field)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(field, f"an integer >= {minimum}")
         return value
 
-    def str(self, field: str) -> str:
+    def text(self, field: str) -> str:
         value = self.data.get(field)
         if not isinstance(value, str) or not value:
             raise self.fail(field, "a non-empty string")
         return value
 
     def optional_str(self, field: str) -> str | None:
-        return None if self.data.get(field) is None else self.str(field)
+        return None if self.data.get(field) is None else self.text(field)
 
     def optional_int(self, field: str) -> int | None:
-        return None if self.data.get(field) is None else self.int(field, minimum=0)
+        return None if self.data.get(field) is None else self.integer(field, minimum=0)
 
-    def bool(self, field: str) -> bool:
+    def flag(self, field: str) -> bool:
         value = self.data.get(field, False)
         if not isinstance(value, bool):
             raise self.fail(field, "true or false")
@@ -116,7 +116,7 @@ def _decode(parameter: str, text: str) -> _Reader:
             f"streaming record {parameter}: expected a JSON object, got {str(text)[:80]!r}"
         )
     reader = _Reader(parameter, data)
-    version = reader.int("version") if "version" in data else 1
+    version = reader.integer("version") if "version" in data else 1
     if version > RECORD_VERSION:
         raise StreamingRecordVersionError(
             f"streaming record {parameter} has version {version}, but this hermes reads versions up to "
@@ -206,10 +206,10 @@ class StreamInputRecord:
             )
         r = _decode(parameter, text)
         return cls(
-            name=parameter.removeprefix(cls.prefix), model=r.str("model"), kernel_size=r.int("kernel_size"),
-            stride=r.int("stride"), batch_size=r.int("batch_size"), channels=r.channels("channels"),
-            tensors=r.strings("tensors"), zero_state_updates=r.int("zero_state_updates", minimum=0),
-            max_sequences=r.int("max_sequences"), fused=r.bool("fused"), group=r.optional_str("key"),
+            name=parameter.removeprefix(cls.prefix), model=r.text("model"), kernel_size=r.integer("kernel_size"),
+            stride=r.integer("stride"), batch_size=r.integer("batch_size"), channels=r.channels("channels"),
+            tensors=r.strings("tensors"), zero_state_updates=r.integer("zero_state_updates", minimum=0),
+            max_sequences=r.integer("max_sequences"), fused=r.flag("fused"), group=r.optional_str("key"),
             network=r.optional_str("network"), network_version=r.optional_int("network_version"),
         )  # fmt: skip
 
@@ -269,10 +269,10 @@ class StreamOutputRecord:
             )
         r = _decode(parameter, text)
         return cls(
-            name=parameter.removeprefix(cls.prefix), model=r.str("model"), stride=r.int("stride"),
-            batch_size=r.int("batch_size"), num_updates=r.int("num_updates"), delay=r.int("delay", minimum=0),
-            zero_state_updates=r.int("zero_state_updates", minimum=0), max_sequences=r.int("max_sequences"),
-            fused=r.bool("fused"), group=r.optional_str("key"),
+            name=parameter.removeprefix(cls.prefix), model=r.text("model"), stride=r.integer("stride"),
+            batch_size=r.integer("batch_size"), num_updates=r.integer("num_updates"), delay=r.integer("delay", minimum=0),
+            zero_state_updates=r.integer("zero_state_updates", minimum=0), max_sequences=r.integer("max_sequences"),
+            fused=r.flag("fused"), group=r.optional_str("key"),
         )  # fmt: skip
 
 
@@ -333,14 +333,19 @@ class StreamingRecords:
         return bool(self.inputs or self.outputs)
 
     @property
+    def all(self) -> tuple[StreamInputRecord | StreamOutputRecord, ...]:
+        """Every record, inputs first."""
+        return (*self.inputs, *self.outputs)
+
+    @property
     def models(self) -> frozenset[str]:
         """The models that hold the streaming state."""
-        return frozenset(r.model for r in (*self.inputs, *self.outputs))
+        return frozenset(r.model for r in self.all)
 
     @property
     def max_sequences(self) -> int | None:
         """Sequences the model serves at once (the smallest record's), None without records."""
-        limits = [r.max_sequences for r in (*self.inputs, *self.outputs)]
+        limits = [r.max_sequences for r in self.all]
         return min(limits) if limits else None
 
     def input(self, name: str) -> StreamInputRecord | None:
