@@ -20,12 +20,7 @@ Layout:
 Nothing here imports torch or onnxruntime at import time.
 """
 
-from hermes.aeriel.backends._config import (
-    BackendConfig,
-    BackendConfigError,
-    InitialState,
-    StateSpec,
-)
+from hermes.aeriel.backends._config import BackendConfig, BackendConfigError
 from hermes.aeriel.backends._executor import BatchExecutor, Request
 from hermes.aeriel.backends._state import SequenceStates
 
@@ -33,8 +28,6 @@ __all__ = [
     "BackendConfig",
     "BackendConfigError",
     "BatchExecutor",
-    "InitialState",
     "Request",
     "SequenceStates",
-    "StateSpec",
 ]

@@ -5,7 +5,7 @@ protobuf field names, 64-bit integers often as strings). :meth:`BackendConfig.fr
 parses it with ``json_format.ParseDict`` into ``model_config_pb2.ModelConfig`` (the protobuf
 quiver builds; fields a newer Triton adds are ignored) and reads its typed fields into frozen
 dataclasses; tensors are quiver's :class:`~hermes.quiver.TensorSpec`, types quiver's
-:class:`~hermes.quiver.DataType`. Anything the backends cannot honour raises
+:class:`~hermes.quiver.DataType`, implicit states quiver's :class:`~hermes.quiver.SequenceState`. Anything the backends cannot honour raises
 :class:`~hermes.aeriel.exceptions.BackendConfigError` naming the field and the value.
 """
 
@@ -22,16 +22,16 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.aeriel.exceptions import BackendConfigError
-from hermes.quiver.config import ControlKind, DataType, SequenceStrategy, TensorSpec
+from hermes.quiver.config import ControlKind, DataType, SequenceState, SequenceStrategy, TensorSpec
+from hermes.quiver.exceptions import ModelConfigError
 
 __all__ = [
     "BackendConfig",
     "BackendConfigError",
     "ControlSignal",
-    "InitialState",
     "SequenceConfig",
-    "StateSpec",
     "backend_dtype",
+    "initial_value",
 ]
 
 _DEFAULT_IDLE_US = 1_000_000  # Triton's default max_sequence_idle_microseconds
@@ -54,98 +54,33 @@ def backend_dtype(data_type: int, *, where: str = "data_type") -> DataType:
     )
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class InitialState:
-    """``sequence_batching.state[].initial_state``: zeros or a raw data file.
+def initial_value(state: SequenceState, model_dir: str | Path) -> np.ndarray:
+    """The value a sequence's ``state`` starts with, shape ``dims`` (no batch dimension).
 
-    Args:
-        name: the initial state's name.
-        dtype: type of the data.
-        dims: shape of the state without the batch dimension.
-        zero_data: start from zeros.
-        data_file: file under ``<model>/initial_state/`` holding the raw little-endian values.
+    Zeros without an ``initial_state`` or with ``zero_data``; else the raw little-endian values
+    of ``<model_dir>/initial_state/<data_file>``.
+
+    Raises:
+        BackendConfigError: the data file is missing or has the wrong size.
     """
-
-    name: str = ""
-    dtype: DataType
-    dims: tuple[int, ...]
-    zero_data: bool = False
-    data_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.zero_data == (self.data_file is not None):
-            raise BackendConfigError(
-                f"initial_state {self.name!r} must set exactly one of zero_data or data_file, "
-                f"got zero_data={self.zero_data}, data_file={self.data_file!r}"
-            )
-        if any(d < 1 for d in self.dims):
-            raise BackendConfigError(
-                f"initial_state {self.name!r} needs fixed positive dims, got {list(self.dims)}"
-            )
-
-    def load(self, model_dir: str | Path) -> np.ndarray:
-        """The initial value, shape ``dims`` (no batch dimension).
-
-        Args:
-            model_dir: the model's folder (``<repository>/<model>``).
-
-        Raises:
-            BackendConfigError: the data file is missing or has the wrong size.
-        """
-        dtype = self.dtype.numpy
-        if self.zero_data:
-            return np.zeros(self.dims, dtype=dtype)
-        assert self.data_file is not None
-        path = Path(model_dir) / "initial_state" / self.data_file
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise BackendConfigError(
-                f"initial_state {self.name!r}: cannot read data_file {path}: {exc}"
-            ) from exc
-        expected = int(np.prod(self.dims)) * dtype.itemsize
-        if len(raw) != expected:
-            raise BackendConfigError(
-                f"initial_state {self.name!r}: data_file {path} holds {len(raw)} bytes, expected "
-                f"{expected} ({list(self.dims)} x {self.dtype})"
-            )
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(self.dims)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class StateSpec:
-    """One implicit state: the model input it feeds and the model output that replaces it.
-
-    Args:
-        input_name: the model input that receives the state.
-        output_name: the model output that holds the next state.
-        dtype: its type.
-        dims: shape without the batch dimension.
-        initial: the initial value; zeros of ``dims`` when absent.
-    """
-
-    input_name: str
-    output_name: str
-    dtype: DataType
-    dims: tuple[int, ...]
-    initial: InitialState | None = None
-
-    def __post_init__(self) -> None:
-        if not self.input_name or not self.output_name:
-            raise BackendConfigError(
-                f"a state needs input_name and output_name, got {self.input_name!r}, {self.output_name!r}"
-            )
-        if self.initial is None and any(d < 1 for d in self.dims):
-            raise BackendConfigError(
-                f"state {self.input_name!r} has variable dims {list(self.dims)}; give it an initial_state "
-                "with fixed dims"
-            )
-
-    def initial_value(self, model_dir: str | Path) -> np.ndarray:
-        """The state a sequence starts with, shape ``dims`` (no batch dimension)."""
-        if self.initial is not None:
-            return self.initial.load(model_dir).astype(self.dtype.numpy, copy=False)
-        return np.zeros(self.dims, dtype=self.dtype.numpy)
+    dims = state.initial_dims if state.initial_dims is not None else state.dims
+    dtype = state.dtype.numpy
+    if state.initial in (None, "zeros"):
+        return np.zeros(dims, dtype=dtype)
+    assert state.initial is not None
+    name = state.initial_name or state.input_name
+    path = Path(model_dir) / "initial_state" / state.initial
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BackendConfigError(f"initial_state {name!r}: cannot read data_file {path}: {exc}") from exc
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise BackendConfigError(
+            f"initial_state {name!r}: data_file {path} holds {len(raw)} bytes, expected "
+            f"{expected} ({list(dims)} x {state.dtype})"
+        )
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(dims)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,7 +112,7 @@ class SequenceConfig:
     strategy: SequenceStrategy = SequenceStrategy.DIRECT
     max_idle_us: int = _DEFAULT_IDLE_US
     controls: Mapping[ControlKind, ControlSignal] = dataclasses.field(default_factory=dict)
-    states: tuple[StateSpec, ...] = ()
+    states: tuple[SequenceState, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_idle_us <= 0:
@@ -225,7 +160,7 @@ class BackendConfig:
         return self.max_batch_size > 0
 
     @property
-    def states(self) -> tuple[StateSpec, ...]:
+    def states(self) -> tuple[SequenceState, ...]:
         return self.sequence.states if self.sequence is not None else ()
 
     @property
@@ -319,21 +254,51 @@ def _tensor(entry: pb.ModelInput | pb.ModelOutput) -> TensorSpec:
     return TensorSpec(name=entry.name, dims=dims, dtype=dtype)
 
 
-def _initial(state: pb.ModelSequenceBatching.State, dtype: DataType) -> InitialState | None:
+def _state(state: pb.ModelSequenceBatching.State) -> SequenceState:
+    """quiver's :class:`SequenceState` of one ``sequence_batching.state`` entry, checked for serving."""
+    if not state.input_name or not state.output_name:
+        raise BackendConfigError(
+            f"a state needs input_name and output_name, got {state.input_name!r}, {state.output_name!r}"
+        )
+    dtype = backend_dtype(state.data_type, where=f"data_type of state {state.input_name!r}")
+    dims = tuple(int(d) for d in state.dims)
     # ``initial_state`` is a repeated field; Triton uses its first entry.
-    if not state.initial_state:
-        return None
     if len(state.initial_state) > 1:
         raise BackendConfigError(f"a state takes one initial_state, got {len(state.initial_state)}")
+    if not state.initial_state:
+        if any(d < 1 for d in dims):
+            raise BackendConfigError(
+                f"state {state.input_name!r} has variable dims {list(dims)}; give it an initial_state with fixed dims"
+            )
+        return SequenceState(
+            input_name=state.input_name, output_name=state.output_name, dims=dims, dtype=dtype, initial=None
+        )
     entry = state.initial_state[0]
-    where = f"initial_state {entry.name!r} data_type"
-    return InitialState(
-        name=entry.name,
-        dtype=backend_dtype(entry.data_type, where=where) if entry.data_type else dtype,
-        dims=tuple(int(d) for d in entry.dims),
-        zero_data=entry.WhichOneof("state_data") == "zero_data" and entry.zero_data,
-        data_file=entry.data_file or None,
-    )
+    if entry.data_type:
+        backend_dtype(entry.data_type, where=f"initial_state {entry.name!r} data_type")
+    source = entry.WhichOneof("state_data")
+    if (
+        (source == "zero_data" and not entry.zero_data)
+        or source is None
+        or (source == "data_file" and not entry.data_file)
+    ):
+        raise BackendConfigError(
+            f"initial_state {entry.name!r} must set exactly one of zero_data or data_file, "
+            f"got zero_data={entry.zero_data}, data_file={entry.data_file or None!r}"
+        )
+    initial_dims = tuple(int(d) for d in entry.dims)
+    if any(d < 1 for d in initial_dims):
+        raise BackendConfigError(
+            f"initial_state {entry.name!r} needs fixed positive dims, got {list(initial_dims)}"
+        )
+    try:
+        return SequenceState(
+            input_name=state.input_name, output_name=state.output_name, dims=dims, dtype=dtype,
+            initial="zeros" if source == "zero_data" else entry.data_file, initial_name=entry.name,
+            initial_dims=initial_dims,
+        )  # fmt: skip
+    except ModelConfigError as exc:
+        raise BackendConfigError(str(exc)) from None
 
 
 def _control(control_input: pb.ModelSequenceBatching.ControlInput) -> list[ControlSignal]:
@@ -356,18 +321,7 @@ def _control(control_input: pb.ModelSequenceBatching.ControlInput) -> list[Contr
 def _sequence(entry: pb.ModelSequenceBatching) -> SequenceConfig:
     oldest = entry.WhichOneof("strategy_choice") == "oldest"
     controls = {signal.kind: signal for c in entry.control_input for signal in _control(c)}
-    states = []
-    for state in entry.state:
-        dtype = backend_dtype(state.data_type, where=f"data_type of state {state.input_name!r}")
-        states.append(
-            StateSpec(
-                input_name=state.input_name,
-                output_name=state.output_name,
-                dtype=dtype,
-                dims=tuple(int(d) for d in state.dims),
-                initial=_initial(state, dtype),
-            )
-        )
+    states = [_state(state) for state in entry.state]
     return SequenceConfig(
         strategy=SequenceStrategy.OLDEST if oldest else SequenceStrategy.DIRECT,
         max_idle_us=int(entry.max_sequence_idle_microseconds) or _DEFAULT_IDLE_US,
