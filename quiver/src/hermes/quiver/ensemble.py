@@ -231,11 +231,24 @@ class EnsembleModel(Model):
             EnsembleError: shapes or types differ (names both tensors and both shapes), the
                 input is already fed, or the key is taken.
         """
+        self._check_pipe(outbound, inbound, same_step=outbound_version == inbound_version)
+        out_step = self._step(outbound.model, outbound_version)
+        in_step = self._step(inbound.model, inbound_version)
+        if inbound.name in in_step.input_map:
+            raise EnsembleError(
+                f"{self.name}: {inbound.model.name}.{inbound.name} is already fed by {in_step.input_map[inbound.name]!r}"
+            )
+        key = self._output_key(out_step, outbound, key)
+        in_step.input_map[inbound.name] = key
+        return key
+
+    def _check_pipe(self, outbound: ExposedTensor, inbound: ExposedTensor, *, same_step: bool) -> None:
+        """Both tensors exist, are different steps, and agree in shape, type and batching."""
         if outbound.name not in {t.name for t in outbound.model.config.proto.output}:
             raise EnsembleError(f"{self.name}: {outbound.model.name} has no output {outbound.name!r}")
         if inbound.name not in {t.name for t in inbound.model.config.proto.input}:
             raise EnsembleError(f"{self.name}: {inbound.model.name} has no input {inbound.name!r}")
-        if outbound.model.name == inbound.model.name and outbound_version == inbound_version:
+        if outbound.model.name == inbound.model.name and same_step:
             raise EnsembleError(f"{self.name}: cannot pipe {outbound.model.name} into itself")
         if not shapes_compatible(outbound.shape, inbound.shape):
             raise EnsembleError(
@@ -249,33 +262,23 @@ class EnsembleModel(Model):
             )
         self._check_batching(outbound)
         self._check_batching(inbound)
-        out_step = self._step(outbound.model, outbound_version)
-        in_step = self._step(inbound.model, inbound_version)
-        if inbound.name in in_step.input_map:
-            raise EnsembleError(
-                f"{self.name}: {inbound.model.name}.{inbound.name} is already fed by {in_step.input_map[inbound.name]!r}"
-            )
+
+    def _output_key(self, out_step: Any, outbound: ExposedTensor, key: str | None) -> str:
+        """The ensemble tensor ``outbound`` maps to: its existing key, or a new (checked) one."""
         current = out_step.output_map.get(outbound.name)
         if current is not None:
             if key is not None and key != current:
                 raise EnsembleError(
                     f"{self.name}: {outbound.model.name}.{outbound.name} is already mapped to {current!r}, not {key!r}"
                 )
-            key = current
-        else:
-            if key is None:
-                key = (
-                    outbound.name
-                    if outbound.name not in self._keys()
-                    else f"{outbound.model.name}.{outbound.name}"
-                )
-            if key in self._keys():
-                raise EnsembleError(
-                    f"{self.name}: the name {key!r} is already used by another ensemble tensor"
-                )
-            check_tensor_name("ensemble tensor", key)
-            out_step.output_map[outbound.name] = key
-        in_step.input_map[inbound.name] = key
+            return str(current)
+        if key is None:
+            taken = outbound.name in self._keys()
+            key = f"{outbound.model.name}.{outbound.name}" if taken else outbound.name
+        if key in self._keys():
+            raise EnsembleError(f"{self.name}: the name {key!r} is already used by another ensemble tensor")
+        check_tensor_name("ensemble tensor", key)
+        out_step.output_map[outbound.name] = key
         return key
 
     # -- streaming (hermes.quiver.streaming) ----------------------------------------------

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,49 +117,10 @@ def _resolve_inputs(
             return forward_names[:count]
         return [f"input_{i}" for i in range(count)]
 
-    names: list[str]
-    tensors: list[Any]
     if example_inputs is not None:
-        if isinstance(example_inputs, Mapping):
-            names = [str(k) for k in example_inputs]
-            tensors = [_as_tensor(v, f"example_inputs[{k!r}]") for k, v in example_inputs.items()]
-        else:
-            items = (
-                [example_inputs] if not isinstance(example_inputs, (tuple, list)) else list(example_inputs)
-            )
-            names = default_names(len(items))
-            tensors = [_as_tensor(v, f"example_inputs[{i}]") for i, v in enumerate(items)]
+        names, tensors = _given_examples(example_inputs, default_names)
     else:
-        if input_shapes is None:
-            if not declared:
-                raise ExportError(
-                    f"{config.name}: the config declares no inputs; pass example_inputs (preferred) or input_shapes"
-                )
-            batched = config.max_batch_size > 0
-            input_shapes = {
-                d.name: ((None,) if batched else ()) + tuple(None if x < 0 else x for x in d.dims)
-                for d in declared
-            }
-        shapes: list[Any]
-        if isinstance(input_shapes, Mapping):
-            names = [str(k) for k in input_shapes]
-            shapes = list(input_shapes.values())
-        else:
-            shapes = list(input_shapes)
-            if shapes and all(isinstance(s, int) or s is None for s in shapes):
-                shapes = [tuple(shapes)]  # a single shape given flat
-            names = default_names(len(shapes))
-        dtypes = {d.name: d.dtype for d in declared}
-        tensors = []
-        for name, shape in zip(names, shapes, strict=True):
-            _check_batch_axis(config, name, shape)
-            concrete = [
-                batch
-                if (i == 0 and d is None and config.max_batch_size > 0)
-                else (d if d not in (None, -1) else _VARIABLE_DIM_SIZE)
-                for i, d in enumerate(shape)
-            ]
-            tensors.append(_random_input(concrete, dtypes.get(name, DataType.FP32)))
+        names, tensors = _drawn_examples(config, input_shapes, batch, default_names)
     if declared and sorted(names) != sorted(d.name for d in declared):
         raise ModelConfigError(
             f"input: the config declares {[d.name for d in declared]} but the inputs given are named {names}"
@@ -169,6 +130,58 @@ def _resolve_inputs(
         order = [n for n in forward_names if n in names]
         tensors = [tensors[names.index(n)] for n in order]
         names = order
+    return names, tensors
+
+
+def _given_examples(
+    example_inputs: Any, default_names: Callable[[int], list[str]]
+) -> tuple[list[str], list[Any]]:
+    """Names and tensors of ``example_inputs`` (a mapping, a sequence or one tensor)."""
+    if isinstance(example_inputs, Mapping):
+        names = [str(k) for k in example_inputs]
+        return names, [_as_tensor(v, f"example_inputs[{k!r}]") for k, v in example_inputs.items()]
+    items = [example_inputs] if not isinstance(example_inputs, (tuple, list)) else list(example_inputs)
+    return default_names(len(items)), [_as_tensor(v, f"example_inputs[{i}]") for i, v in enumerate(items)]
+
+
+def _drawn_examples(
+    config: ModelConfig,
+    input_shapes: Mapping[str, Shape] | Sequence[Shape] | None,
+    batch: int,
+    default_names: Callable[[int], list[str]],
+) -> tuple[list[str], list[Any]]:
+    """Names and random tensors of ``input_shapes`` (default: the declared inputs' shapes)."""
+    declared = config.inputs
+    if input_shapes is None:
+        if not declared:
+            raise ExportError(
+                f"{config.name}: the config declares no inputs; pass example_inputs (preferred) or input_shapes"
+            )
+        batched = config.max_batch_size > 0
+        input_shapes = {
+            d.name: ((None,) if batched else ()) + tuple(None if x < 0 else x for x in d.dims)
+            for d in declared
+        }
+    shapes: list[Any]
+    if isinstance(input_shapes, Mapping):
+        names = [str(k) for k in input_shapes]
+        shapes = list(input_shapes.values())
+    else:
+        shapes = list(input_shapes)
+        if shapes and all(isinstance(s, int) or s is None for s in shapes):
+            shapes = [tuple(shapes)]  # a single shape given flat
+        names = default_names(len(shapes))
+    dtypes = {d.name: d.dtype for d in declared}
+    tensors = []
+    for name, shape in zip(names, shapes, strict=True):
+        _check_batch_axis(config, name, shape)
+        concrete = [
+            batch
+            if (i == 0 and d is None and config.max_batch_size > 0)
+            else (d if d not in (None, -1) else _VARIABLE_DIM_SIZE)
+            for i, d in enumerate(shape)
+        ]
+        tensors.append(_random_input(concrete, dtypes.get(name, DataType.FP32)))
     return names, tensors
 
 
