@@ -29,6 +29,7 @@ discover the strides, batch sizes and start-up lengths.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -300,13 +301,13 @@ def _add_streaming_inputs(
     _check_key(ensemble, update_key, "streaming update name")
     for k in keys:
         _check_key(ensemble, k, "streaming window name")
-    initial_state = options.get("initial_state")
-
-    def write(directory: Path) -> SnapshotterModel:
-        return write_snapshotter(
-            directory, spec, platform=platform, sequence=sequence, initial_state=initial_state
-        )
-
+    write = functools.partial(
+        write_snapshotter,
+        spec=spec,
+        platform=platform,
+        sequence=sequence,
+        initial_state=options.get("initial_state"),
+    )
     model, snapshotter = _install(ensemble, model_name, force, platform, write)
     with _unwired_on_failure(ensemble, model):
         exposed = ensemble.add_input(model.inputs[snapshotter.update_input], key=update_key)
@@ -490,13 +491,13 @@ def _add_streaming_output(
         )
     _check_matches_input(ensemble, output, stride, spec.batch_size)
     _check_key(ensemble, out_key, "streaming output name")
-    initial_state = options.get("initial_state")
-
-    def write(directory: Path) -> OnlineAveragerModel:
-        return write_online_averager(
-            directory, spec, platform=platform, sequence=sequence, initial_state=initial_state
-        )
-
+    write = functools.partial(
+        write_online_averager,
+        spec=spec,
+        platform=platform,
+        sequence=sequence,
+        initial_state=options.get("initial_state"),
+    )
     model, averager = _install(ensemble, model_name, force, platform, write)
     with _unwired_on_failure(ensemble, model):
         ensemble.pipe(output, model.inputs[averager.input])
