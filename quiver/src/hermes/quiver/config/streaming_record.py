@@ -316,17 +316,15 @@ class StreamingRecords:
         inputs: list[StreamInputRecord] = []
         outputs: list[StreamOutputRecord] = []
         for key in sorted(parameters):
-            kind = StreamInputRecord if key.startswith(INPUT_PREFIX) else StreamOutputRecord
-            if not key.startswith((INPUT_PREFIX, OUTPUT_PREFIX)):
-                continue
             try:
-                record = kind.from_parameter(key, _text(parameters[key]))
+                if key.startswith(INPUT_PREFIX):
+                    inputs.append(StreamInputRecord.from_parameter(key, _text(parameters[key])))
+                elif key.startswith(OUTPUT_PREFIX):
+                    outputs.append(StreamOutputRecord.from_parameter(key, _text(parameters[key])))
             except StreamingRecordError as exc:
                 if on_error is None:
                     raise
                 on_error(exc)
-                continue
-            (inputs if isinstance(record, StreamInputRecord) else outputs).append(record)  # type: ignore[arg-type]
         return cls(inputs=tuple(inputs), outputs=tuple(outputs))
 
     def __bool__(self) -> bool:
