@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hermes.aeriel.backends import BackendConfig, BackendConfigError, BatchExecutor, Request, SequenceStrategy
-from hermes.aeriel.backends._config import ControlKind
+from hermes.aeriel.backends import BackendConfig, BackendConfigError, BatchExecutor, Request
 from hermes.aeriel.backends._torchscript import input_order, output_positions
 from hermes.aeriel.exceptions import BackendRequestError
+from hermes.quiver.config import ControlKind, DataType, SequenceState, SequenceStrategy, TensorSpec
 
 
 class FakeClock:
@@ -92,6 +92,27 @@ def test_config_parses_triton_json_with_string_integers():
     assert config.states[0].input_name == "STATE_IN"
     assert config.states[0].dims == (1,)
     assert config.int_parameter("intra_op_thread_count") == 2
+
+
+def test_config_parses_into_quivers_types_and_ignores_fields_of_a_newer_triton():
+    data = accumulator_config()
+    data["a_field_of_a_later_triton"] = {"enabled": True}
+    data["input"][0]["another_new_field"] = 3
+    config = BackendConfig.from_json(data)
+    assert config.proto.name == "acc" and config.proto.sequence_batching.oldest.max_candidate_sequences == 4
+    assert config.inputs == (TensorSpec(name="x", dims=(1,), dtype=DataType.FP32),)
+    assert config.states == (
+        SequenceState(
+            input_name="STATE_IN", output_name="STATE_OUT", dims=(1,), dtype=DataType.FP32, initial="zeros",
+            initial_name="zeros", initial_dims=(1,),
+        ),
+    )  # fmt: skip
+    assert config.sequence is not None and config.sequence.controls[ControlKind.START].true_value == 1.0
+
+
+def test_config_that_is_not_a_model_config_is_a_clear_error():
+    with pytest.raises(BackendConfigError, match=r"not a Triton model configuration: .*max_batch_size"):
+        BackendConfig.from_json({"name": "acc", "max_batch_size": "many"})
 
 
 def test_config_rejects_string_tensors_naming_the_tensor():

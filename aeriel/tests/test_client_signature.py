@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from hermes.aeriel import InputValidationError
 from hermes.aeriel.client import ModelSignature
 from hermes.aeriel.client._requests import RequestBuilder
 from hermes.aeriel.client._signature import ensemble_steps, read_signature
+from hermes.quiver import StreamingRecordVersionError, StreamInputRecord, StreamOutputRecord
 
 MODELS = Path(__file__).parent / "client_models"
 
@@ -128,16 +130,32 @@ def _with_parameters(name: str, parameters: dict[str, str]) -> ModelSignature:
     return read_signature(name, "", config, steps)
 
 
+def _input_record(max_sequences: int, **fields: object) -> str:
+    record = StreamInputRecord(
+        name="snapshot_update", model="snapshotter", kernel_size=8, stride=2, batch_size=1, channels=(None, None),
+        tensors=("double_a.x", "double_b.x"), zero_state_updates=3, max_sequences=max_sequences,
+    )  # fmt: skip
+    return dataclasses.replace(record, **fields).to_parameter()[1]  # type: ignore[arg-type]
+
+
+def _output_record(name: str, max_sequences: int) -> str:
+    return StreamOutputRecord(
+        name=name, model="averager", stride=2, batch_size=1, num_updates=2, delay=2, zero_state_updates=1,
+        max_sequences=max_sequences,
+    ).to_parameter()[1]  # fmt: skip
+
+
 def test_max_sequences_is_the_smallest_recorded_by_the_streaming_parameters():
     signature = _with_parameters(
         "ens_stream",
         {
-            "hermes.streaming_input.snapshot_update": '{"stride": 2, "max_sequences": 6}',
-            "hermes.streaming_output.out_a": '{"max_sequences": 4}',
+            "hermes.streaming_input.snapshot_update": _input_record(6),
+            "hermes.streaming_output.out_a": _output_record("out_a", 4),
             "unrelated": '{"max_sequences": 1}',
         },
     )
     assert signature.max_sequences == 4
+    assert [g.snapshotter for g in signature.streams] == ["snapshotter"]
 
 
 def test_max_sequences_is_none_without_records_and_skips_malformed_ones():
@@ -151,3 +169,14 @@ def test_max_sequences_is_none_without_records_and_skips_malformed_ones():
         },
     )
     assert signature.max_sequences is None
+    # the stream groups are still found from the graph
+    assert [g.input for g in signature.streams] == ["snapshot_update"]
+
+
+def test_a_record_from_a_newer_hermes_is_a_clear_error():
+    with pytest.raises(
+        StreamingRecordVersionError, match=r"has version 2, but this hermes reads versions up to 1"
+    ):
+        _with_parameters(
+            "ens_stream", {"hermes.streaming_input.snapshot_update": _input_record(2, version=2)}
+        )

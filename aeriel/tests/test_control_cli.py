@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
@@ -273,14 +275,14 @@ def test_zero_inputs_follow_the_config_shapes_and_types():
             {"name": "s", "data_type": "TYPE_STRING", "dims": ["1"]},
         ],
     }
-    inputs = zero_inputs(config)
+    inputs = zero_inputs(json_format.ParseDict(config, model_config_pb2.ModelConfig()))
     assert {k: (v.shape, v.dtype) for k, v in inputs.items()} == {
         "x": ((1, 1, 3), np.dtype(np.float32)),
         "n": ((1, 2), np.dtype(np.int64)),
         "s": ((1, 1), np.dtype(object)),
     }
-    assert zero_inputs(
-        {"max_batch_size": 0, "input": [{"name": "x", "data_type": "TYPE_FP64", "dims": [5]}]}
-    )["x"].shape == (5,)
+    fp64 = {"max_batch_size": 0, "input": [{"name": "x", "data_type": "TYPE_FP64", "dims": [5]}]}
+    assert zero_inputs(json_format.ParseDict(fp64, model_config_pb2.ModelConfig()))["x"].shape == (5,)
+    bf16 = {"input": [{"name": "b", "data_type": "TYPE_BF16", "dims": [1]}]}
     with pytest.raises(ValueError, match="input 'b' has data type 'TYPE_BF16'"):
-        zero_inputs({"input": [{"name": "b", "data_type": "TYPE_BF16", "dims": [1]}]})
+        zero_inputs(json_format.ParseDict(bf16, model_config_pb2.ModelConfig()))

@@ -57,7 +57,7 @@ def test_health_load_index_statistics_and_unload_on_the_real_server(
         assert control.is_model_ready("ctl_add") and control.is_model_ready("ctl_add", 1)
         assert control.ready_versions("ctl_add") == [1]
         assert RepositoryEntry("ctl_add", "1", "READY", "") in control.repository_index()
-        assert control.model_config("ctl_add")["input"][0]["name"] == "INPUT0"
+        assert control.model_config("ctl_add").input[0].name == "INPUT0"
 
         control.warm("ctl_add", 1, add_sub_inputs())
         control.warm("ctl_add", 1, add_sub_inputs())

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import json_format
 
 from hermes.aeriel import ClientClosedError, InputValidationError, ModelLoadError, SequenceError, ServerLost
 from hermes.aeriel.control import ModelManager
 from hermes.aeriel.routing import Endpoint, RoutingClient
 from hermes.aeriel.server import serve
 from hermes.aeriel.testing import leftover_resources, retry_while_port_in_use
+from hermes.quiver import ModelConfig
 
 # A stateful model: y = SCALE * (running sum of x over the sequence), and which server answered.
 ACC_CONFIG = textwrap.dedent(
@@ -395,7 +397,14 @@ def test_model_manager_loads_and_unloads_versions_on_every_server(swap_pair):
         assert manager.ready_versions("acc") == {"server-0": [1, 2], "server-1": [1, 2]}
         manager.load("acc", versions=current)
         assert manager.ready_versions("acc") == {"server-0": current, "server-1": current}
-        assert manager.config("acc")["name"] == "acc"
+        served = manager.config("acc")
+        assert served.name == "acc" and served.HasField("sequence_batching")
+        # an override given as quiver's ModelConfig or Triton's JSON form: both become the protobuf
+        override = ModelConfig(name="acc", platform=served.backend or served.platform, proto=served)
+        manager.load("acc", versions=[2], config=override)
+        assert manager.ready_versions("acc") == {"server-0": [2], "server-1": [2]}
+        manager.load("acc", versions=current, config=json_format.MessageToDict(served))
+        assert manager.ready_versions("acc") == {"server-0": current, "server-1": current}
         with pytest.raises(ValueError, match=r"versions must be positive integers, got \[0\]"):
             manager.load("acc", versions=[0])
         with pytest.raises(ModelLoadError, match="'ghost'"):

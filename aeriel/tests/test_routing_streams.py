@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from hermes.aeriel import StreamOrderError
+from hermes.aeriel import SequenceError, StreamOrderError
 from hermes.aeriel.routing import Endpoint, ReplayPlan, RoutingClient, replay_plan
 from hermes.aeriel.server import serve
 from hermes.aeriel.testing import leftover_resources
+from hermes.quiver import StreamInputRecord, StreamOutputRecord
 
 from . import _stream_models as sm
 
@@ -92,14 +93,29 @@ def test_the_replay_plan_is_read_from_the_ensemble_records(tmp_path: Path) -> No
     assert dict(plan.delays) == {"clean": 4, "parts": 4}
     assert plan.tail_bytes({"strain": 3, "aux": 1}) == 5 * 4 * 4 * 4
     # DeepClean: 21 channels, K = 4096, s = 8, B = 1, N = 256: K + (N - 1)s samples
-    deepclean = {
-        "hermes.streaming_input.witness": json.dumps({"kernel_size": 4096, "stride": 8, "batch_size": 1}),
-        "hermes.streaming_output.noise": json.dumps({"num_updates": 256, "batch_size": 1, "delay": 2040}),
-    }
+    deepclean = dict([
+        StreamInputRecord(
+            name="witness", model="snapshotter", kernel_size=4096, stride=8, batch_size=1, channels=(21,),
+            tensors=("deepclean.witness",), zero_state_updates=511, max_sequences=1,
+        ).to_parameter(),
+        StreamOutputRecord(
+            name="noise", model="aggregator", stride=8, batch_size=1, num_updates=256, delay=2040,
+            zero_state_updates=255, max_sequences=1,
+        ).to_parameter(),
+    ])  # fmt: skip
     plan = replay_plan(deepclean)
     assert plan is not None and plan.updates * 8 == 4096 + 255 * 8
     assert plan.tail_bytes({"witness": 21}) == 6136 * 21 * 4
     assert replay_plan({"other": "1"}) is None
+    with pytest.raises(
+        SequenceError, match=r"hermes.streaming_input.witness: stride=0; expected an integer >= 1"
+    ):
+        replay_plan(
+            {
+                **deepclean,
+                "hermes.streaming_input.witness": json.dumps({"model": "s", "kernel_size": 8, "stride": 0}),
+            }
+        )
     assert ReplayPlan(updates=3).updates == 3
 
 

@@ -244,3 +244,23 @@ def test_unknown_platform_text_raises_naming_the_source() -> None:
         ModelConfig.from_text('name: "m"\nplatform: "tensorflow_graphdef"\n', source="repo/m/config.pbtxt")
     with pytest.raises(ModelConfigError, match=r"^x.pbtxt: not a valid Triton model config"):
         ModelConfig.from_text("name: 'm'\nmax_batch_size: lots\n", source="x.pbtxt")
+
+
+def test_parameters_is_a_live_mapping_that_changes_the_config() -> None:
+    config = ModelConfig(name="net", platform=Platform.ONNX)
+    config.parameters["b"] = "2"
+    config.parameters.update({"a": "1", "c": "3"})
+    del config.parameters["c"]
+    assert dict(config.parameters) == {"a": "1", "b": "2"} and list(config.parameters) == ["a", "b"]
+    assert config.proto.parameters["b"].string_value == "2"
+    assert 'key: "a"' in config.to_text()
+    config.set_parameter("n", 4)
+    assert config.parameters["n"] == "4"
+    with pytest.raises(
+        ModelConfigError, match=r"parameters\[x\]: Triton stores parameters as text, got int 5"
+    ):
+        config.parameters["x"] = 5  # type: ignore[assignment]
+    with pytest.raises(ModelConfigError, match="key must be a non-empty string"):
+        config.parameters[""] = "v"
+    with pytest.raises(KeyError):
+        del config.parameters["missing"]

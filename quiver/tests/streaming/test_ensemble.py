@@ -63,7 +63,7 @@ def test_streaming_inputs_wire_a_snapshotter_into_the_ensemble(
     assert dict(steps["net"].input_map) == {"strain": "net.strain", "aux": "net.aux"}
     assert dict(steps["snapshotter"].output_map) == {"net.strain": "net.strain", "net.aux": "net.aux"}
     recorded = json.loads(ensemble.config.parameters["hermes.streaming_input.snapshotter_update"])
-    assert recorded == {"model": "snapshotter", "kernel_size": 64, "stride": 4, "batch_size": 8, "channels": [2, None],
+    assert recorded == {"version": 1, "model": "snapshotter", "kernel_size": 64, "stride": 4, "batch_size": 8, "channels": [2, None],
                         "tensors": ["net.strain", "net.aux"], "zero_state_updates": 2, "max_sequences": 1}  # fmt: skip
     reread = ModelRepository(repo.root)["snapshotter"].config.proto
     assert reread.sequence_batching.max_sequence_idle_microseconds == 600_000_000

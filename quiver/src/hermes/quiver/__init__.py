@@ -28,6 +28,9 @@ from hermes.quiver.config import (
     SequenceBatching,
     SequenceState,
     SequenceStrategy,
+    StreamingRecords,
+    StreamInputRecord,
+    StreamOutputRecord,
     TensorSpec,
     Warmup,
 )
@@ -42,6 +45,8 @@ from hermes.quiver.exceptions import (
     QuiverError,
     RepositoryError,
     StreamingConfigError,
+    StreamingRecordError,
+    StreamingRecordVersionError,
     VerificationError,
 )
 from hermes.quiver.exporters.pipeline import ExportResult
@@ -80,7 +85,12 @@ __all__ = [
     "SequenceBatching",
     "SequenceState",
     "SequenceStrategy",
+    "StreamInputRecord",
+    "StreamOutputRecord",
     "StreamingConfigError",
+    "StreamingRecordError",
+    "StreamingRecordVersionError",
+    "StreamingRecords",
     "TensorSpec",
     "VerificationError",
     "VerificationReport",

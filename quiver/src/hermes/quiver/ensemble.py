@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -30,6 +30,12 @@ from hermes.quiver.platform import Platform
 
 if TYPE_CHECKING:
     from hermes.quiver.exporters.pipeline import ExportResult
+    from hermes.quiver.streaming.ensemble import (
+        StreamingInputGroup,
+        StreamingInputOptions,
+        StreamingOutput,
+        StreamingOutputOptions,
+    )
 
 __all__ = ["EnsembleModel"]
 
@@ -225,11 +231,24 @@ class EnsembleModel(Model):
             EnsembleError: shapes or types differ (names both tensors and both shapes), the
                 input is already fed, or the key is taken.
         """
+        self._check_pipe(outbound, inbound, same_step=outbound_version == inbound_version)
+        out_step = self._step(outbound.model, outbound_version)
+        in_step = self._step(inbound.model, inbound_version)
+        if inbound.name in in_step.input_map:
+            raise EnsembleError(
+                f"{self.name}: {inbound.model.name}.{inbound.name} is already fed by {in_step.input_map[inbound.name]!r}"
+            )
+        key = self._output_key(out_step, outbound, key)
+        in_step.input_map[inbound.name] = key
+        return key
+
+    def _check_pipe(self, outbound: ExposedTensor, inbound: ExposedTensor, *, same_step: bool) -> None:
+        """Both tensors exist, are different steps, and agree in shape, type and batching."""
         if outbound.name not in {t.name for t in outbound.model.config.proto.output}:
             raise EnsembleError(f"{self.name}: {outbound.model.name} has no output {outbound.name!r}")
         if inbound.name not in {t.name for t in inbound.model.config.proto.input}:
             raise EnsembleError(f"{self.name}: {inbound.model.name} has no input {inbound.name!r}")
-        if outbound.model.name == inbound.model.name and outbound_version == inbound_version:
+        if outbound.model.name == inbound.model.name and same_step:
             raise EnsembleError(f"{self.name}: cannot pipe {outbound.model.name} into itself")
         if not shapes_compatible(outbound.shape, inbound.shape):
             raise EnsembleError(
@@ -243,33 +262,23 @@ class EnsembleModel(Model):
             )
         self._check_batching(outbound)
         self._check_batching(inbound)
-        out_step = self._step(outbound.model, outbound_version)
-        in_step = self._step(inbound.model, inbound_version)
-        if inbound.name in in_step.input_map:
-            raise EnsembleError(
-                f"{self.name}: {inbound.model.name}.{inbound.name} is already fed by {in_step.input_map[inbound.name]!r}"
-            )
+
+    def _output_key(self, out_step: Any, outbound: ExposedTensor, key: str | None) -> str:
+        """The ensemble tensor ``outbound`` maps to: its existing key, or a new (checked) one."""
         current = out_step.output_map.get(outbound.name)
         if current is not None:
             if key is not None and key != current:
                 raise EnsembleError(
                     f"{self.name}: {outbound.model.name}.{outbound.name} is already mapped to {current!r}, not {key!r}"
                 )
-            key = current
-        else:
-            if key is None:
-                key = (
-                    outbound.name
-                    if outbound.name not in self._keys()
-                    else f"{outbound.model.name}.{outbound.name}"
-                )
-            if key in self._keys():
-                raise EnsembleError(
-                    f"{self.name}: the name {key!r} is already used by another ensemble tensor"
-                )
-            check_tensor_name("ensemble tensor", key)
-            out_step.output_map[outbound.name] = key
-        in_step.input_map[inbound.name] = key
+            return str(current)
+        if key is None:
+            taken = outbound.name in self._keys()
+            key = f"{outbound.model.name}.{outbound.name}" if taken else outbound.name
+        if key in self._keys():
+            raise EnsembleError(f"{self.name}: the name {key!r} is already used by another ensemble tensor")
+        check_tensor_name("ensemble tensor", key)
+        out_step.output_map[outbound.name] = key
         return key
 
     # -- streaming (hermes.quiver.streaming) ----------------------------------------------
@@ -280,24 +289,28 @@ class EnsembleModel(Model):
         stride: int | None = None,
         batch_size: int = 1,
         name: str | None = None,
-        *legacy: Any,
-        **kwargs: Any,
-    ) -> Any:
-        """Feed ``inputs`` from a stateful snapshotter; see :func:`hermes.quiver.streaming.add_streaming_inputs`.
+        *legacy: int,
+        stream_size: int | None = None,
+        **options: Unpack[StreamingInputOptions],
+    ) -> StreamingInputGroup:
+        """Feed ``inputs`` from a stateful snapshotter; see :func:`hermes.quiver.streaming.add_streaming_inputs`
+        (``options`` are its keywords).
 
         The predecessor's ``stream_size=`` is accepted for ``stride=`` and its fifth positional
         ``streams_per_gpu`` for ``instances=``, each with a DeprecationWarning.
         """
         from hermes.quiver import streaming
 
-        stride = rename_keyword(kwargs, "stream_size", "stride", "add_streaming_inputs", current=stride)
+        extra: dict[str, Any] = dict(options)
+        stride = rename_keyword(
+            {"stream_size": stream_size} if stream_size is not None else {},
+            "stream_size", "stride", "add_streaming_inputs", current=stride,
+        )  # fmt: skip
         if legacy:
-            positional_to_keywords("add_streaming_inputs", legacy, ("streams_per_gpu",), kwargs)
+            positional_to_keywords("add_streaming_inputs", legacy, ("streams_per_gpu",), extra)
         if stride is None:
             raise TypeError("add_streaming_inputs: missing stride= (samples between consecutive windows)")
-        return streaming.add_streaming_inputs(
-            self, inputs, stride, batch_size=batch_size, name=name, **kwargs
-        )
+        return streaming.add_streaming_inputs(self, inputs, stride, batch_size=batch_size, name=name, **extra)
 
     def add_streaming_output(
         self,
@@ -306,9 +319,11 @@ class EnsembleModel(Model):
         num_updates: int | None = None,
         *legacy: Any,
         name: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Average ``output`` online into a stream; see :func:`hermes.quiver.streaming.add_streaming_output`.
+        update_size: int | None = None,
+        **options: Unpack[StreamingOutputOptions],
+    ) -> StreamingOutput:
+        """Average ``output`` online into a stream; see :func:`hermes.quiver.streaming.add_streaming_output`
+        (``options`` are its keywords).
 
         ``name`` is keyword only. The predecessor's positional form
         ``(output, update_size, num_updates, batch_size, name, streams_per_gpu)`` and its
@@ -316,17 +331,21 @@ class EnsembleModel(Model):
         """
         from hermes.quiver import streaming
 
-        stride = rename_keyword(kwargs, "update_size", "stride", "add_streaming_output", current=stride)
+        extra: dict[str, Any] = dict(options)
+        stride = rename_keyword(
+            {"update_size": update_size} if update_size is not None else {},
+            "update_size", "stride", "add_streaming_output", current=stride,
+        )  # fmt: skip
         if legacy:
             if len(legacy) > 1 and name is not None:
                 raise TypeError("add_streaming_output: name given by position and by keyword")
             positional_to_keywords(
-                "add_streaming_output", legacy, ("batch_size", "name", "streams_per_gpu"), kwargs
+                "add_streaming_output", legacy, ("batch_size", "name", "streams_per_gpu"), extra
             )
-            name = kwargs.pop("name", name)
+            name = extra.pop("name", name)
         if stride is None or num_updates is None:
             raise TypeError("add_streaming_output: needs stride= and num_updates=")
-        return streaming.add_streaming_output(self, output, stride, num_updates, name=name, **kwargs)
+        return streaming.add_streaming_output(self, output, stride, num_updates, name=name, **extra)
 
     # -- writing --------------------------------------------------------------------------
 

@@ -7,6 +7,9 @@ refine, so ``except ValueError`` keeps working.
   + ModelConfigError (also ValueError): a config field has a wrong value; names the field
     - StreamingConfigError: a streaming model (snapshotter, online averager) cannot be built;
       names the tensor and the rule it breaks
+    - StreamingRecordError: a streaming record in a model's ``parameters`` cannot be read
+      (malformed, or written by a newer hermes); names the parameter
+      . StreamingRecordVersionError: the record was written by a newer hermes
   + RepositoryError (also OSError): a repository or model folder cannot be read or written;
     names the file and the problem
     - ModelNotFoundError (also KeyError): no model of that name in the repository
@@ -36,6 +39,8 @@ __all__ = [
     "QuiverError",
     "RepositoryError",
     "StreamingConfigError",
+    "StreamingRecordError",
+    "StreamingRecordVersionError",
     "VerificationError",
 ]
 
@@ -50,6 +55,14 @@ class ModelConfigError(QuiverError, ValueError):
 
 class StreamingConfigError(ModelConfigError):
     """A streaming model cannot be built from these tensors and numbers (names the tensor and rule)."""
+
+
+class StreamingRecordError(ModelConfigError):
+    """A streaming record (``hermes.streaming_input.*`` / ``hermes.streaming_output.*``) cannot be read."""
+
+
+class StreamingRecordVersionError(StreamingRecordError):
+    """A streaming record has a newer version than this hermes reads (upgrade hermes)."""
 
 
 class RepositoryError(QuiverError, OSError):

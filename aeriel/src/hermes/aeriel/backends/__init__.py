@@ -10,7 +10,8 @@ directory; Triton then runs those files through the python backend.
 Layout:
 
 * ``onnxruntime/model.py``, ``pytorch/model.py``: the files Triton loads (tiny).
-* :mod:`._config`: the model configuration as the backends need it (pure Python).
+* :mod:`._config`: the model configuration as the backends need it, parsed into
+  ``model_config_pb2.ModelConfig`` (pure Python; tensors, types and sequence kinds are quiver's).
 * :mod:`._state`: per-sequence implicit state (pure numpy).
 * :mod:`._executor`: batching, sequences and state around one model call (pure numpy).
 * :mod:`._triton`: the bridge between Triton's python backend and the executor.
@@ -19,15 +20,7 @@ Layout:
 Nothing here imports torch or onnxruntime at import time.
 """
 
-from hermes.aeriel.backends._config import (
-    BackendConfig,
-    BackendConfigError,
-    ControlKind,
-    InitialState,
-    SequenceStrategy,
-    StateSpec,
-    TensorSpec,
-)
+from hermes.aeriel.backends._config import BackendConfig, BackendConfigError
 from hermes.aeriel.backends._executor import BatchExecutor, Request
 from hermes.aeriel.backends._state import SequenceStates
 
@@ -35,11 +28,6 @@ __all__ = [
     "BackendConfig",
     "BackendConfigError",
     "BatchExecutor",
-    "ControlKind",
-    "InitialState",
     "Request",
     "SequenceStates",
-    "SequenceStrategy",
-    "StateSpec",
-    "TensorSpec",
 ]

@@ -2,221 +2,90 @@
 
 Triton hands a python-based backend its configuration as JSON (``args["model_config"]``,
 protobuf field names, 64-bit integers often as strings). :meth:`BackendConfig.from_json`
-turns it into frozen dataclasses; anything the backends cannot honour raises
+parses it with ``json_format.ParseDict`` into ``model_config_pb2.ModelConfig`` (the protobuf
+quiver builds; fields a newer Triton adds are ignored) and reads its typed fields into frozen
+dataclasses; tensors are quiver's :class:`~hermes.quiver.TensorSpec`, types quiver's
+:class:`~hermes.quiver.DataType`, implicit states quiver's :class:`~hermes.quiver.SequenceState`. Anything the backends cannot honour raises
 :class:`~hermes.aeriel.exceptions.BackendConfigError` naming the field and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.aeriel.exceptions import BackendConfigError
+from hermes.quiver.config import ControlKind, DataType, SequenceState, SequenceStrategy, TensorSpec
+from hermes.quiver.exceptions import ModelConfigError
 
 __all__ = [
     "BackendConfig",
     "BackendConfigError",
-    "ControlInput",
-    "ControlKind",
-    "InitialState",
+    "ControlSignal",
     "SequenceConfig",
-    "SequenceStrategy",
-    "StateSpec",
-    "TensorSpec",
-    "numpy_dtype",
+    "backend_dtype",
+    "initial_value",
 ]
 
-# Triton data types with a numpy equivalent. BF16 has none: it is carried as float32 in
-# numpy and converted by the framework adapter (torch) where it can be.
-_NUMPY_DTYPES: dict[str, type[np.generic]] = {
-    "TYPE_BOOL": np.bool_,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_UINT16": np.uint16,
-    "TYPE_UINT32": np.uint32,
-    "TYPE_UINT64": np.uint64,
-    "TYPE_INT8": np.int8,
-    "TYPE_INT16": np.int16,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP32": np.float32,
-    "TYPE_FP64": np.float64,
-    "TYPE_BF16": np.float32,
-}
-
 _DEFAULT_IDLE_US = 1_000_000  # Triton's default max_sequence_idle_microseconds
+_SUPPORTED = [f"TYPE_{t.value}" for t in DataType if t is not DataType.BYTES]
 
 
-def numpy_dtype(triton_type: str, *, where: str = "data_type") -> np.dtype[Any]:
-    """The numpy dtype of a Triton data type (``"TYPE_FP32"`` or ``"FP32"``).
+def backend_dtype(data_type: int, *, where: str = "data_type") -> DataType:
+    """The type of a ``model_config_pb2.DataType`` value, if the portable backends carry it.
 
-    ``TYPE_BF16`` maps to float32: numpy has no bfloat16, so the adapters convert.
+    ``BF16`` travels as float32 in numpy (``DataType.BF16.numpy``); the adapters convert.
 
     Raises:
-        BackendConfigError: the type is not numeric (``TYPE_STRING``) or unknown.
+        BackendConfigError: the type is not numeric (``TYPE_STRING``) or not a type at all.
     """
-    key = triton_type if triton_type.startswith("TYPE_") else f"TYPE_{triton_type}"
+    name = pb.DataType.Name(data_type) if data_type in pb.DataType.values() else str(data_type)
+    if name in _SUPPORTED:
+        return DataType.from_proto(data_type)
+    raise BackendConfigError(
+        f"{where}={name!r} is not supported by the portable backends; expected one of {', '.join(sorted(_SUPPORTED))}"
+    )
+
+
+def initial_value(state: SequenceState, model_dir: str | Path) -> np.ndarray:
+    """The value a sequence's ``state`` starts with, shape ``dims`` (no batch dimension).
+
+    Zeros without an ``initial_state`` or with ``zero_data``; else the raw little-endian values
+    of ``<model_dir>/initial_state/<data_file>``.
+
+    Raises:
+        BackendConfigError: the data file is missing or has the wrong size.
+    """
+    dims = state.initial_dims if state.initial_dims is not None else state.dims
+    dtype = state.dtype.numpy
+    if state.initial in (None, "zeros"):
+        return np.zeros(dims, dtype=dtype)
+    assert state.initial is not None
+    name = state.initial_name or state.input_name
+    path = Path(model_dir) / "initial_state" / state.initial
     try:
-        return np.dtype(_NUMPY_DTYPES[key])
-    except KeyError:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BackendConfigError(f"initial_state {name!r}: cannot read data_file {path}: {exc}") from exc
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
         raise BackendConfigError(
-            f"{where}={triton_type!r} is not supported by the portable backends; "
-            f"expected one of {', '.join(sorted(_NUMPY_DTYPES))}"
-        ) from None
-
-
-class SequenceStrategy(enum.StrEnum):
-    """How Triton's sequence batcher forms batches."""
-
-    DIRECT = "direct"
-    OLDEST = "oldest"
-
-
-class ControlKind(enum.StrEnum):
-    """``sequence_batching.control_input[].control[].kind``."""
-
-    START = "CONTROL_SEQUENCE_START"
-    END = "CONTROL_SEQUENCE_END"
-    READY = "CONTROL_SEQUENCE_READY"
-    CORRID = "CONTROL_SEQUENCE_CORRID"
+            f"initial_state {name!r}: data_file {path} holds {len(raw)} bytes, expected "
+            f"{expected} ({list(dims)} x {state.dtype})"
+        )
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(dims)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TensorSpec:
-    """One input or output: name, Triton data type and dims (without the batch dim).
-
-    Args:
-        name: tensor name.
-        data_type: Triton type, e.g. ``"TYPE_FP32"``.
-        dims: shape without the batch dimension; ``-1`` for a variable size.
-    """
-
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise BackendConfigError("a tensor's name must not be empty")
-        numpy_dtype(self.data_type, where=f"data_type of {self.name!r}")
-        if any(d < -1 or d == 0 for d in self.dims):
-            raise BackendConfigError(f"dims of {self.name!r} must be positive or -1, got {list(self.dims)}")
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """The numpy dtype the tensor travels as (float32 for BF16)."""
-        return numpy_dtype(self.data_type)
-
-    @property
-    def is_bf16(self) -> bool:
-        return self.data_type == "TYPE_BF16"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class InitialState:
-    """``sequence_batching.state[].initial_state``: zeros or a raw data file.
-
-    Args:
-        name: the initial state's name.
-        data_type: Triton type of the data.
-        dims: shape of the state without the batch dimension.
-        zero_data: start from zeros.
-        data_file: file under ``<model>/initial_state/`` holding the raw little-endian values.
-    """
-
-    name: str = ""
-    data_type: str
-    dims: tuple[int, ...]
-    zero_data: bool = False
-    data_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.zero_data == (self.data_file is not None):
-            raise BackendConfigError(
-                f"initial_state {self.name!r} must set exactly one of zero_data or data_file, "
-                f"got zero_data={self.zero_data}, data_file={self.data_file!r}"
-            )
-        if any(d < 1 for d in self.dims):
-            raise BackendConfigError(
-                f"initial_state {self.name!r} needs fixed positive dims, got {list(self.dims)}"
-            )
-        numpy_dtype(self.data_type, where=f"initial_state {self.name!r} data_type")
-
-    def load(self, model_dir: str | Path) -> np.ndarray:
-        """The initial value, shape ``dims`` (no batch dimension).
-
-        Args:
-            model_dir: the model's folder (``<repository>/<model>``).
-
-        Raises:
-            BackendConfigError: the data file is missing or has the wrong size.
-        """
-        dtype = numpy_dtype(self.data_type)
-        if self.zero_data:
-            return np.zeros(self.dims, dtype=dtype)
-        assert self.data_file is not None
-        path = Path(model_dir) / "initial_state" / self.data_file
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise BackendConfigError(
-                f"initial_state {self.name!r}: cannot read data_file {path}: {exc}"
-            ) from exc
-        expected = int(np.prod(self.dims)) * dtype.itemsize
-        if len(raw) != expected:
-            raise BackendConfigError(
-                f"initial_state {self.name!r}: data_file {path} holds {len(raw)} bytes, expected "
-                f"{expected} ({list(self.dims)} x {self.data_type})"
-            )
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(self.dims)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class StateSpec:
-    """One implicit state: the model input it feeds and the model output that replaces it.
-
-    Args:
-        input_name: the model input that receives the state.
-        output_name: the model output that holds the next state.
-        data_type: Triton type.
-        dims: shape without the batch dimension.
-        initial: the initial value; zeros of ``dims`` when absent.
-    """
-
-    input_name: str
-    output_name: str
-    data_type: str
-    dims: tuple[int, ...]
-    initial: InitialState | None = None
-
-    def __post_init__(self) -> None:
-        if not self.input_name or not self.output_name:
-            raise BackendConfigError(
-                f"a state needs input_name and output_name, got {self.input_name!r}, {self.output_name!r}"
-            )
-        numpy_dtype(self.data_type, where=f"data_type of state {self.input_name!r}")
-        if self.initial is None and any(d < 1 for d in self.dims):
-            raise BackendConfigError(
-                f"state {self.input_name!r} has variable dims {list(self.dims)}; give it an initial_state "
-                "with fixed dims"
-            )
-
-    def initial_value(self, model_dir: str | Path) -> np.ndarray:
-        """The state a sequence starts with, shape ``dims`` (no batch dimension)."""
-        if self.initial is not None:
-            return self.initial.load(model_dir).astype(numpy_dtype(self.data_type), copy=False)
-        return np.zeros(self.dims, dtype=numpy_dtype(self.data_type))
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ControlInput:
-    """A control tensor the sequence batcher adds to each request.
+class ControlSignal:
+    """A control tensor the sequence batcher adds to each request, as the backends read it.
 
     Args:
         name: the input name.
@@ -242,8 +111,8 @@ class SequenceConfig:
 
     strategy: SequenceStrategy = SequenceStrategy.DIRECT
     max_idle_us: int = _DEFAULT_IDLE_US
-    controls: Mapping[ControlKind, ControlInput] = dataclasses.field(default_factory=dict)
-    states: tuple[StateSpec, ...] = ()
+    controls: Mapping[ControlKind, ControlSignal] = dataclasses.field(default_factory=dict)
+    states: tuple[SequenceState, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_idle_us <= 0:
@@ -263,6 +132,7 @@ class BackendConfig:
         parameters: ``parameters`` as ``{key: string_value}``.
         default_model_filename: the file name inside the version folder ("" for the default).
         dynamic_batching: whether ``dynamic_batching`` is configured.
+        proto: the whole configuration as parsed.
     """
 
     name: str
@@ -273,6 +143,7 @@ class BackendConfig:
     parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
     default_model_filename: str = ""
     dynamic_batching: bool = False
+    proto: pb.ModelConfig = dataclasses.field(default_factory=pb.ModelConfig, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
@@ -289,7 +160,7 @@ class BackendConfig:
         return self.max_batch_size > 0
 
     @property
-    def states(self) -> tuple[StateSpec, ...]:
+    def states(self) -> tuple[SequenceState, ...]:
         return self.sequence.states if self.sequence is not None else ()
 
     @property
@@ -339,98 +210,121 @@ class BackendConfig:
         """Parse Triton's model configuration JSON (a string or an already decoded dict).
 
         Raises:
-            BackendConfigError: a field holds a value the backends cannot serve.
+            BackendConfigError: the JSON is not a model configuration, or a field holds a value
+                the backends cannot serve.
         """
-        data: Mapping[str, Any] = json.loads(config) if isinstance(config, str) else config
-        name = str(data.get("name", ""))
+        data: Any = json.loads(config) if isinstance(config, str) else config
+        proto = pb.ModelConfig()
         try:
-            sequence = _parse_sequence(data.get("sequence_batching"))
+            json_format.ParseDict(data, proto, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise BackendConfigError(f"model config is not a Triton model configuration: {exc}") from None
+        return cls.from_proto(proto)
+
+    @classmethod
+    def from_proto(cls, proto: pb.ModelConfig) -> BackendConfig:
+        """The backends' view of a parsed ``model_config_pb2.ModelConfig``.
+
+        Raises:
+            BackendConfigError: a field holds a value the backends cannot serve (names the model).
+        """
+        try:
             return cls(
-                name=name,
-                max_batch_size=int(data.get("max_batch_size", 0) or 0),
-                inputs=tuple(_parse_tensor(t) for t in data.get("input", []) or []),
-                outputs=tuple(_parse_tensor(t) for t in data.get("output", []) or []),
-                sequence=sequence,
-                parameters={
-                    str(k): str((v or {}).get("string_value", "")) if isinstance(v, Mapping) else str(v)
-                    for k, v in (data.get("parameters") or {}).items()
-                },
-                default_model_filename=str(data.get("default_model_filename", "") or ""),
-                dynamic_batching="dynamic_batching" in data and data["dynamic_batching"] is not None,
+                name=proto.name,
+                max_batch_size=int(proto.max_batch_size),
+                inputs=tuple(_tensor(t) for t in proto.input),
+                outputs=tuple(_tensor(t) for t in proto.output),
+                sequence=_sequence(proto.sequence_batching) if proto.HasField("sequence_batching") else None,
+                parameters={k: v.string_value for k, v in sorted(proto.parameters.items())},
+                default_model_filename=proto.default_model_filename,
+                dynamic_batching=proto.HasField("dynamic_batching"),
+                proto=proto,
             )
         except BackendConfigError as exc:
-            raise BackendConfigError(f"model {name!r}: {exc}") from None
+            raise BackendConfigError(f"model {proto.name!r}: {exc}") from None
 
 
-def _dims(value: Any) -> tuple[int, ...]:
-    return tuple(int(d) for d in value or ())
+def _tensor(entry: pb.ModelInput | pb.ModelOutput) -> TensorSpec:
+    if not entry.name:
+        raise BackendConfigError("a tensor's name must not be empty")
+    dtype = backend_dtype(entry.data_type, where=f"data_type of {entry.name!r}")
+    dims = tuple(int(d) for d in entry.dims)
+    if any(d < -1 or d == 0 for d in dims):
+        raise BackendConfigError(f"dims of {entry.name!r} must be positive or -1, got {list(dims)}")
+    return TensorSpec(name=entry.name, dims=dims, dtype=dtype)
 
 
-def _parse_tensor(entry: Mapping[str, Any]) -> TensorSpec:
-    return TensorSpec(
-        name=str(entry.get("name", "")),
-        data_type=str(entry.get("data_type", "")),
-        dims=_dims(entry.get("dims")),
-    )
-
-
-def _parse_initial(value: Any, *, fallback_type: str) -> InitialState | None:
-    # ``initial_state`` is a repeated field; Triton uses its first entry.
-    entries = value if isinstance(value, list) else [value] if value else []
-    if not entries:
-        return None
-    if len(entries) > 1:
-        raise BackendConfigError(f"a state takes one initial_state, got {len(entries)}")
-    entry = entries[0]
-    data_file = entry.get("data_file") or None
-    return InitialState(
-        name=str(entry.get("name", "")),
-        data_type=str(entry.get("data_type") or fallback_type),
-        dims=_dims(entry.get("dims")),
-        zero_data=bool(entry.get("zero_data", False)),
-        data_file=str(data_file) if data_file else None,
-    )
-
-
-def _parse_sequence(entry: Mapping[str, Any] | None) -> SequenceConfig | None:
-    if entry is None:
-        return None
-    strategy = SequenceStrategy.OLDEST if entry.get("oldest") is not None else SequenceStrategy.DIRECT
-    idle = int(entry.get("max_sequence_idle_microseconds", 0) or 0) or _DEFAULT_IDLE_US
-    controls: dict[ControlKind, ControlInput] = {}
-    for control_input in entry.get("control_input", []) or []:
-        for control in control_input.get("control", []) or []:
-            raw_kind = str(control.get("kind", ""))
-            try:
-                kind = ControlKind(raw_kind)
-            except ValueError:
-                raise BackendConfigError(
-                    f"control_input {control_input.get('name')!r} has kind {raw_kind!r}; expected one of "
-                    f"{', '.join(k.value for k in ControlKind)}"
-                ) from None
-            true_value = 1.0
-            for key in ("int32_false_true", "fp32_false_true", "bool_false_true"):
-                pair = control.get(key)
-                if pair:
-                    if len(pair) != 2:
-                        raise BackendConfigError(
-                            f"control_input {control_input.get('name')!r}: {key} must hold [false, true], "
-                            f"got {pair}"
-                        )
-                    true_value = float(pair[1])
-            controls[kind] = ControlInput(
-                name=str(control_input.get("name", "")), kind=kind, true_value=true_value
-            )
-    states = []
-    for state in entry.get("state", []) or []:
-        data_type = str(state.get("data_type", ""))
-        states.append(
-            StateSpec(
-                input_name=str(state.get("input_name", "")),
-                output_name=str(state.get("output_name", "")),
-                data_type=data_type,
-                dims=_dims(state.get("dims")),
-                initial=_parse_initial(state.get("initial_state"), fallback_type=data_type),
-            )
+def _state(state: pb.ModelSequenceBatching.State) -> SequenceState:
+    """quiver's :class:`SequenceState` of one ``sequence_batching.state`` entry, checked for serving."""
+    if not state.input_name or not state.output_name:
+        raise BackendConfigError(
+            f"a state needs input_name and output_name, got {state.input_name!r}, {state.output_name!r}"
         )
-    return SequenceConfig(strategy=strategy, max_idle_us=idle, controls=controls, states=tuple(states))
+    dtype = backend_dtype(state.data_type, where=f"data_type of state {state.input_name!r}")
+    dims = tuple(int(d) for d in state.dims)
+    # ``initial_state`` is a repeated field; Triton uses its first entry.
+    if len(state.initial_state) > 1:
+        raise BackendConfigError(f"a state takes one initial_state, got {len(state.initial_state)}")
+    if not state.initial_state:
+        if any(d < 1 for d in dims):
+            raise BackendConfigError(
+                f"state {state.input_name!r} has variable dims {list(dims)}; give it an initial_state with fixed dims"
+            )
+        return SequenceState(
+            input_name=state.input_name, output_name=state.output_name, dims=dims, dtype=dtype, initial=None
+        )
+    entry = state.initial_state[0]
+    if entry.data_type:
+        backend_dtype(entry.data_type, where=f"initial_state {entry.name!r} data_type")
+    source = entry.WhichOneof("state_data")
+    if (
+        (source == "zero_data" and not entry.zero_data)
+        or source is None
+        or (source == "data_file" and not entry.data_file)
+    ):
+        raise BackendConfigError(
+            f"initial_state {entry.name!r} must set exactly one of zero_data or data_file, "
+            f"got zero_data={entry.zero_data}, data_file={entry.data_file or None!r}"
+        )
+    initial_dims = tuple(int(d) for d in entry.dims)
+    if any(d < 1 for d in initial_dims):
+        raise BackendConfigError(
+            f"initial_state {entry.name!r} needs fixed positive dims, got {list(initial_dims)}"
+        )
+    try:
+        return SequenceState(
+            input_name=state.input_name, output_name=state.output_name, dims=dims, dtype=dtype,
+            initial="zeros" if source == "zero_data" else entry.data_file, initial_name=entry.name,
+            initial_dims=initial_dims,
+        )  # fmt: skip
+    except ModelConfigError as exc:
+        raise BackendConfigError(str(exc)) from None
+
+
+def _control(control_input: pb.ModelSequenceBatching.ControlInput) -> list[ControlSignal]:
+    signals = []
+    for control in control_input.control:
+        kind = ControlKind(pb.ModelSequenceBatching.Control.Kind.Name(control.kind))
+        true_value = 1.0
+        for pair in (control.int32_false_true, control.fp32_false_true, control.bool_false_true):
+            if pair:
+                if len(pair) != 2:
+                    raise BackendConfigError(
+                        f"control_input {control_input.name!r}: a false/true pair must hold [false, true], "
+                        f"got {list(pair)}"
+                    )
+                true_value = float(pair[1])
+        signals.append(ControlSignal(name=control_input.name, kind=kind, true_value=true_value))
+    return signals
+
+
+def _sequence(entry: pb.ModelSequenceBatching) -> SequenceConfig:
+    oldest = entry.WhichOneof("strategy_choice") == "oldest"
+    controls = {signal.kind: signal for c in entry.control_input for signal in _control(c)}
+    states = [_state(state) for state in entry.state]
+    return SequenceConfig(
+        strategy=SequenceStrategy.OLDEST if oldest else SequenceStrategy.DIRECT,
+        max_idle_us=int(entry.max_sequence_idle_microseconds) or _DEFAULT_IDLE_US,
+        controls=controls,
+        states=tuple(states),
+    )

@@ -10,6 +10,7 @@ import numpy as np
 
 from hermes.aeriel.backends._config import BackendConfig
 from hermes.aeriel.exceptions import BackendConfigError
+from hermes.quiver.config import DataType
 
 __all__ = ["OnnxRuntimeModel"]
 
@@ -52,7 +53,7 @@ class OnnxRuntimeModel:
             raise ImportError(
                 'the portable onnxruntime backend needs onnxruntime: pip install "hermes-aeriel[local]"'
             ) from exc
-        bf16 = [t.name for t in (*config.inputs, *config.outputs) if t.is_bf16]
+        bf16 = [t.name for t in (*config.inputs, *config.outputs) if t.dtype is DataType.BF16]
         if bf16:
             raise BackendConfigError(
                 f"model {config.name!r}: TYPE_BF16 tensors {bf16} are not supported by the portable onnxruntime "

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hermes.aeriel.backends._config import StateSpec, numpy_dtype
+from hermes.aeriel.backends._config import initial_value
 from hermes.aeriel.exceptions import BackendRequestError
+from hermes.quiver.config import SequenceState
 
 __all__ = ["SequenceStates"]
 
@@ -53,7 +54,7 @@ class SequenceStates:
 
     def __init__(
         self,
-        specs: tuple[StateSpec, ...],
+        specs: tuple[SequenceState, ...],
         *,
         model_dir: str | Path,
         batched: bool,
@@ -67,10 +68,10 @@ class SequenceStates:
         self.max_idle_s = max_idle_s
         self._clock = clock
         self._by_output = {spec.output_name: spec for spec in specs}
-        self._dtypes = {spec.output_name: numpy_dtype(spec.data_type) for spec in specs}
+        self._dtypes = {spec.output_name: spec.dtype.numpy for spec in specs}
         self._initial: dict[str, np.ndarray] = {}
         for spec in specs:
-            value = spec.initial_value(model_dir)
+            value = initial_value(spec, model_dir)
             if batched:
                 value = value[np.newaxis, ...]
             value.setflags(write=False)

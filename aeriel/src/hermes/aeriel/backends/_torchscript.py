@@ -21,6 +21,7 @@ import numpy as np
 
 from hermes.aeriel.backends._config import BackendConfig
 from hermes.aeriel.exceptions import BackendConfigError, BackendRequestError
+from hermes.quiver.config import DataType
 
 __all__ = ["TorchScriptModel", "input_order", "output_positions"]
 
@@ -103,8 +104,8 @@ class TorchScriptModel:
         self.inputs = input_order(names, _forward_args(self.module))
         outputs = [t.name for t in config.outputs] + [s.output_name for s in config.states]
         self.outputs = output_positions(outputs)
-        self.bf16 = {t.name for t in (*config.inputs, *config.outputs) if t.is_bf16}
-        self.bf16 |= {s.input_name for s in config.states if s.data_type == "TYPE_BF16"}
+        self.bf16 = {t.name for t in (*config.inputs, *config.outputs) if t.dtype is DataType.BF16}
+        self.bf16 |= {s.input_name for s in config.states if s.dtype is DataType.BF16}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once: ``{input name: array} -> {output name: array}``."""

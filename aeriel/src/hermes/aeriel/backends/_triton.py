@@ -19,9 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hermes.aeriel.backends._config import BackendConfig, ControlKind, TensorSpec
+from hermes.aeriel.backends._config import BackendConfig
 from hermes.aeriel.backends._executor import BatchExecutor, Request, RunFunction
 from hermes.aeriel.exceptions import BackendConfigError, BackendRequestError
+from hermes.quiver.config import ControlKind, DataType, TensorSpec
 
 __all__ = ["PortableModel"]
 
@@ -100,14 +101,14 @@ class PortableModel:
         self._inputs: list[TensorSpec] = [t for t in config.inputs if t.name not in state_inputs]
         self._outputs = {t.name: t for t in config.outputs}
         # per-request work kept out of execute(): the dtype of every output, resolved once
-        self._out_dtypes = {t.name: t.dtype for t in config.outputs}
-        self._bf16_outputs = {t.name for t in config.outputs if t.is_bf16}
-        self._bf16_inputs = {t.name for t in config.inputs if t.is_bf16}
+        self._out_dtypes = {t.name: t.dtype.numpy for t in config.outputs}
+        self._bf16_outputs = {t.name for t in config.outputs if t.dtype is DataType.BF16}
+        self._bf16_inputs = {t.name for t in config.inputs if t.dtype is DataType.BF16}
         self._start = controls.get(ControlKind.START)
         self._end = controls.get(ControlKind.END)
         self._ready = controls.get(ControlKind.READY)
         self._sequence = config.sequence is not None
-        self._bf16 = any(t.is_bf16 for t in (*config.inputs, *config.outputs))
+        self._bf16 = bool(self._bf16_inputs or self._bf16_outputs)
         logger.info(
             "%s backend loaded %s (max_batch_size %d, %d implicit state(s))",
             self.framework,

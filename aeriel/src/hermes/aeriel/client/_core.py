@@ -69,7 +69,7 @@ def warm_up_inputs(signature: ModelSignature) -> dict[str, np.ndarray]:
             raise InputValidationError(
                 f"cannot make a warm-up request for {spec.describe()} (variable axis); pass inputs= to warm_up()"
             )
-        arrays[spec.name] = np.zeros(shape, dtype=spec.dtype)
+        arrays[spec.name] = np.zeros(shape, dtype=spec.dtype.numpy)
     return arrays
 
 
@@ -135,7 +135,7 @@ def decode_outputs(
         for name in names:
             if name in slot.output_locations:
                 out = result.get_output(name)
-                outputs[name] = slot.read(name, specs[name].dtype, list(out.shape))
+                outputs[name] = slot.read(name, specs[name].dtype.numpy, list(out.shape))
             else:
                 array = result.as_numpy(name)
                 outputs[name] = array

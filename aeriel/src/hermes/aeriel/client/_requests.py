@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 from hermes.aeriel.client._shared_memory import ShmPool, Slot
 from hermes.aeriel.client._signature import ModelSignature, StreamGroup, TensorSpec
 from hermes.aeriel.exceptions import InputValidationError
+from hermes.quiver.config import DataType
 
 __all__ = ["Prepared", "RequestBuilder"]
 
@@ -59,7 +60,7 @@ class RequestBuilder:
             for alias, target in group.aliases().items():
                 self._aliases[alias] = (group, target)
         self._fixed_batch = signature.fixed_batch
-        self._only_dtype = self._specs[self._only].dtype if self._only is not None else None
+        self._only_dtype = self._specs[self._only].dtype.numpy if self._only is not None else None
         self._last_shape: tuple[int, ...] | None = None
         self._cache: dict[tuple[str, tuple[int, ...]], grpcclient.InferInput] = {}
         self._plain_outputs = [grpcclient.InferRequestedOutput(n) for n in signature.output_names]
@@ -113,9 +114,11 @@ class RequestBuilder:
     def _check(self, spec: TensorSpec, array: Any) -> np.ndarray:
         if not isinstance(array, np.ndarray):
             raise self._error(f"input '{spec.name}' must be a numpy array, got {type(array).__name__}")
-        if array.dtype != spec.dtype and not (spec.datatype == "BYTES" and array.dtype.kind in "OSU"):
+        if array.dtype != spec.dtype.numpy and not (
+            spec.dtype is DataType.BYTES and array.dtype.kind in "OSU"
+        ):
             raise self._error(
-                f"input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype} ({spec.datatype})"
+                f"input '{spec.name}' has dtype {array.dtype}, expected {spec.dtype.numpy} ({spec.dtype.value})"
             )
         shape = array.shape
         expected = spec.shape
@@ -209,7 +212,7 @@ class RequestBuilder:
             key = (name, array.shape)
             infer_input = cache.get(key)
             if infer_input is None:
-                infer_input = grpcclient.InferInput(name, list(array.shape), self._specs[name].datatype)
+                infer_input = grpcclient.InferInput(name, list(array.shape), self._specs[name].dtype.value)
                 cache[key] = infer_input
             infer_input.set_data_from_numpy(array)
             out.append(infer_input)
@@ -241,7 +244,7 @@ class RequestBuilder:
             for index, (name, array) in enumerate(zip(self._order, arrays, strict=True)):
                 slot.write(index, array)
                 region, offset = slot.input_locations[index]
-                infer_input = grpcclient.InferInput(name, list(array.shape), self._specs[name].datatype)
+                infer_input = grpcclient.InferInput(name, list(array.shape), self._specs[name].dtype.value)
                 infer_input.set_shared_memory(region, array.nbytes, offset)
                 inputs.append(infer_input)
             outputs = []
@@ -263,14 +266,14 @@ class RequestBuilder:
 
     def output_bytes(self, spec: TensorSpec, batch: int) -> int | None:
         """Bytes of an output for a request of ``batch`` rows, or None when not knowable."""
-        if spec.datatype == "BYTES":
+        if spec.dtype is DataType.BYTES:
             return None
         shape = list(spec.shape)
         if self.signature.max_batch_size > 0 and shape:
             shape[0] = batch
         if any(d < 0 for d in shape):
             return None
-        return int(np.prod(shape, dtype=np.int64)) * spec.dtype.itemsize
+        return int(np.prod(shape, dtype=np.int64)) * spec.dtype.numpy.itemsize
 
     @property
     def plain_outputs(self) -> list[grpcclient.InferRequestedOutput]:

@@ -1,7 +1,9 @@
 """What a model expects and returns, read from its Triton config: tensors, batching, streaming groups.
 
-A *streaming group* is an ensemble input that feeds a stateful "snapshotter" step (a model whose
-config declares ``sequence_batching.state``). The snapshotter splits the update along its channel
+A *streaming group* is an ensemble input that feeds a stateful "snapshotter" step: the one a
+quiver streaming record (:class:`~hermes.quiver.StreamInputRecord`) names, or, in ensembles
+without records (hand-built or the predecessor's), a step whose config declares
+``sequence_batching.state``. The snapshotter splits the update along its channel
 axis (axis 1) into one output per downstream tensor; the group records, in channel order, each
 of those outputs, the ensemble tensors they become and the ``model/input`` pairs that consume
 them, with their channel counts. Any number of targets per group and any number of groups per
@@ -10,56 +12,49 @@ ensemble are supported.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import triton_to_np_dtype
+from tritonclient.grpc import model_config_pb2 as pb
+
+from hermes.quiver.config import DataType, StreamingRecords
+from hermes.quiver.exceptions import StreamingRecordError, StreamingRecordVersionError
 
 __all__ = ["ModelSignature", "StreamGroup", "StreamTarget", "TensorSpec", "read_signature"]
 
 logger = logging.getLogger("hermes.aeriel.client")
 
 
-def _triton_datatype(data_type: int) -> str:
-    name = model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
-
-
 @dataclass(frozen=True, kw_only=True)
 class TensorSpec:
-    """One input or output tensor as a request sees it.
+    """One input or output tensor as a request sees it (quiver's :class:`~hermes.quiver.TensorSpec`
+    is the same tensor as the config declares it: ``dims`` without the batch axis).
 
     Attributes:
         name: tensor name.
-        datatype: Triton datatype ("FP32", "INT64", "BYTES", ...).
+        dtype: its Triton type (a :class:`~hermes.quiver.DataType`, equal to its name:
+            ``spec.dtype == "FP32"``; ``spec.dtype.numpy`` is the numpy dtype).
         shape: full request shape including the batch axis when the model batches;
             ``-1`` marks a variable axis.
     """
 
     name: str
-    datatype: str
+    dtype: DataType
     shape: tuple[int, ...]
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """The numpy dtype of this tensor."""
-        return np.dtype(triton_to_np_dtype(self.datatype))
 
     @property
     def fixed_size(self) -> int | None:
         """Bytes of one tensor when every axis is fixed, else None (BYTES: None)."""
-        if self.datatype == "BYTES" or any(d < 0 for d in self.shape):
+        if self.dtype is DataType.BYTES or any(d < 0 for d in self.shape):
             return None
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.numpy.itemsize
 
     def describe(self) -> str:
         """``name DTYPE [d0, d1]`` with ``-1`` for variable axes."""
-        return f"{self.name} {self.datatype} [{', '.join(str(d) for d in self.shape)}]"
+        return f"{self.name} {self.dtype.value} [{', '.join(str(d) for d in self.shape)}]"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,9 +128,8 @@ class ModelSignature:
             ``sequence_batching``).
         streams: the streaming groups of an ensemble.
         max_sequences: how many sequences the model serves at once: the smallest
-            ``max_sequences`` a quiver streaming ensemble records in its parameters
-            (``hermes.streaming_input.<key>`` / ``hermes.streaming_output.<key>``); None when
-            the model records none.
+            ``max_sequences`` of the streaming records quiver writes in its parameters
+            (:class:`~hermes.quiver.StreamingRecords`); None when the model records none.
     """
 
     name: str
@@ -185,7 +179,7 @@ def _tensors(entries: Any, batched: bool) -> tuple[TensorSpec, ...]:
         if entry.HasField("reshape") and not dims:
             dims = ()
         shape = ((-1,) if batched else ()) + dims
-        specs.append(TensorSpec(name=entry.name, datatype=_triton_datatype(entry.data_type), shape=shape))
+        specs.append(TensorSpec(name=entry.name, dtype=DataType.from_proto(entry.data_type), shape=shape))
     return tuple(specs)
 
 
@@ -193,86 +187,96 @@ ConfigGetter = Callable[[str, str], Any]
 """``(model_name, version) -> model_config_pb2.ModelConfig``."""
 
 
-def _stream_groups(config: Any, configs: Mapping[str, Any]) -> tuple[StreamGroup, ...]:
+def _snapshotter_steps(
+    config: Any, configs: Mapping[str, Any], records: StreamingRecords
+) -> list[tuple[str, Any]]:
+    """``(ensemble input, step)`` of each snapshotter: as the records name them, else every
+    stateful step an ensemble input feeds (ensembles quiver did not build)."""
     steps = list(config.ensemble_scheduling.step)
-    groups = []
+    if records.inputs:
+        by_model = {step.model_name: step for step in steps}
+        return [(r.name, by_model[r.model]) for r in records.inputs if r.model in by_model]
+    found = []
     for ens_input in config.input:
         for step in steps:
             sub = configs[step.model_name]
-            if not (sub.HasField("sequence_batching") and len(sub.sequence_batching.state) > 0):
-                continue
-            keys = [key for key, value in step.input_map.items() if value == ens_input.name]
-            if not keys:
-                continue
-            sub_batched = sub.max_batch_size > 0
-            sub_outputs = {t.name: t for t in _tensors(sub.output, sub_batched)}
-            targets = []
-            # channel order = the snapshotter's output order in its config
-            for out in sub.output:
-                tensor = step.output_map.get(out.name)
-                if tensor is None:
-                    continue
-                consumers = tuple(
-                    f"{other.model_name}/{key}"
-                    for other in steps
-                    for key, value in other.input_map.items()
-                    if value == tensor
-                )
-                shape = sub_outputs[out.name].shape
-                channels = shape[1] if len(shape) >= 3 else 1
-                targets.append(
-                    StreamTarget(
-                        snapshot_output=out.name,
-                        tensor=tensor,
-                        consumers=consumers,
-                        channels=int(channels),
-                        shape=shape,
-                    )
-                )
-            groups.append(
-                StreamGroup(
-                    input=ens_input.name,
-                    snapshotter=step.model_name,
-                    snapshotter_input=keys[0],
-                    targets=tuple(targets),
-                )
-            )
-    return tuple(groups)
+            stateful = sub.HasField("sequence_batching") and len(sub.sequence_batching.state) > 0
+            if stateful and ens_input.name in step.input_map.values():
+                found.append((ens_input.name, step))
+    return found
 
 
-STREAMING_PARAMETERS = ("hermes.streaming_input.", "hermes.streaming_output.")
-"""Prefixes of the ensemble parameters in which quiver records its streaming models (JSON)."""
-
-
-def _max_sequences(config: Any) -> int | None:
-    """The smallest ``max_sequences`` among the streaming records of a config, or None."""
-    limits = []
-    for key, parameter in config.parameters.items():
-        if not key.startswith(STREAMING_PARAMETERS):
+def _targets(step: Any, sub: Any, steps: list[Any]) -> tuple[StreamTarget, ...]:
+    """What one snapshotter feeds, in channel order (its outputs in config order)."""
+    sub_outputs = {t.name: t for t in _tensors(sub.output, sub.max_batch_size > 0)}
+    targets = []
+    for out in sub.output:
+        tensor = step.output_map.get(out.name)
+        if tensor is None:
             continue
-        try:
-            record = json.loads(parameter.string_value)
-        except ValueError:
-            logger.warning("model '%s': parameter %s is not JSON; ignored", config.name, key)
-            continue
-        limit = record.get("max_sequences") if isinstance(record, dict) else None
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            limits.append(limit)
-        elif limit is not None:
-            logger.warning(
-                "model '%s': %s has max_sequences %r, not a positive int; ignored", config.name, key, limit
+        consumers = tuple(
+            f"{other.model_name}/{key}"
+            for other in steps
+            for key, value in other.input_map.items()
+            if value == tensor
+        )
+        shape = sub_outputs[out.name].shape
+        channels = shape[1] if len(shape) >= 3 else 1
+        targets.append(
+            StreamTarget(
+                snapshot_output=out.name,
+                tensor=tensor,
+                consumers=consumers,
+                channels=int(channels),
+                shape=shape,
             )
-    return min(limits) if limits else None
+        )
+    return tuple(targets)
 
 
-def read_signature(name: str, version: str, config: Any, step_configs: Mapping[str, Any]) -> ModelSignature:
+def _stream_groups(
+    config: Any, configs: Mapping[str, Any], records: StreamingRecords
+) -> tuple[StreamGroup, ...]:
+    steps = list(config.ensemble_scheduling.step)
+    order = [t.name for t in config.input]
+    groups = []
+    for ens_input, step in _snapshotter_steps(config, configs, records):
+        keys = [key for key, value in step.input_map.items() if value == ens_input]
+        if not keys:
+            continue
+        groups.append(
+            StreamGroup(
+                input=ens_input,
+                snapshotter=step.model_name,
+                snapshotter_input=keys[0],
+                targets=_targets(step, configs[step.model_name], steps),
+            )
+        )
+    return tuple(sorted(groups, key=lambda g: order.index(g.input) if g.input in order else len(order)))
+
+
+def _records(config: Any) -> StreamingRecords:
+    """The streaming records of a config; malformed ones are logged and skipped, newer ones raise."""
+
+    def skip(error: StreamingRecordError) -> None:
+        if isinstance(error, StreamingRecordVersionError):
+            raise error
+        logger.warning("model '%s': %s; ignored", config.name, error)
+
+    return StreamingRecords.from_parameters(config.parameters, on_error=skip)
+
+
+def read_signature(
+    name: str, version: str, config: pb.ModelConfig, step_configs: Mapping[str, pb.ModelConfig]
+) -> ModelSignature:
     """Build a :class:`ModelSignature` from a model config and, for ensembles, its steps' configs.
 
     Args:
         name: model name.
         version: version asked for ("" = latest).
         config: the model's ``model_config_pb2.ModelConfig``.
-        step_configs: ``{step model name: ModelConfig}`` for every ensemble step (empty otherwise).
+        step_configs: ``{step model name: model_config_pb2.ModelConfig}`` for every ensemble
+            step (empty otherwise).
 
     Returns:
         The signature, with streaming groups and the sequence capacity discovered for ensembles.
@@ -280,9 +284,10 @@ def read_signature(name: str, version: str, config: Any, step_configs: Mapping[s
     batched = config.max_batch_size > 0
     stateful = config.HasField("sequence_batching")
     streams: tuple[StreamGroup, ...] = ()
+    records = _records(config)
     if config.platform == "ensemble" or config.HasField("ensemble_scheduling"):
         stateful = stateful or any(c.HasField("sequence_batching") for c in step_configs.values())
-        streams = _stream_groups(config, step_configs)
+        streams = _stream_groups(config, step_configs, records)
     return ModelSignature(
         name=name,
         version=version,
@@ -291,7 +296,7 @@ def read_signature(name: str, version: str, config: Any, step_configs: Mapping[s
         max_batch_size=int(config.max_batch_size),
         stateful=stateful,
         streams=streams,
-        max_sequences=_max_sequences(config),
+        max_sequences=records.max_sequences,
     )
 
 

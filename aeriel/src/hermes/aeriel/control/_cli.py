@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import typer
+from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.aeriel._cli import register
 from hermes.aeriel._lifecycle import Deadline
@@ -30,6 +31,7 @@ from hermes.aeriel.control.client import RepositoryEntry
 from hermes.aeriel.control.model_manager import ModelManager
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import AerielError, ConnectionFailed, EndpointError, ModelLoadError
+from hermes.quiver.config import DataType
 
 __all__ = ["models_app"]
 
@@ -221,33 +223,28 @@ def unload_command(
         typer.echo(f"unloaded {name} on {len(servers)} server(s) in {time.monotonic() - started:.2f} s")
 
 
-_NUMPY_OF_TRITON = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-                    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-                    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}  # fmt: skip
-
-
-def zero_inputs(config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Zero-filled inputs for one request to a model, from its configuration (JSON form).
+def zero_inputs(config: pb.ModelConfig) -> dict[str, np.ndarray]:
+    """Zero-filled inputs for one request to a model, from its configuration.
 
     Variable dimensions (-1) become 1; a batching model (``max_batch_size`` > 0) gets a batch of one.
 
     Raises:
-        ValueError: an input has a data type that cannot be filled with zeros here.
+        ValueError: an input has a data type that cannot be filled with zeros here (BF16).
     """
-    batch = [1] if int(config.get("max_batch_size", 0) or 0) > 0 else []
+    batch = [1] if config.max_batch_size > 0 else []
     inputs = {}
-    for spec in config.get("input", []):
-        dtype = str(spec.get("data_type", "")).removeprefix("TYPE_")
-        shape = batch + [max(int(d), 1) for d in spec.get("dims", [])]
-        if dtype == "STRING":
-            inputs[spec["name"]] = np.full(shape, b"", dtype=np.object_)
-        elif dtype in _NUMPY_OF_TRITON:
-            inputs[spec["name"]] = np.zeros(shape, _NUMPY_OF_TRITON[dtype])
-        else:
+    for spec in config.input:
+        shape = batch + [max(int(d), 1) for d in spec.dims]
+        dtype = DataType.from_proto(spec.data_type) if spec.data_type != pb.TYPE_BF16 else None
+        if dtype is None:
+            fillable = [f"TYPE_{t.value}" for t in DataType if t is not DataType.BF16]
             raise ValueError(
-                f"input {spec.get('name')!r} has data type {spec.get('data_type')!r}; warm-up can fill "
-                f"TYPE_STRING and {', '.join('TYPE_' + t for t in _NUMPY_OF_TRITON)}"
+                f"input {spec.name!r} has data type {pb.DataType.Name(spec.data_type)!r}; warm-up can fill "
+                f"{', '.join(fillable)}"
             )
+        inputs[spec.name] = (
+            np.full(shape, b"", dtype=np.object_) if dtype is DataType.BYTES else np.zeros(shape, dtype.numpy)
+        )
     return inputs
 
 

@@ -20,7 +20,6 @@ with that prefix. Errors go through :mod:`hermes.aeriel._errors`, the one transl
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import threading
 from collections.abc import Iterable, Mapping
@@ -28,12 +27,15 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as pb
 from tritonclient.utils import np_to_triton_dtype
 
 from hermes.aeriel._errors import translated
 from hermes.aeriel._lifecycle import Closeable, Deadline
 from hermes.aeriel.endpoints import Endpoint
 from hermes.aeriel.exceptions import ClientClosedError, ModelControlTimeout, ModelLoadError
+from hermes.quiver.config import ModelConfig
 
 __all__ = ["ADMIN_TOKEN_HEADER", "ControlClient", "RepositoryEntry"]
 
@@ -195,12 +197,11 @@ class ControlClient(Closeable):
                 return entry.reason
         return None
 
-    def model_config(self, model: str) -> dict[str, Any]:
-        """The model's configuration as the server holds it (JSON form)."""
-        data = self._call(
-            f"reading the config of {model!r}", "get_model_config", model, model=model, as_json=True
-        )
-        return dict(data["config"])
+    def model_config(self, model: str) -> pb.ModelConfig:
+        """The model's configuration as the server holds it."""
+        response = self._call(f"reading the config of {model!r}", "get_model_config", model, model=model)
+        config: pb.ModelConfig = response.config
+        return config
 
     # ------------------------------------------------------------------ control
     def load(
@@ -208,7 +209,7 @@ class ControlClient(Closeable):
         model: str,
         *,
         versions: Iterable[int] | None = None,
-        config: Mapping[str, Any] | None = None,
+        config: pb.ModelConfig | ModelConfig | Mapping[str, Any] | None = None,
         timeout_s: float = 120.0,
     ) -> None:
         """Load (or reload) ``model`` (explicit model control) and wait until it is ready.
@@ -217,7 +218,8 @@ class ControlClient(Closeable):
             model: the model name in the repository.
             versions: exactly these versions (a ``version_policy { specific }`` override on top
                 of ``config`` or the served configuration); the others are unloaded.
-            config: a full configuration override (JSON form).
+            config: a full configuration override: the protobuf, a quiver ``ModelConfig`` or
+                Triton's JSON form.
             timeout_s: seconds the load and the wait may take.
 
         Raises:
@@ -227,7 +229,7 @@ class ControlClient(Closeable):
         wanted = _check_versions(versions)
         deadline = Deadline(timeout_s)
         action = f"loading {model!r}" + (f" versions {wanted}" if wanted else "")
-        cfg = dict(config) if config is not None else None
+        cfg = config_proto(config) if config is not None else None
         before: list[int] = []
         if wanted is not None:
             before = self.ready_versions(model)
@@ -235,8 +237,9 @@ class ControlClient(Closeable):
                 if not before:  # Triton holds a config only for a model it has loaded
                     self._call(action, "load_model", model, model=model, timeout_s=deadline.remaining_s)
                 cfg = self.model_config(model)
-            cfg["version_policy"] = {"specific": {"versions": wanted}}
-        body = json.dumps(cfg) if cfg is not None else None
+            cfg.version_policy.Clear()
+            cfg.version_policy.specific.versions.extend(wanted)
+        body = json_format.MessageToJson(cfg, preserving_proto_field_name=True) if cfg is not None else None
         self._call(action, "load_model", model, model=model, config=body, timeout_s=deadline.remaining_s)
         ready = [str(v) for v in wanted] if wanted is not None else [""]
         gone = [str(v) for v in before if wanted is not None and v not in wanted]
@@ -332,7 +335,7 @@ class ControlClient(Closeable):
             inp.set_data_from_numpy(arr)
             infer_inputs.append(inp)
         seq: dict[str, Any] = {}
-        if "sequence_batching" in self.model_config(model):
+        if self.model_config(model).HasField("sequence_batching"):
             seq = {"sequence_id": secrets.randbits(62) + 1, "sequence_start": True, "sequence_end": True}
         if self._closed.is_set():
             raise ClientClosedError(f"this ControlClient ({self.where}) is closed; create a new one")
@@ -374,3 +377,18 @@ class ControlClient(Closeable):
         self._closed.set()
         if self._owns_grpc:
             self._grpc.close()
+
+
+def config_proto(config: pb.ModelConfig | ModelConfig | Mapping[str, Any]) -> pb.ModelConfig:
+    """A config override as a new protobuf (Triton's JSON form is parsed; unknown fields refused)."""
+    copy = pb.ModelConfig()
+    if isinstance(config, ModelConfig):
+        copy.CopyFrom(config.proto)
+    elif isinstance(config, pb.ModelConfig):
+        copy.CopyFrom(config)
+    else:
+        try:
+            json_format.ParseDict(config, copy)
+        except json_format.ParseError as exc:
+            raise ValueError(f"config: not a Triton model configuration: {exc}") from None
+    return copy

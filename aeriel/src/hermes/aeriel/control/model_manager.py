@@ -29,11 +29,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.aeriel._lifecycle import Closeable
-from hermes.aeriel.control.client import ADMIN_TOKEN_HEADER, ControlClient
+from hermes.aeriel.control.client import ADMIN_TOKEN_HEADER, ControlClient, config_proto
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import ClientClosedError, ConnectionFailed
+from hermes.quiver.config import ModelConfig
 
 __all__ = ["ModelManager", "SwapReport"]
 
@@ -131,8 +133,8 @@ class ModelManager(Closeable):
         """``{endpoint name: ready versions of model}`` from each server's repository index."""
         return {ep.name: self.client(ep).ready_versions(model) for ep in self.endpoints}
 
-    def config(self, model: str, endpoint: Endpoint | None = None) -> dict[str, Any]:
-        """The model's configuration as the server holds it (JSON form)."""
+    def config(self, model: str, endpoint: Endpoint | None = None) -> pb.ModelConfig:
+        """The model's configuration as the server holds it."""
         return self.client(endpoint or self.endpoints[0]).model_config(model)
 
     def _on_every_server(self, task: Callable[[ControlClient], None]) -> None:
@@ -152,7 +154,7 @@ class ModelManager(Closeable):
         model: str,
         *,
         versions: Iterable[int] | None = None,
-        config: Mapping[str, Any] | None = None,
+        config: pb.ModelConfig | ModelConfig | Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> None:
         """Load (or reload) ``model`` on every server and wait until it is ready.
@@ -161,7 +163,8 @@ class ModelManager(Closeable):
             model: the model name in the repository.
             versions: exactly these versions (a ``version_policy { specific }`` override
                 on top of ``config`` or the served configuration); others are unloaded.
-            config: a full configuration override (JSON form).
+            config: a full configuration override: the protobuf, a quiver ``ModelConfig`` or
+                Triton's JSON form.
             timeout_s: seconds per server (default: the manager's).
 
         Raises:
@@ -174,9 +177,11 @@ class ModelManager(Closeable):
             raise ValueError(f"versions must be positive integers, got {versions!r}")
         limit = self.timeout_s if timeout_s is None else timeout_s
 
+        override = config_proto(config) if config is not None else None  # a bad one: before any server
+
         def load_one(client: ControlClient) -> None:
             started = time.monotonic()
-            client.load(model, versions=wanted, config=config, timeout_s=limit)
+            client.load(model, versions=wanted, config=override, timeout_s=limit)
             what = f" versions {wanted}" if wanted else ""
             logger.info("loaded %s%s on %s in %.2f s", model, what, client.where, time.monotonic() - started)
 

@@ -1,12 +1,12 @@
-"""What a streaming model takes: discovered from its config (hermes' streaming parameters, else its inputs)."""
+"""What a streaming model takes: discovered from its config (quiver's streaming records, else its inputs)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from hermes.aeriel.exceptions import ProfileError
+from hermes.quiver.config import StreamingRecords, StreamInputRecord
 
 __all__ = ["StreamGroup", "StreamTarget", "discover_target"]
 
@@ -58,15 +58,19 @@ class StreamTarget:
         return self.groups[0].update_size
 
 
-def _parameters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    records = {}
-    for key, value in (config.get("parameters") or {}).items():
-        if key.startswith(("hermes.streaming_input.", "hermes.streaming_output.")):
-            try:
-                records[key] = json.loads(value.get("string_value", ""))
-            except (ValueError, AttributeError):
-                continue
-    return records
+def _records(config: dict[str, Any]) -> StreamingRecords:
+    """quiver's streaming records of a config (JSON form); unreadable ones are skipped."""
+    return StreamingRecords.from_parameters(config.get("parameters") or {}, on_error=lambda _: None)
+
+
+def _group(record: StreamInputRecord, network: str | None) -> StreamGroup:
+    tensors = tuple(
+        (_tensor_name(t, network), c) for t, c in zip(record.tensors, record.channels, strict=False)
+    )
+    return StreamGroup(
+        input=record.name, channels=record.total_channels, update_size=record.update_size,
+        kernel_size=record.kernel_size, stride=record.stride, batch_size=record.batch_size, tensors=tensors,
+    )  # fmt: skip
 
 
 def _tensor_name(label: str, network: str | None) -> str:
@@ -82,30 +86,15 @@ def discover_target(config: dict[str, Any]) -> StreamTarget:
         ProfileError: it has no input the profiler can stream.
     """
     name = config["name"]
-    records = _parameters(config)
+    records = _records(config)
     steps = [s["model_name"] for s in (config.get("ensemble_scheduling") or {}).get("step", [])]
-    streaming_models = {r.get("model") for r in records.values()}
-    inputs = [k for k in records if k.startswith("hermes.streaming_input.")]
-    fused = any(records[k].get("fused") for k in inputs)
-    network = None
+    fused = any(r.fused for r in records.inputs)
     if fused:
-        network = records[inputs[0]].get("network")
+        network = records.inputs[0].network
     else:
-        rest = [s for s in steps if s not in streaming_models]
+        rest = [s for s in steps if s not in records.models]
         network = rest[0] if len(rest) == 1 else None
-    groups = []
-    for key in sorted(inputs, key=lambda k: list(records).index(k)):
-        record = records[key]
-        channels = [c or 1 for c in record.get("channels", [])]
-        tensors = tuple(
-            (_tensor_name(t, network), c)
-            for t, c in zip(record.get("tensors", []), record.get("channels", []), strict=False)
-        )
-        groups.append(StreamGroup(
-            input=key.removeprefix("hermes.streaming_input."), channels=sum(channels),
-            update_size=int(record["stride"]) * int(record["batch_size"]), kernel_size=int(record["kernel_size"]),
-            stride=int(record["stride"]), batch_size=int(record["batch_size"]), tensors=tensors,
-        ))  # fmt: skip
+    groups = [_group(record, network) for record in records.inputs]
     if not groups:
         groups = _plain_groups(config)
     outputs = tuple(o["name"] for o in config.get("output", []))

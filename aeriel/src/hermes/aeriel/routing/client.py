@@ -190,7 +190,7 @@ class RoutingClient(Closeable):
         if replay_updates is not None:
             return ReplayPlan(updates=replay_updates)
         live = next(ep for ep in self.endpoints if ep.name in self._clients)
-        plan = replay_plan(self.manager.config(self.model, live).get("parameters", {}))
+        plan = replay_plan(self.manager.config(self.model, live).parameters)
         if plan is None and failover:
             raise SequenceError(
                 f"model {self.model!r} records no streaming state (no hermes.streaming_* parameters), so the "

@@ -17,26 +17,23 @@ stream. A stream younger than ``U`` updates is replayed from its first update, w
 exact as well (START restores the same initial state).
 
 :func:`replay_plan` reads ``U`` from the streaming records quiver writes in the model's
-parameters (``hermes.streaming_input.<key>`` with ``kernel_size``/``stride``/``batch_size``,
-``hermes.streaming_output.<key>`` with ``num_updates``/``batch_size``); a record may instead
-state ``replay_updates`` directly (a model with implicit state, such as a fused streaming
-model, knows its own). Records it cannot read are named in the error.
+parameters (:class:`~hermes.quiver.StreamInputRecord` with ``kernel_size``/``stride``/``batch_size``,
+:class:`~hermes.quiver.StreamOutputRecord` with ``num_updates``/``batch_size``). Records it
+cannot read are named in the error.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from hermes.aeriel.exceptions import SequenceError
+from hermes.quiver.config import StreamingRecords
+from hermes.quiver.exceptions import StreamingRecordError
 
 __all__ = ["ReplayPlan", "replay_plan"]
-
-_INPUT = "hermes.streaming_input."
-_OUTPUT = "hermes.streaming_output."
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,36 +63,6 @@ class ReplayPlan:
         )
 
 
-def _records(parameters: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for key, value in parameters.items():
-        if not key.startswith((_INPUT, _OUTPUT)):
-            continue
-        text = (
-            value.get("string_value", "")
-            if isinstance(value, Mapping)
-            else getattr(value, "string_value", value)
-        )
-        try:
-            record = json.loads(text)
-        except (TypeError, ValueError):
-            raise SequenceError(f"streaming record {key} is not JSON: {str(text)[:80]!r}") from None
-        if not isinstance(record, dict):
-            raise SequenceError(f"streaming record {key} is not a JSON object: {str(text)[:80]!r}")
-        out[key] = record
-    return out
-
-
-def _positive(record: Mapping[str, Any], key: str, field: str) -> int:
-    value = record.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SequenceError(
-            f"streaming record {key} has {field}={value!r}; expected a positive integer "
-            "(or give the RoutingClient replay_updates=)"
-        )
-    return value
-
-
 def replay_plan(parameters: Mapping[str, Any]) -> ReplayPlan | None:
     """The :class:`ReplayPlan` recorded in a model's parameters; None without streaming records.
 
@@ -104,27 +71,19 @@ def replay_plan(parameters: Mapping[str, Any]) -> ReplayPlan | None:
             protobuf values, or plain strings).
 
     Raises:
-        SequenceError: a streaming record is malformed (naming the record and the field).
+        SequenceError: a streaming record cannot be read (naming the record and the field).
     """
-    records = _records(parameters)
+    try:
+        records = StreamingRecords.from_parameters(parameters)
+    except StreamingRecordError as exc:
+        raise SequenceError(f"{exc} (or give the RoutingClient replay_updates=)") from exc
     if not records:
         return None
-    fill, average, sizes, delays = 0, 0, {}, {}
-    for key, record in sorted(records.items()):
-        if "replay_updates" in record:
-            fill = max(fill, int(record["replay_updates"]) if record["replay_updates"] else 0)
-            continue
-        if key.startswith(_INPUT):
-            kernel = _positive(record, key, "kernel_size")
-            size = _positive(record, key, "stride") * _positive(record, key, "batch_size")
-            sizes[key.removeprefix(_INPUT)] = size
-            fill = max(fill, math.ceil(kernel / size))
-        else:
-            batch = _positive(record, key, "batch_size")
-            average = max(average, math.ceil((_positive(record, key, "num_updates") - 1) / batch))
-            delay = record.get("delay")
-            if isinstance(delay, int) and not isinstance(delay, bool):
-                delays[key.removeprefix(_OUTPUT)] = delay
+    fill = max((math.ceil(r.kernel_size / r.update_size) for r in records.inputs), default=0)
+    average = max((math.ceil((r.num_updates - 1) / r.batch_size) for r in records.outputs), default=0)
     return ReplayPlan(
-        updates=fill + average, update_sizes=sizes, delays=delays, source=", ".join(sorted(records))
+        updates=fill + average,
+        update_sizes={r.name: r.update_size for r in records.inputs},
+        delays={r.name: r.delay for r in records.outputs},
+        source=", ".join(sorted(r.parameter for r in records.all)),
     )

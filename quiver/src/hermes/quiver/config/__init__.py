@@ -1,7 +1,8 @@
-"""Typed Triton model configurations (builder, sections and data types)."""
+"""The Triton contract: typed model configurations (builder, sections, data types) and the
+streaming records quiver writes into them for clients."""
 
 from hermes.quiver.config.dtypes import DataType
-from hermes.quiver.config.model_config import ModelConfig, TensorSpec
+from hermes.quiver.config.model_config import ModelConfig, ParameterMap, TensorSpec
 from hermes.quiver.config.sections import (
     Accelerator,
     ControlInput,
@@ -15,8 +16,15 @@ from hermes.quiver.config.sections import (
     SequenceStrategy,
     Warmup,
 )
+from hermes.quiver.config.streaming_record import (
+    RECORD_VERSION,
+    StreamingRecords,
+    StreamInputRecord,
+    StreamOutputRecord,
+)
 
 __all__ = [
+    "RECORD_VERSION",
     "Accelerator",
     "ControlInput",
     "ControlKind",
@@ -26,9 +34,13 @@ __all__ = [
     "InstanceKind",
     "ModelConfig",
     "Optimization",
+    "ParameterMap",
     "SequenceBatching",
     "SequenceState",
     "SequenceStrategy",
+    "StreamInputRecord",
+    "StreamOutputRecord",
+    "StreamingRecords",
     "TensorSpec",
     "Warmup",
 ]

@@ -1,4 +1,8 @@
-"""Triton tensor data types and their numpy / torch equivalents."""
+"""Triton tensor data types and their numpy / torch equivalents: hermes' one dtype table.
+
+Every hermes layer converts between Triton's type names (``"FP32"``, ``TYPE_FP32``, the
+protobuf enum), numpy and torch through :class:`DataType`; no other table exists.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ class DataType(enum.StrEnum):
     @property
     def numpy(self) -> np.dtype[Any]:
         """The numpy dtype of this type (BF16 has none in numpy: float32 is used to carry it)."""
-        return np.dtype(_NUMPY[self])
+        return _NUMPY_DTYPES[self]
 
     @property
     def torch(self) -> Any:
@@ -120,6 +124,7 @@ _NUMPY = {
     DataType.FP64: "float64",
     DataType.BYTES: "object",
 }
+_NUMPY_DTYPES: dict[DataType, np.dtype[Any]] = {member: np.dtype(name) for member, name in _NUMPY.items()}
 _TORCH = {
     DataType.BOOL: "bool",
     DataType.UINT8: "uint8",

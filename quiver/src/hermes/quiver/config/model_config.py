@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from google.protobuf import text_format
@@ -42,7 +42,7 @@ from hermes.quiver.config.sections import (
 from hermes.quiver.exceptions import ModelConfigError
 from hermes.quiver.platform import Platform
 
-__all__ = ["ModelConfig", "TensorSpec"]
+__all__ = ["ModelConfig", "ParameterMap", "TensorSpec"]
 
 #: Tensor names hermes writes into configs and graphs (Triton and ONNX take them verbatim).
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/\-]*$")
@@ -70,6 +70,45 @@ class TensorSpec:
     name: str
     dims: Dims
     dtype: DataType
+
+
+class ParameterMap(MutableMapping[str, str]):
+    """A live view of a config's ``parameters`` as ``{key: string_value}``, in key order.
+
+    Setting, updating or deleting through it changes the config itself.
+    """
+
+    def __init__(self, proto: pb.ModelConfig) -> None:
+        self._map = proto.parameters
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self._map:
+            raise KeyError(key)
+        return str(self._map[key].string_value)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        if not key or not isinstance(key, str):
+            raise ModelConfigError(f"parameters: key must be a non-empty string, got {key!r}")
+        if not isinstance(value, str):
+            raise ModelConfigError(
+                f"parameters[{key}]: Triton stores parameters as text, got {type(value).__name__} {value!r}; "
+                "convert it with str() or use set_parameter()"
+            )
+        self._map[key].string_value = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._map:
+            raise KeyError(key)
+        del self._map[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._map))
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __repr__(self) -> str:
+        return f"ParameterMap({dict(self)!r})"
 
 
 class ModelConfig:
@@ -549,15 +588,13 @@ class ModelConfig:
         ).apply(self._proto)
 
     @property
-    def parameters(self) -> dict[str, str]:
-        """The ``parameters`` map as plain strings (a copy; set with :meth:`set_parameter`)."""
-        return {k: v.string_value for k, v in sorted(self._proto.parameters.items())}
+    def parameters(self) -> ParameterMap:
+        """The ``parameters`` map as text, live: ``config.parameters["k"] = "v"`` changes the config."""
+        return ParameterMap(self._proto)
 
     def set_parameter(self, key: str, value: Any) -> None:
         """Set ``parameters[key]`` (the value is stored as text)."""
-        if not key or not isinstance(key, str):
-            raise ModelConfigError(f"parameters: key must be a non-empty string, got {key!r}")
-        self._proto.parameters[key].string_value = str(value)
+        self.parameters[key] = str(value)
 
     def response_cache(self, enable: bool = True) -> None:
         """Cache responses for identical requests (the server needs ``--cache-config``)."""

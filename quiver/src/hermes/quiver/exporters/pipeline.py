@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,49 +117,10 @@ def _resolve_inputs(
             return forward_names[:count]
         return [f"input_{i}" for i in range(count)]
 
-    names: list[str]
-    tensors: list[Any]
     if example_inputs is not None:
-        if isinstance(example_inputs, Mapping):
-            names = [str(k) for k in example_inputs]
-            tensors = [_as_tensor(v, f"example_inputs[{k!r}]") for k, v in example_inputs.items()]
-        else:
-            items = (
-                [example_inputs] if not isinstance(example_inputs, (tuple, list)) else list(example_inputs)
-            )
-            names = default_names(len(items))
-            tensors = [_as_tensor(v, f"example_inputs[{i}]") for i, v in enumerate(items)]
+        names, tensors = _given_examples(example_inputs, default_names)
     else:
-        if input_shapes is None:
-            if not declared:
-                raise ExportError(
-                    f"{config.name}: the config declares no inputs; pass example_inputs (preferred) or input_shapes"
-                )
-            batched = config.max_batch_size > 0
-            input_shapes = {
-                d.name: ((None,) if batched else ()) + tuple(None if x < 0 else x for x in d.dims)
-                for d in declared
-            }
-        shapes: list[Any]
-        if isinstance(input_shapes, Mapping):
-            names = [str(k) for k in input_shapes]
-            shapes = list(input_shapes.values())
-        else:
-            shapes = list(input_shapes)
-            if shapes and all(isinstance(s, int) or s is None for s in shapes):
-                shapes = [tuple(shapes)]  # a single shape given flat
-            names = default_names(len(shapes))
-        dtypes = {d.name: d.dtype for d in declared}
-        tensors = []
-        for name, shape in zip(names, shapes, strict=True):
-            _check_batch_axis(config, name, shape)
-            concrete = [
-                batch
-                if (i == 0 and d is None and config.max_batch_size > 0)
-                else (d if d not in (None, -1) else _VARIABLE_DIM_SIZE)
-                for i, d in enumerate(shape)
-            ]
-            tensors.append(_random_input(concrete, dtypes.get(name, DataType.FP32)))
+        names, tensors = _drawn_examples(config, input_shapes, batch, default_names)
     if declared and sorted(names) != sorted(d.name for d in declared):
         raise ModelConfigError(
             f"input: the config declares {[d.name for d in declared]} but the inputs given are named {names}"
@@ -169,6 +130,58 @@ def _resolve_inputs(
         order = [n for n in forward_names if n in names]
         tensors = [tensors[names.index(n)] for n in order]
         names = order
+    return names, tensors
+
+
+def _given_examples(
+    example_inputs: Any, default_names: Callable[[int], list[str]]
+) -> tuple[list[str], list[Any]]:
+    """Names and tensors of ``example_inputs`` (a mapping, a sequence or one tensor)."""
+    if isinstance(example_inputs, Mapping):
+        names = [str(k) for k in example_inputs]
+        return names, [_as_tensor(v, f"example_inputs[{k!r}]") for k, v in example_inputs.items()]
+    items = [example_inputs] if not isinstance(example_inputs, (tuple, list)) else list(example_inputs)
+    return default_names(len(items)), [_as_tensor(v, f"example_inputs[{i}]") for i, v in enumerate(items)]
+
+
+def _drawn_examples(
+    config: ModelConfig,
+    input_shapes: Mapping[str, Shape] | Sequence[Shape] | None,
+    batch: int,
+    default_names: Callable[[int], list[str]],
+) -> tuple[list[str], list[Any]]:
+    """Names and random tensors of ``input_shapes`` (default: the declared inputs' shapes)."""
+    declared = config.inputs
+    if input_shapes is None:
+        if not declared:
+            raise ExportError(
+                f"{config.name}: the config declares no inputs; pass example_inputs (preferred) or input_shapes"
+            )
+        batched = config.max_batch_size > 0
+        input_shapes = {
+            d.name: ((None,) if batched else ()) + tuple(None if x < 0 else x for x in d.dims)
+            for d in declared
+        }
+    shapes: list[Any]
+    if isinstance(input_shapes, Mapping):
+        names = [str(k) for k in input_shapes]
+        shapes = list(input_shapes.values())
+    else:
+        shapes = list(input_shapes)
+        if shapes and all(isinstance(s, int) or s is None for s in shapes):
+            shapes = [tuple(shapes)]  # a single shape given flat
+        names = default_names(len(shapes))
+    dtypes = {d.name: d.dtype for d in declared}
+    tensors = []
+    for name, shape in zip(names, shapes, strict=True):
+        _check_batch_axis(config, name, shape)
+        concrete = [
+            batch
+            if (i == 0 and d is None and config.max_batch_size > 0)
+            else (d if d not in (None, -1) else _VARIABLE_DIM_SIZE)
+            for i, d in enumerate(shape)
+        ]
+        tensors.append(_random_input(concrete, dtypes.get(name, DataType.FP32)))
     return names, tensors
 
 
@@ -254,22 +267,12 @@ def export_module(
     verify_inputs: Sequence[Any] = (),
 ) -> ExportResult:
     """Export ``module`` as a new version of ``model``; see :meth:`hermes.quiver.Model.export_version`."""
-    t = torch()
-    if not isinstance(module, t.nn.Module):
-        raise ExportError(f"{model.name}: expected a torch.nn.Module, got {type(module).__name__}")
-    if isinstance(output_names, str):
-        raise ExportError(
-            f"{model.name}: output_names must be a list of names, got the string {output_names!r}; "
-            f"write output_names=[{output_names!r}]"
-        )
+    _check_arguments(model, module, output_names, verify_draws)
     module.eval()
     config = model.config.copy()
     mbs = config.max_batch_size
     batched = mbs > 0
     export_batch = max(2, mbs) if mbs > 1 else 1
-
-    if isinstance(verify_draws, bool) or not isinstance(verify_draws, int) or verify_draws < 0:
-        raise ExportError(f"verify_draws: expected an integer >= 0, got {verify_draws!r}")
     names, examples = _resolve_inputs(module, config, input_shapes, example_inputs, export_batch)
     for name, x in zip(names, examples, strict=True):
         if batched and x.ndim == 0:
@@ -277,65 +280,21 @@ def export_module(
                 f"input {name}: a batched model (max_batch_size={mbs}) needs a batch axis, got a scalar"
             )
     export_inputs = _at_batch(examples, export_batch) if batched else list(examples)
-
-    eager_raw = _run_eager(model.name, module, names, export_inputs, config)
-    eager, dict_names = flatten_outputs(eager_raw)
-    declared_outputs = [o.name for o in config.outputs]
-    if output_names is not None:
-        out_names = list(output_names)
-    elif declared_outputs:
-        out_names = declared_outputs
-    elif dict_names is not None:
-        out_names = dict_names
-    else:
-        out_names = [exporter.default_output_name(i) for i in range(len(eager))]
-    if len(out_names) != len(eager):
-        raise ExportError(f"{model.name}: {len(out_names)} output names {out_names} for {len(eager)} outputs")
-    if len(set(out_names)) != len(out_names) or len(set(names)) != len(names):
-        raise ExportError(f"{model.name}: tensor names must be unique, got {names} -> {out_names}")
-
-    in_dtypes = [DataType.of(x.dtype) for x in examples]
-    for name, x, dtype in zip(names, examples, in_dtypes, strict=True):
-        dims = tuple(x.shape[1:] if batched else x.shape)
-        if not _check_declared(config, "input", name, dims, dtype):
-            config.add_input(name, dims, dtype)
-    for name, y in zip(out_names, eager, strict=True):
-        if batched and (y.ndim == 0 or y.shape[0] != export_batch):
-            raise ExportError(
-                f"output {name}: shape {tuple(y.shape)} has no batch axis of size {export_batch} for a batched "
-                f"model (max_batch_size={mbs}); set max_batch_size=0 or return a batch"
-            )
-        dims = tuple(y.shape[1:] if batched else y.shape)
-        if not _check_declared(config, "output", name, dims, DataType.of(y.dtype)):
-            config.add_output(name, dims, DataType.of(y.dtype))
-
+    eager, dict_names = flatten_outputs(_run_eager(model.name, module, names, export_inputs, config))
+    out_names = _output_names(model.name, exporter, config, output_names, dict_names, names, len(eager))
+    _declare_tensors(config, names, examples, out_names, eager, export_batch)
     spec = ExportSpec(
         model_name=model.name,
         input_names=tuple(names),
-        input_dtypes=tuple(in_dtypes),
+        input_dtypes=tuple(DataType.of(x.dtype) for x in examples),
         output_names=tuple(out_names),
         max_batch_size=mbs,
     )
     exporter.prepare_config(config, spec)
-    if version is None:
-        version = max(model.versions, default=0) + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ExportError(f"version: expected an integer >= 1, got {version!r}")
-    if version in model.versions:
-        raise RepositoryError(
-            f"{model.storage.display(model.name, str(version))}: version {version} exists; remove it first"
-        )
-
+    version = _new_version(model, version)
     with tempfile.TemporaryDirectory(prefix="hermes-export-") as scratch:
         directory = Path(scratch)
-        try:
-            exporter.export(module, tuple(export_inputs), spec, directory)
-        except QuiverError:
-            raise
-        except Exception as exc:
-            raise ExportError(
-                f"{model.name}: {exporter.platform.value} export failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        _export(model.name, exporter, module, export_inputs, spec, directory)
         report = None
         if verify:
             sets = _input_sets(examples, spec.input_names, verify_inputs, verify_draws)
@@ -349,6 +308,97 @@ def export_module(
     )
     logger.info("%s", result)
     return result
+
+
+def _check_arguments(
+    model: Model, module: Any, output_names: Sequence[str] | None, verify_draws: int
+) -> None:
+    if not isinstance(module, torch().nn.Module):
+        raise ExportError(f"{model.name}: expected a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(output_names, str):
+        raise ExportError(
+            f"{model.name}: output_names must be a list of names, got the string {output_names!r}; "
+            f"write output_names=[{output_names!r}]"
+        )
+    if isinstance(verify_draws, bool) or not isinstance(verify_draws, int) or verify_draws < 0:
+        raise ExportError(f"verify_draws: expected an integer >= 0, got {verify_draws!r}")
+
+
+def _output_names(
+    model_name: str,
+    exporter: Exporter,
+    config: ModelConfig,
+    given: Sequence[str] | None,
+    dict_names: Sequence[str] | None,
+    input_names: Sequence[str],
+    count: int,
+) -> list[str]:
+    """The outputs' names: given, else declared, else the returned dict's keys, else the exporter's."""
+    declared = [o.name for o in config.outputs]
+    if given is not None:
+        names = list(given)
+    elif declared:
+        names = declared
+    elif dict_names is not None:
+        names = list(dict_names)
+    else:
+        names = [exporter.default_output_name(i) for i in range(count)]
+    if len(names) != count:
+        raise ExportError(f"{model_name}: {len(names)} output names {names} for {count} outputs")
+    if len(set(names)) != len(names) or len(set(input_names)) != len(input_names):
+        raise ExportError(f"{model_name}: tensor names must be unique, got {list(input_names)} -> {names}")
+    return names
+
+
+def _declare_tensors(
+    config: ModelConfig,
+    names: Sequence[str],
+    examples: Sequence[Any],
+    out_names: Sequence[str],
+    eager: Sequence[Any],
+    export_batch: int,
+) -> None:
+    """Declare the inputs and outputs the config lacks; check those it declares."""
+    mbs = config.max_batch_size
+    batched = mbs > 0
+    for name, x in zip(names, examples, strict=True):
+        dims, dtype = tuple(x.shape[1:] if batched else x.shape), DataType.of(x.dtype)
+        if not _check_declared(config, "input", name, dims, dtype):
+            config.add_input(name, dims, dtype)
+    for name, y in zip(out_names, eager, strict=True):
+        if batched and (y.ndim == 0 or y.shape[0] != export_batch):
+            raise ExportError(
+                f"output {name}: shape {tuple(y.shape)} has no batch axis of size {export_batch} for a batched "
+                f"model (max_batch_size={mbs}); set max_batch_size=0 or return a batch"
+            )
+        dims, dtype = tuple(y.shape[1:] if batched else y.shape), DataType.of(y.dtype)
+        if not _check_declared(config, "output", name, dims, dtype):
+            config.add_output(name, dims, dtype)
+
+
+def _new_version(model: Model, version: int | None) -> int:
+    if version is None:
+        version = max(model.versions, default=0) + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"version: expected an integer >= 1, got {version!r}")
+    if version in model.versions:
+        raise RepositoryError(
+            f"{model.storage.display(model.name, str(version))}: version {version} exists; remove it first"
+        )
+    return version
+
+
+def _export(
+    model_name: str, exporter: Exporter, module: Any, inputs: Sequence[Any], spec: ExportSpec, directory: Path
+) -> None:
+    try:
+        exporter.export(module, tuple(inputs), spec, directory)
+    except QuiverError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"{model_name}: {exporter.platform.value} export failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _draw(examples: Sequence[Any], seed: int) -> list[Any]:

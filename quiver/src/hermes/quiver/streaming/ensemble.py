@@ -22,23 +22,25 @@ Two serving rules follow from Triton's ensemble scheduler (both measured on the 
   With more concurrent sequences than that, two members can give their slots to different
   sequences and the ensemble stalls: keep concurrent sequences within ``max_sequences``
   (recorded in the ensemble parameters). Each helper records what it built in the ensemble's
-``parameters`` (``hermes.streaming_input.<key>`` / ``hermes.streaming_output.<key>``, JSON),
-so clients can discover the strides, batch sizes and start-up lengths.
+``parameters`` as a :class:`~hermes.quiver.StreamInputRecord` / :class:`~hermes.quiver.StreamOutputRecord`
+(``hermes.streaming_input.<key>`` / ``hermes.streaming_output.<key>``), so clients can
+discover the strides, batch sizes and start-up lengths.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy.typing as npt
 
+from hermes.quiver.config.streaming_record import StreamingRecords, StreamInputRecord, StreamOutputRecord
 from hermes.quiver.exceptions import StreamingConfigError
 from hermes.quiver.streaming.models import (
     OnlineAveragerModel,
@@ -58,7 +60,16 @@ if TYPE_CHECKING:
     from hermes.quiver.ensemble import EnsembleModel
     from hermes.quiver.model import ExposedTensor, Model
 
-__all__ = ["StreamingInputGroup", "StreamingOutput", "add_streaming_inputs", "add_streaming_output"]
+__all__ = [
+    "SequenceKeywords",
+    "StreamingInputGroup",
+    "StreamingInputOptions",
+    "StreamingOutput",
+    "StreamingOutputOptions",
+    "add_streaming_inputs",
+    "add_streaming_output",
+    "sequence_options",
+]
 
 logger = logging.getLogger("hermes.quiver.streaming")
 
@@ -113,18 +124,62 @@ class StreamingOutput:
         return self.averager.zero_state_updates
 
 
-def _sequence_options(kwargs: dict[str, Any]) -> SequenceOptions:
+class SequenceKeywords(TypedDict, total=False):
+    """The :class:`SequenceOptions` fields a streaming helper takes as keywords."""
+
+    idle_timeout_s: float
+    instances: int
+    sequences_per_instance: int
+    max_queue_delay_us: int
+    instance_kind: str
+    streams_per_gpu: int  # the predecessor's name of ``instances``
+
+
+class StreamingInputOptions(SequenceKeywords, total=False):
+    """The keywords of :func:`add_streaming_inputs` after its positional arguments."""
+
+    update_size: int | None
+    key: str | None
+    output_keys: Sequence[str] | None
+    platform: StreamingPlatform | str
+    initial_state: npt.ArrayLike | None
+
+
+class StreamingOutputOptions(SequenceKeywords, total=False):
+    """The keywords of :func:`add_streaming_output` after its positional arguments."""
+
+    batch_size: int | None
+    key: str | None
+    platform: StreamingPlatform | str
+    initial_state: npt.ArrayLike | None
+
+
+_SEQUENCE_FIELDS = (
+    "idle_timeout_s",
+    "instances",
+    "sequences_per_instance",
+    "max_queue_delay_us",
+    "instance_kind",
+)
+
+
+def sequence_options(options: Mapping[str, Any], allowed: Iterable[str] = ()) -> SequenceOptions:
+    """The :class:`SequenceOptions` among ``options``; other keys must be in ``allowed``.
+
+    Raises:
+        TypeError: an unknown keyword (names it and the options there are).
+    """
+    kwargs = dict(options)
     if "streams_per_gpu" in kwargs:  # the predecessor's name
         if "instances" in kwargs:
             raise StreamingConfigError("pass instances or streams_per_gpu, not both")
         kwargs["instances"] = kwargs.pop("streams_per_gpu")
-    fields = ("idle_timeout_s", "instances", "sequences_per_instance", "max_queue_delay_us", "instance_kind")
-    options = {k: kwargs.pop(k) for k in fields if k in kwargs}
-    if kwargs:
+    unknown = sorted(set(kwargs) - set(_SEQUENCE_FIELDS) - set(allowed))
+    if unknown:
         raise TypeError(
-            f"unexpected keyword arguments {sorted(kwargs)}; streaming options are {sorted(fields)}"
+            f"unexpected keyword arguments {unknown}; streaming options are {sorted(_SEQUENCE_FIELDS)}"
         )
-    return SequenceOptions(**options)
+    return SequenceOptions(**{k: kwargs[k] for k in _SEQUENCE_FIELDS if k in kwargs})
 
 
 def _quiver_platform(platform: StreamingPlatform) -> Any:
@@ -180,13 +235,7 @@ def add_streaming_inputs(
     stride: int,
     batch_size: int | None = 1,
     name: str | None = None,
-    *,
-    update_size: int | None = None,
-    key: str | None = None,
-    output_keys: Sequence[str] | None = None,
-    platform: StreamingPlatform | str | Any = StreamingPlatform.ONNX,
-    initial_state: npt.ArrayLike | None = None,
-    **sequence_options: Any,
+    **options: Unpack[StreamingInputOptions],
 ) -> StreamingInputGroup:
     """Feed ``inputs`` from a new snapshotter whose update is an ensemble input.
 
@@ -197,14 +246,16 @@ def add_streaming_inputs(
         stride: ``s``, samples between consecutive windows (``s < K``).
         batch_size: ``B``, windows per update (default 1).
         name: the snapshotter model's name; default ``"snapshotter"`` (``snapshotter_N`` if taken).
-        update_size: alternatively, samples per update (``s·B``); must be a multiple of ``stride``.
-        key: the ensemble input name (default ``"<model name>_update"``).
-        output_keys: ensemble names of the windows, one per input (default ``"<model>.<input>"``).
-        platform: ``"onnx"`` (default) or ``"torchscript"``.
-        initial_state: ``(C, K)`` samples preceding every sequence; zeros if None.
-        **sequence_options: :class:`SequenceOptions` fields: ``idle_timeout_s`` (default 60),
-            ``instances`` (alias ``streams_per_gpu``), ``sequences_per_instance``,
-            ``max_queue_delay_us``, ``instance_kind``.
+        **options: keywords of :class:`StreamingInputOptions`:
+
+            * ``update_size``: alternatively, samples per update (``s·B``); a multiple of ``stride``.
+            * ``key``: the ensemble input name (default ``"<model name>_update"``).
+            * ``output_keys``: ensemble names of the windows, one per input (default ``"<model>.<input>"``).
+            * ``platform``: ``"onnx"`` (default) or ``"torchscript"``.
+            * ``initial_state``: ``(C, K)`` samples preceding every sequence; zeros if None.
+            * :class:`SequenceOptions` fields: ``idle_timeout_s`` (default 60), ``instances``
+              (alias ``streams_per_gpu``), ``sequences_per_instance``, ``max_queue_delay_us``,
+              ``instance_kind``.
 
     Returns:
         The snapshotter model, the ensemble input and the start-up numbers.
@@ -214,12 +265,10 @@ def add_streaming_inputs(
             not a multiple of the stride, an unsupported rank, a batch axis that is not ``B``,
             or a colliding name (each names the tensor and the rule). Any failure rolls the
             ensemble's build back (see :func:`add_streaming_output`).
+        TypeError: an unknown keyword.
     """
     with _all_or_nothing(ensemble):
-        return _add_streaming_inputs(
-            ensemble, inputs, stride, batch_size, name, update_size=update_size, key=key,
-            output_keys=output_keys, platform=platform, initial_state=initial_state, **sequence_options,
-        )  # fmt: skip
+        return _add_streaming_inputs(ensemble, inputs, stride, batch_size, name, options)
 
 
 def _add_streaming_inputs(
@@ -228,19 +277,56 @@ def _add_streaming_inputs(
     stride: int,
     batch_size: int | None,
     name: str | None,
-    *,
-    update_size: int | None,
-    key: str | None,
-    output_keys: Sequence[str] | None,
-    platform: StreamingPlatform | str | Any,
-    initial_state: npt.ArrayLike | None,
-    **sequence_options: Any,
+    options: StreamingInputOptions,
 ) -> StreamingInputGroup:
+    sequence = sequence_options(options, allowed=StreamingInputOptions.__annotations__)
+    platform = StreamingPlatform.parse(options.get("platform", StreamingPlatform.ONNX))
     tensors = [inputs] if not isinstance(inputs, Sequence) else list(inputs)
     if not tensors:
         raise StreamingConfigError("add_streaming_inputs needs at least one input tensor, got none")
-    sequence = _sequence_options(dict(sequence_options))
-    platform = StreamingPlatform.parse(platform)
+    batch = _windows_per_update(tensors, stride, batch_size, options.get("update_size"))
+    model_name, force = _check_model_name(ensemble, name, "snapshotter")
+    described, kernel = _describe_inputs(tensors, batch, sequence)
+    keys = _window_keys(options.get("output_keys"), described)
+    update_key = options.get("key") or f"{model_name}_update"
+    spec = SnapshotterSpec(
+        tensors=tuple(
+            StreamingTensor(name=k, channels=t.channels) for k, t in zip(keys, described, strict=True)
+        ),
+        kernel_size=kernel,
+        stride=stride,
+        batch_size=batch,
+        update_name=update_key,
+    )
+    _check_key(ensemble, update_key, "streaming update name")
+    for k in keys:
+        _check_key(ensemble, k, "streaming window name")
+    write = functools.partial(
+        write_snapshotter,
+        spec=spec,
+        platform=platform,
+        sequence=sequence,
+        initial_state=options.get("initial_state"),
+    )
+    model, snapshotter = _install(ensemble, model_name, force, platform, write)
+    with _unwired_on_failure(ensemble, model):
+        exposed = ensemble.add_input(model.inputs[snapshotter.update_input], key=update_key)
+        for tensor, out_key in zip(tensors, keys, strict=True):
+            ensemble.pipe(model.outputs[snapshotter.outputs[out_key]], tensor, key=out_key)
+    record = StreamInputRecord(
+        name=update_key, model=model.name, kernel_size=spec.kernel_size, stride=stride, batch_size=batch,
+        channels=tuple(t.channels for t in described), tensors=tuple(t.name for t in described),
+        zero_state_updates=snapshotter.zero_state_updates, max_sequences=sequence.max_sequences,
+    )  # fmt: skip
+    ensemble.config.parameters.update([record.to_parameter()])
+    logger.info("streaming input %s: %s feeds %s", update_key, model.name, list(record.tensors))
+    return StreamingInputGroup(model=model, input=exposed, snapshotter=snapshotter)
+
+
+def _windows_per_update(
+    tensors: Sequence[ExposedTensor], stride: int, batch_size: int | None, update_size: int | None
+) -> int:
+    """``B``: from ``batch_size``, or from ``update_size / stride`` (which must divide)."""
     if update_size is not None:
         _check_positive(update_size, "update_size")
         _check_positive(stride, "stride")
@@ -258,94 +344,83 @@ def _add_streaming_inputs(
         batch_size = derived
     batch = 1 if batch_size is None else batch_size
     _check_positive(batch, "batch_size")
+    return batch
 
-    model_name, force = _check_model_name(ensemble, name, "snapshotter")
-    seen: set[tuple[str, str]] = set()
+
+def _describe_inputs(
+    tensors: Sequence[ExposedTensor], batch: int, sequence: SequenceOptions
+) -> tuple[list[StreamingTensor], int]:
+    """Each downstream tensor as a :class:`StreamingTensor` named ``model.input``, checked, and ``K``."""
+    seen: set[str] = set()
     kernel: int | None = None
     described = []
     for tensor in tensors:
         label = f"{tensor.model.name}.{tensor.name}"
-        if (tensor.model.name, tensor.name) in seen:
+        if label in seen:
             raise StreamingConfigError(
                 f"streaming tensor {label} is given twice: each tensor takes one stream"
             )
-        seen.add((tensor.model.name, tensor.name))
-        shape = tuple(tensor.shape)
-        if sequence.batched and tensor.model.config.max_batch_size > 0:
-            shape = shape[1:]  # the model's batch axis carries the sequences: (S, B, C, K)
+        seen.add(label)
+        shape = _window_shape(tensor, sequence)
         described.append(StreamingTensor.from_shape(label, shape, kernel))
         kernel = int(shape[-1])  # type: ignore[arg-type]
-        if shape and shape[0] is not None and shape[0] != batch:
-            raise StreamingConfigError(
-                f"streaming tensor {label} has batch axis {shape[0]} but the snapshotter emits batch_size={batch} "
-                "windows per update: they must agree"
-            )
-        if shape and shape[0] is None:
-            limit = tensor.model.config.max_batch_size
-            if limit and batch > limit:
-                raise StreamingConfigError(
-                    f"batch_size {batch} exceeds max_batch_size {limit} of {tensor.model.name} (input {tensor.name})"
-                )
-        if sequence.batched and tensor.model.config.max_batch_size == 0:
-            raise StreamingConfigError(
-                f"sequences_per_instance {sequence.sequences_per_instance} batches sequences along a leading axis, "
-                f"but {label} has no batch axis for it (shape {list(shape)}); use sequences_per_instance=1 or a "
-                "downstream model that takes (sequences, B, C, K)"
-            )
+        _check_window_batch(tensor, label, shape, batch, sequence)
+    assert kernel is not None
+    return described, kernel
+
+
+def _window_shape(tensor: ExposedTensor, sequence: SequenceOptions) -> tuple[int | None, ...]:
+    """The shape of one window batch: without the model's batch axis when it carries sequences."""
+    shape = tuple(tensor.shape)
+    if sequence.batched and tensor.model.config.max_batch_size > 0:
+        return shape[1:]  # the model's batch axis carries the sequences: (S, B, C, K)
+    return shape
+
+
+def _check_window_batch(
+    tensor: ExposedTensor, label: str, shape: tuple[int | None, ...], batch: int, sequence: SequenceOptions
+) -> None:
+    if shape and shape[0] is not None and shape[0] != batch:
+        raise StreamingConfigError(
+            f"streaming tensor {label} has batch axis {shape[0]} but the snapshotter emits batch_size={batch} "
+            "windows per update: they must agree"
+        )
+    limit = tensor.model.config.max_batch_size
+    if shape and shape[0] is None and limit and batch > limit:
+        raise StreamingConfigError(
+            f"batch_size {batch} exceeds max_batch_size {limit} of {tensor.model.name} (input {tensor.name})"
+        )
+    if sequence.batched and limit == 0:
+        raise StreamingConfigError(
+            f"sequences_per_instance {sequence.sequences_per_instance} batches sequences along a leading axis, "
+            f"but {label} has no batch axis for it (shape {list(shape)}); use sequences_per_instance=1 or a "
+            "downstream model that takes (sequences, B, C, K)"
+        )
+
+
+def _window_keys(output_keys: Sequence[str] | None, described: Sequence[StreamingTensor]) -> list[str]:
     if isinstance(output_keys, str):
         raise StreamingConfigError(
             f"output_keys must be a list of names, one per streaming tensor, got the string {output_keys!r}; "
             f"write output_keys=[{output_keys!r}]"
         )
     keys = list(output_keys) if output_keys is not None else [t.name for t in described]
-    if len(keys) != len(tensors):
-        raise StreamingConfigError(f"output_keys has {len(keys)} names for {len(tensors)} streaming tensors")
-    assert kernel is not None
-    update_key = key or f"{model_name}_update"
-    spec = SnapshotterSpec(
-        tensors=tuple(
-            StreamingTensor(name=k, channels=t.channels) for k, t in zip(keys, described, strict=True)
-        ),
-        kernel_size=kernel,
-        stride=stride,
-        batch_size=batch,
-        update_name=update_key,
-    )
-    _check_key(ensemble, update_key, "streaming update name")
-    for k in keys:
-        _check_key(ensemble, k, "streaming window name")
-
-    def write(directory: Path) -> SnapshotterModel:
-        return write_snapshotter(
-            directory, spec, platform=platform, sequence=sequence, initial_state=initial_state
+    if len(keys) != len(described):
+        raise StreamingConfigError(
+            f"output_keys has {len(keys)} names for {len(described)} streaming tensors"
         )
+    return keys
 
-    model, snapshotter = _install(ensemble, model_name, force, platform, write)
+
+@contextmanager
+def _unwired_on_failure(ensemble: EnsembleModel, model: Model) -> Iterator[None]:
+    """Remove ``model`` and its steps from the ensemble when wiring it fails."""
     try:
-        exposed = ensemble.add_input(model.inputs[snapshotter.update_input], key=update_key)
-        for tensor, out_key in zip(tensors, keys, strict=True):
-            ensemble.pipe(model.outputs[snapshotter.outputs[out_key]], tensor, key=out_key)
+        yield
     except Exception:
         _unwire(ensemble, model.name)
         ensemble.repository.remove(model)
         raise
-    ensemble.config.set_parameter(
-        f"hermes.streaming_input.{update_key}",
-        json.dumps(
-            {
-                "model": model.name,
-                "kernel_size": kernel,
-                "stride": stride,
-                "batch_size": batch,
-                "channels": [t.channels for t in described],
-                "tensors": [t.name for t in described],
-                "zero_state_updates": snapshotter.zero_state_updates,
-                "max_sequences": sequence.instances * sequence.sequences_per_instance,
-            }
-        ),
-    )
-    logger.info("streaming input %s: %s feeds %s", update_key, model.name, [t.name for t in described])
-    return StreamingInputGroup(model=model, input=exposed, snapshotter=snapshotter)
 
 
 def add_streaming_output(
@@ -354,12 +429,7 @@ def add_streaming_output(
     stride: int,
     num_updates: int,
     name: str | None = None,
-    *,
-    batch_size: int | None = None,
-    key: str | None = None,
-    platform: StreamingPlatform | str | Any = StreamingPlatform.ONNX,
-    initial_state: npt.ArrayLike | None = None,
-    **sequence_options: Any,
+    **options: Unpack[StreamingOutputOptions],
 ) -> StreamingOutput:
     """Average ``output`` online into a continuous ensemble output.
 
@@ -370,11 +440,13 @@ def add_streaming_output(
         num_updates: ``N``, predictions averaged into each sample (``N·s ≤ K``); the output
             trails the input by ``(N - 1)·s`` samples.
         name: the averager model's name; default ``"aggregator"`` (``aggregator_N`` if taken).
-        batch_size: ``B``, needed when the batch axis of ``output`` is variable.
-        key: the ensemble output name (default ``"<name>_stream"``).
-        platform: ``"onnx"`` (default) or ``"torchscript"``.
-        initial_state: ``([C,] (N - 1)·s)`` pending sums to start from; zeros if None.
-        **sequence_options: as for :func:`add_streaming_inputs`.
+        **options: keywords of :class:`StreamingOutputOptions`:
+
+            * ``batch_size``: ``B``, needed when the batch axis of ``output`` is variable.
+            * ``key``: the ensemble output name (default ``"<name>_stream"``).
+            * ``platform``: ``"onnx"`` (default) or ``"torchscript"``.
+            * ``initial_state``: ``([C,] (N - 1)·s)`` pending sums to start from; zeros if None.
+            * :class:`SequenceOptions` fields, as for :func:`add_streaming_inputs`.
 
     Returns:
         The averager model, the ensemble output and its delay.
@@ -383,6 +455,7 @@ def add_streaming_output(
         StreamingConfigError: an unsupported rank, ``N·s > K``, a variable axis, a stride or
             batch size differing from the streaming input that feeds ``output``'s model, or a
             colliding name.
+        TypeError: an unknown keyword.
 
     Building an ensemble is all-or-nothing: when a streaming helper or the ensemble's first
     ``export_version()`` fails, the streaming models the ensemble's build added and the
@@ -391,10 +464,7 @@ def add_streaming_output(
     half-built ensemble. The exception's notes list what was removed.
     """
     with _all_or_nothing(ensemble):
-        return _add_streaming_output(
-            ensemble, output, stride, num_updates, name, batch_size=batch_size, key=key,
-            platform=platform, initial_state=initial_state, **sequence_options,
-        )  # fmt: skip
+        return _add_streaming_output(ensemble, output, stride, num_updates, name, options)
 
 
 def _add_streaming_output(
@@ -403,24 +473,16 @@ def _add_streaming_output(
     stride: int,
     num_updates: int,
     name: str | None,
-    *,
-    batch_size: int | None,
-    key: str | None,
-    platform: StreamingPlatform | str | Any,
-    initial_state: npt.ArrayLike | None,
-    **sequence_options: Any,
+    options: StreamingOutputOptions,
 ) -> StreamingOutput:
-    sequence = _sequence_options(dict(sequence_options))
-    platform = StreamingPlatform.parse(platform)
+    sequence = sequence_options(options, allowed=StreamingOutputOptions.__annotations__)
+    platform = StreamingPlatform.parse(options.get("platform", StreamingPlatform.ONNX))
     label = f"{output.model.name}.{output.name}"
     model_name, force = _check_model_name(ensemble, name, "aggregator")
-    out_key = key or f"{model_name}_stream"
-    shape = tuple(output.shape)
-    if sequence.batched and output.model.config.max_batch_size > 0:
-        shape = shape[1:]  # the model's batch axis carries the sequences: (S, B, [C,] K)
+    out_key = options.get("key") or f"{model_name}_stream"
     spec = OnlineAveragerSpec.from_shape(
-        shape, stride=stride, num_updates=num_updates, batch_size=batch_size,
-        input_name=_safe(output.name), output_name=_safe(out_key),
+        _window_shape(output, sequence), stride=stride, num_updates=num_updates,
+        batch_size=options.get("batch_size"), input_name=_safe(output.name), output_name=_safe(out_key),
     )  # fmt: skip
     if sequence.batched and output.model.config.max_batch_size == 0:
         raise StreamingConfigError(
@@ -429,35 +491,23 @@ def _add_streaming_output(
         )
     _check_matches_input(ensemble, output, stride, spec.batch_size)
     _check_key(ensemble, out_key, "streaming output name")
-
-    def write(directory: Path) -> OnlineAveragerModel:
-        return write_online_averager(
-            directory, spec, platform=platform, sequence=sequence, initial_state=initial_state
-        )
-
+    write = functools.partial(
+        write_online_averager,
+        spec=spec,
+        platform=platform,
+        sequence=sequence,
+        initial_state=options.get("initial_state"),
+    )
     model, averager = _install(ensemble, model_name, force, platform, write)
-    try:
+    with _unwired_on_failure(ensemble, model):
         ensemble.pipe(output, model.inputs[averager.input])
         exposed = ensemble.add_output(model.outputs[averager.output], key=out_key)
-    except Exception:
-        _unwire(ensemble, model.name)
-        ensemble.repository.remove(model)
-        raise
     _preserve_order(output.model)
-    ensemble.config.set_parameter(
-        f"hermes.streaming_output.{out_key}",
-        json.dumps(
-            {
-                "model": model.name,
-                "stride": stride,
-                "batch_size": spec.batch_size,
-                "num_updates": num_updates,
-                "delay": averager.delay,
-                "zero_state_updates": averager.zero_state_updates,
-                "max_sequences": sequence.instances * sequence.sequences_per_instance,
-            }
-        ),
-    )
+    record = StreamOutputRecord(
+        name=out_key, model=model.name, stride=stride, batch_size=spec.batch_size, num_updates=num_updates,
+        delay=averager.delay, zero_state_updates=averager.zero_state_updates, max_sequences=sequence.max_sequences,
+    )  # fmt: skip
+    ensemble.config.parameters.update([record.to_parameter()])
     logger.info(
         "streaming output %s: %s averages %s over %d updates", out_key, model.name, label, num_updates
     )
@@ -504,16 +554,12 @@ def _unwire(ensemble: EnsembleModel, model_name: str) -> None:
             del step.input_map[k]
 
 
-def _upstream_inputs(ensemble: EnsembleModel, model_name: str) -> list[tuple[str, dict[str, Any]]]:
-    """``(update key, recorded group)`` of every streaming input whose windows reach ``model_name``."""
-    groups = {
-        k.removeprefix("hermes.streaming_input."): json.loads(v)
-        for k, v in ensemble.config.parameters.items()
-        if k.startswith("hermes.streaming_input.")
-    }
+def _upstream_inputs(ensemble: EnsembleModel, model_name: str) -> list[StreamInputRecord]:
+    """The records of every streaming input whose windows reach ``model_name``."""
+    records = StreamingRecords.from_parameters(ensemble.config.parameters).inputs
     steps = list(ensemble.config.proto.ensemble_scheduling.step)
     producer = {key: step.model_name for step in steps for key in step.output_map.values()}
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[StreamInputRecord] = []
     seen: set[str] = set()
     todo = [model_name]
     while todo:
@@ -521,7 +567,7 @@ def _upstream_inputs(ensemble: EnsembleModel, model_name: str) -> list[tuple[str
         if current in seen:
             continue
         seen.add(current)
-        found += [(k, g) for k, g in groups.items() if g.get("model") == current]
+        found += [r for r in records if r.model == current]
         for step in steps:
             if step.model_name == current:
                 todo += [producer[k] for k in step.input_map.values() if k in producer]
@@ -531,28 +577,23 @@ def _upstream_inputs(ensemble: EnsembleModel, model_name: str) -> list[tuple[str
 def _check_matches_input(ensemble: EnsembleModel, output: ExposedTensor, stride: int, batch: int) -> None:
     """The averager must advance by the stride and batch of the snapshotter feeding ``output``."""
     label = f"{output.model.name}.{output.name}"
-    for key, group in _upstream_inputs(ensemble, output.model.name):
-        update = int(group["stride"]) * int(group["batch_size"])
-        if int(group["stride"]) != stride:
+    for group in _upstream_inputs(ensemble, output.model.name):
+        if group.stride != stride:
             raise StreamingConfigError(
-                f"streaming output of {label}: stride {stride} differs from stride {group['stride']} of the "
-                f"streaming input {key!r} that feeds {output.model.name}; each update of {update} samples would "
-                f"come back as {stride * batch} samples. Use stride={group['stride']}"
+                f"streaming output of {label}: stride {stride} differs from stride {group.stride} of the "
+                f"streaming input {group.name!r} that feeds {output.model.name}; each update of "
+                f"{group.update_size} samples would come back as {stride * batch} samples. Use stride={group.stride}"
             )
-        if int(group["batch_size"]) != batch:
+        if group.batch_size != batch:
             raise StreamingConfigError(
-                f"streaming output of {label}: batch_size {batch} differs from batch_size {group['batch_size']} "
-                f"of the streaming input {key!r} that feeds {output.model.name}. Use batch_size={group['batch_size']}"
+                f"streaming output of {label}: batch_size {batch} differs from batch_size {group.batch_size} "
+                f"of the streaming input {group.name!r} that feeds {output.model.name}. Use batch_size={group.batch_size}"
             )
 
 
-def _members(parameters: dict[str, str]) -> set[str]:
+def _members(parameters: Mapping[str, str]) -> frozenset[str]:
     """Names of the streaming models an ensemble's recorded parameters point to."""
-    return {
-        json.loads(v)["model"]
-        for k, v in parameters.items()
-        if k.startswith(("hermes.streaming_input.", "hermes.streaming_output."))
-    }
+    return StreamingRecords.from_parameters(parameters).models
 
 
 @contextmanager

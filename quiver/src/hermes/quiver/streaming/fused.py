@@ -18,28 +18,28 @@ update_i (1|n, C_i, s·B) ─▶ [ snapshotter_i ─▶ network ─▶ averager_
   ``(n·B, C_i, K)``; it needs a variable batch axis.
 * Networks that cannot be fused (TensorRT plans, python models) still stream as an ensemble.
 
-The fused model records the same ``hermes.streaming_input.<name>`` /
-``hermes.streaming_output.<name>`` parameters as a streaming ensemble, so clients discover
-strides, delays and ``max_sequences`` the same way.
+The fused model records the same streaming records (:class:`~hermes.quiver.StreamInputRecord`,
+:class:`~hermes.quiver.StreamOutputRecord`, with ``fused=True``) as a streaming ensemble, so
+clients discover strides, delays and ``max_sequences`` the same way.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy.typing as npt
 from tritonclient.grpc import model_config_pb2 as pb
 
 from hermes.quiver._deps import require
+from hermes.quiver.config.streaming_record import StreamInputRecord, StreamOutputRecord
 from hermes.quiver.exceptions import StreamingConfigError
-from hermes.quiver.streaming.ensemble import _sequence_options
+from hermes.quiver.streaming.ensemble import SequenceKeywords, sequence_options
 from hermes.quiver.streaming.fused_onnx import (
     FusedGroupNames,
     FusedOutputNames,
@@ -393,7 +393,7 @@ def add_fused_streaming_model(
     outputs: Sequence[FusedOutput] | Mapping[str, str] | None = None,
     name: str | None = None,
     version: int | None = None,
-    **sequence_options: Any,
+    **options: Unpack[SequenceKeywords],
 ) -> FusedStreamingModel:
     """Fuse snapshotters, ``network`` and online averagers into one stateful model of its repository.
 
@@ -410,7 +410,7 @@ def add_fused_streaming_model(
             every network output under its own name.
         name: the fused model's name; default ``"<network>-stream"``.
         version: the network version to fuse (default: the newest).
-        **sequence_options: :class:`SequenceOptions` fields (``instances``,
+        **options: :class:`SequenceOptions` fields (``instances``,
             ``sequences_per_instance``, ``idle_timeout_s``, ``max_queue_delay_us``,
             ``instance_kind``).
 
@@ -423,7 +423,7 @@ def add_fused_streaming_model(
         ExportError: writing the model failed (nothing is left in the repository).
     """
     platform = _platform(network)
-    sequence = _sequence_options(dict(sequence_options))
+    sequence = sequence_options(options)
     groups, outs = _groups(network, inputs), _outputs(network, outputs)
     _check_keys(groups, outs)
     snapshotters = _snapshotter_specs(network, groups, stride, batch_size, sequence.batched)
@@ -476,22 +476,20 @@ def _install(repository: Any, name: str, platform: StreamingPlatform, write: Any
 
 
 def _record(fused: FusedStreamingModel, groups: list[FusedInput], version: int) -> None:
-    config = fused.model.config
-    limit = fused.max_sequences
+    parameters = fused.model.config.parameters
     for group in groups:
         spec = fused.groups[group.key]
-        config.set_parameter(f"hermes.streaming_input.{fused.inputs[group.key]}", json.dumps({
-            "model": fused.name, "key": group.key, "fused": True, "network": fused.network.name,
-            "network_version": version, "kernel_size": spec.kernel_size, "stride": spec.stride,
-            "batch_size": spec.batch_size, "channels": [t.channels for t in spec.tensors],
-            "tensors": list(group.tensors),
-            "zero_state_updates": 0 if group.initial_state is not None else spec.zero_state_updates,
-            "max_sequences": limit,
-        }))  # fmt: skip
+        parameters.update([StreamInputRecord(
+            name=fused.inputs[group.key], model=fused.name, group=group.key, fused=True, network=fused.network.name,
+            network_version=version, kernel_size=spec.kernel_size, stride=spec.stride, batch_size=spec.batch_size,
+            channels=tuple(t.channels for t in spec.tensors), tensors=tuple(group.tensors),
+            zero_state_updates=0 if group.initial_state is not None else spec.zero_state_updates,
+            max_sequences=fused.max_sequences,
+        ).to_parameter()])  # fmt: skip
     for key, avg in fused.averagers.items():
-        config.set_parameter(f"hermes.streaming_output.{fused.outputs[key]}", json.dumps({
-            "model": fused.name, "key": key, "fused": True, "stride": avg.stride,
-            "batch_size": avg.batch_size, "num_updates": avg.num_updates, "delay": avg.delay,
-            "zero_state_updates": fused.zero_state_updates(key), "max_sequences": limit,
-        }))  # fmt: skip
-    config.write()
+        parameters.update([StreamOutputRecord(
+            name=fused.outputs[key], model=fused.name, group=key, fused=True, stride=avg.stride,
+            batch_size=avg.batch_size, num_updates=avg.num_updates, delay=avg.delay,
+            zero_state_updates=fused.zero_state_updates(key), max_sequences=fused.max_sequences,
+        ).to_parameter()])  # fmt: skip
+    fused.model.config.write()

@@ -194,6 +194,11 @@ class SequenceOptions:
             )
 
     @property
+    def max_sequences(self) -> int:
+        """Sequences served at once: ``instances * sequences_per_instance``."""
+        return self.instances * self.sequences_per_instance
+
+    @property
     def batched(self) -> bool:
         """Whether sequences share an instance through batched state (oldest strategy)."""
         return self.sequences_per_instance > 1
