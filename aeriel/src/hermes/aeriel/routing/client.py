@@ -34,9 +34,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hermes.aeriel._lifecycle import Closeable
+from hermes.aeriel.control.client import ControlClient
 from hermes.aeriel.control.model_manager import ModelManager, SwapReport
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
-from hermes.aeriel.exceptions import ClientClosedError, ConnectionFailed, SequenceError, ServerLost
+from hermes.aeriel.exceptions import (
+    AerielError,
+    ClientClosedError,
+    ConnectionFailed,
+    SequenceError,
+    ServerLost,
+)
 from hermes.aeriel.routing.hash_ring import HashRing
 from hermes.aeriel.routing.replay import ReplayPlan, replay_plan
 from hermes.aeriel.routing.sequence import RoutingSequence
@@ -299,9 +306,7 @@ class RoutingClient(Closeable):
 
     def _watch(self, interval_s: float) -> None:
         """Poll the readiness of the servers holding streams; drain those that turn not-ready."""
-        import tritonclient.grpc as grpcclient
-
-        probes: dict[str, Any] = {}
+        probes: dict[str, ControlClient] = {}  # the watch thread's own channels, 2 s per check
         try:
             while not self._stop_watch.wait(interval_s):
                 with self._lock:
@@ -309,7 +314,7 @@ class RoutingClient(Closeable):
                     busy -= self._down | self._draining
                 for name in sorted(busy):
                     if name not in probes:
-                        probes[name] = grpcclient.InferenceServerClient(self._by_name[name].grpc)
+                        probes[name] = ControlClient(self._by_name[name], timeout_s=2.0)
                     if not self._ready(probes[name]):
                         self.drain(name, "the server is not ready (draining)")
         finally:
@@ -317,10 +322,10 @@ class RoutingClient(Closeable):
                 probe.close()
 
     @staticmethod
-    def _ready(probe: Any) -> bool:
+    def _ready(probe: ControlClient) -> bool:
         try:
-            return bool(probe.is_server_ready(client_timeout=2.0))
-        except Exception:
+            return probe.is_ready()
+        except AerielError:  # unreachable or refused: not ready
             return False
 
     def _lost_error(self, name: str, seq: RoutingSequence | None, reason: str) -> ServerLost:
