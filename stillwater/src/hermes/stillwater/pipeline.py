@@ -265,86 +265,90 @@ class Pipeline:
         self._state = "running"
         ctx: Any = mp.get_context(self.start_method)
         try:
-            n, k = len(self.stages), self._n_sources
-            self._counters = StageCounters(n)
+            self._counters = StageCounters(len(self.stages))
             self._forwarder = LogForwarder(ctx)
             lifeline_r, self._lifeline = ctx.Pipe(duplex=False)
-            # Channel 0 joins the k sources to stage k; channel j > 0 leaves stage k + j - 1.
-            self._channels.append(
-                Channel(
-                    ctx,
-                    capacity=max(s.capacity for s in self.stages[:k]),
-                    spec=self.stages[0].output,
-                    copy=self.stages[k].copy if k < n else True,
-                    writers=k,
-                )
-            )
-            for i in range(k, n):
-                if self.stages[i].has_output:
-                    copy = self.stages[i + 1].copy if i + 1 < n else True
-                    spec = self.stages[i].output
-                    self._channels.append(
-                        Channel(ctx, capacity=self.stages[i].capacity, spec=spec, copy=copy)
-                    )
-            if self.stages[-1].has_output:
-                self._output = self._channels[-1]
-            self._segments = [c.shm_name for c in self._channels]
-            self._segments.append(self._counters.name)
+            self._open_channels(ctx)
             levels = logger_levels()
             for i, stage in enumerate(self.stages):
-                inbox = self._channels[i - k].receiver if i >= k else None
-                outbox = self._channels[max(0, i - k + 1)].sender if stage.has_output else None
-                status_r, status_w = ctx.Pipe(duplex=False)
-                proc = ctx.Process(
-                    target=stage_main,
-                    args=(
-                        stage,
-                        i,
-                        inbox,
-                        outbox,
-                        status_w,
-                        lifeline_r,
-                        self._forwarder.sink,
-                        levels,
-                        self._counters,
-                    ),
-                    name=f"hermes-stillwater[{i}]:{stage.name}",
-                    daemon=True,
-                )
-                self._status.append(status_r)
-                self._reported.append(None)
-                self._exited.append(False)
-                try:
-                    proc.start()
-                except (pickle.PicklingError, AttributeError, TypeError) as exc:
-                    raise PipelineDefinitionError(
-                        f"stage {i} {stage.name!r} cannot be sent to its process ({exc}): stage functions "
-                        "and classes must be importable (defined at module level) and their arguments picklable"
-                    ) from exc
-                finally:
-                    status_w.close()  # the stage holds its own copy
-                self._procs.append(proc)
-                self._pids.append(proc.pid)
-            # The stages hold their ends now: drop the parent's copies so a vanished peer reads as EOF.
-            for channel in self._channels:
-                channel.sender.close()
-                if channel is not self._output:
-                    channel.receiver.close()
-            lifeline_r.close()
-            self._forwarder.release_writer()
-            self._selector = selectors.DefaultSelector()
-            for i, proc in enumerate(self._procs):
-                self._selector.register(self._status[i], selectors.EVENT_READ, ("status", i))
-                self._selector.register(proc.sentinel, selectors.EVENT_READ, ("exit", i))
-            self._install_sigterm()
-            if self.progress is not False and self.progress is not None:
-                console = None if self.progress is True else self.progress
-                self._progress = PipelineProgress(self, console=console)
+                self._start_stage(ctx, i, stage, lifeline_r, levels)
+            self._release_parent_ends(lifeline_r)
+            self._watch_stages()
             logger.debug("started %r with pids %s", self, self.pids)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _open_channels(self, ctx: Any) -> None:
+        """Channel 0 joins the k sources to stage k; channel j > 0 leaves stage k + j - 1."""
+        n, k = len(self.stages), self._n_sources
+        self._channels.append(
+            Channel(
+                ctx,
+                capacity=max(s.capacity for s in self.stages[:k]),
+                spec=self.stages[0].output,
+                copy=self.stages[k].copy if k < n else True,
+                writers=k,
+            )
+        )
+        for i in range(k, n):
+            if self.stages[i].has_output:
+                copy = self.stages[i + 1].copy if i + 1 < n else True
+                spec = self.stages[i].output
+                self._channels.append(Channel(ctx, capacity=self.stages[i].capacity, spec=spec, copy=copy))
+        if self.stages[-1].has_output:
+            self._output = self._channels[-1]
+        assert self._counters is not None  # made by start() first
+        self._segments = [c.shm_name for c in self._channels]
+        self._segments.append(self._counters.name)
+
+    def _start_stage(self, ctx: Any, i: int, stage: Stage, lifeline_r: Any, levels: Any) -> None:
+        """Start stage ``i`` in its own process, wired to its channels, status pipe and lifeline."""
+        assert self._forwarder is not None  # made by start() first
+        k = self._n_sources
+        inbox = self._channels[i - k].receiver if i >= k else None
+        outbox = self._channels[max(0, i - k + 1)].sender if stage.has_output else None
+        status_r, status_w = ctx.Pipe(duplex=False)
+        args = (stage, i, inbox, outbox, status_w, lifeline_r, self._forwarder.sink, levels, self._counters)
+        proc = ctx.Process(
+            target=stage_main, args=args, name=f"hermes-stillwater[{i}]:{stage.name}", daemon=True
+        )
+        self._status.append(status_r)
+        self._reported.append(None)
+        self._exited.append(False)
+        try:
+            proc.start()
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise PipelineDefinitionError(
+                f"stage {i} {stage.name!r} cannot be sent to its process ({exc}): stage functions "
+                "and classes must be importable (defined at module level) and their arguments picklable"
+            ) from exc
+        finally:
+            status_w.close()  # the stage holds its own copy
+        self._procs.append(proc)
+        self._pids.append(proc.pid)
+
+    def _release_parent_ends(self, lifeline_r: Any) -> None:
+        """The stages hold their ends now: drop the parent's copies so a vanished peer reads as EOF."""
+        for channel in self._channels:
+            channel.sender.close()
+            if channel is not self._output:
+                channel.receiver.close()
+        lifeline_r.close()
+        assert self._forwarder is not None  # made by start() first
+        self._forwarder.release_writer()
+
+    def _watch_stages(self) -> None:
+        """Select on every stage's status pipe and exit; SIGTERM handling; the progress display."""
+        self._selector = selectors.DefaultSelector()
+        for i, proc in enumerate(self._procs):
+            self._selector.register(self._status[i], selectors.EVENT_READ, ("status", i))
+            self._selector.register(proc.sentinel, selectors.EVENT_READ, ("exit", i))
+        self._install_sigterm()
+        if self.progress is not False and self.progress is not None:
+            console = None if self.progress is True else self.progress
+            self._progress = PipelineProgress(self, console=console)
 
     def __enter__(self) -> Pipeline:
         return self.start()
