@@ -31,6 +31,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import triton_to_np_dtype
 
 from hermes.aeriel.client._errors import is_stream_failure, request_id_of, translate, translated
 from hermes.aeriel.client._options import ClientOptions, SequenceId, check_sequence_id, version_string
@@ -118,6 +119,42 @@ class _Pending:
             self.shapes = tuple(a.shape for a in prepared.arrays)
 
 
+_RAW_DTYPES: dict[str, np.dtype[Any] | None] = {}
+
+
+def _raw_dtype(datatype: str) -> np.dtype[Any] | None:
+    """The numpy dtype of a Triton datatype sent as raw bytes (None: BYTES or unknown)."""
+    try:
+        return _RAW_DTYPES[datatype]
+    except KeyError:
+        np_type = triton_to_np_dtype(datatype)
+        dtype = np.dtype(np_type) if np_type is not None else None
+        _RAW_DTYPES[datatype] = dtype if dtype is not None and dtype.kind != "O" else None
+        return _RAW_DTYPES[datatype]
+
+
+def inband_outputs(result: Any, response: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``{name: array}`` of an in-band response, read-only views as ``result.as_numpy(name)`` gives.
+
+    One pass over the response: output ``i`` is ``raw_output_contents[i]`` (the KServe v2
+    protocol's pairing, which tritonclient's ``as_numpy`` follows too), without its search
+    by name for every output. BYTES outputs, or a response that does not carry every output
+    as raw bytes, go through ``as_numpy``.
+    """
+    decoded = {}
+    for output, raw in zip(response.outputs, response.raw_output_contents, strict=False):
+        dtype = _raw_dtype(output.datatype)
+        if dtype is None:
+            break
+        decoded[output.name] = np.frombuffer(raw, dtype).reshape(output.shape)
+    else:
+        try:
+            return {name: decoded[name] for name in names}
+        except KeyError:
+            pass
+    return {name: result.as_numpy(name) for name in names}
+
+
 def decode_outputs(
     result: Any,
     names: tuple[str, ...],
@@ -190,6 +227,8 @@ class ClientCore:
             connect_timeout_s=connect_timeout_s,
         )
         self.options = options
+        self._model = options.model_name  # the options are frozen: plain attributes for the hot path
+        self._timeout_s = float(options.timeout_s)
         self._model_version: str = str(options.model_version)
         self._latency = LatencyTracker(options.latency_window)
         self._pending: dict[str, _Pending] = {}
@@ -394,7 +433,7 @@ class ClientCore:
     def _prepare(self, inputs: InputsLike, timeout_s: float | None) -> tuple[Prepared, float]:
         """Validated inputs and the request's timeout (seconds), before waiting for the window."""
         self._check_open()
-        return self._builder.prepare(inputs), self.timeout_s if timeout_s is None else timeout_s
+        return self._builder.prepare(inputs), self._timeout_s if timeout_s is None else timeout_s
 
     def _window_full(self, timeout_s: float) -> InferenceTimeout:
         return InferenceTimeout(
@@ -464,7 +503,7 @@ class ClientCore:
             return
         try:
             if entry.slot is None and entry.real_batch is None:
-                outputs = {name: result.as_numpy(name) for name in self._names}
+                outputs = inband_outputs(result, response, self._names)
             else:
                 outputs = decode_outputs(
                     result, self._names, self._out_specs, entry, self._fixed_batch, self._builder
@@ -526,7 +565,7 @@ class ClientCore:
                 entry.future.set_exception(error)
         except _SETTLED:  # the caller cancelled the future; the request still ran
             pass
-        for callback in (self.callback, entry.callback):
+        for callback in (self.options.callback, entry.callback):
             if callback is not None:
                 try:
                     callback(result, error)
