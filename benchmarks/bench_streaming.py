@@ -15,7 +15,7 @@ so drift on a shared machine hits both sides of each ratio:
 (b) end to end vs the in-process floor (the network with onnxruntime in this process, with the
     served model's thread settings, on the same windows in the same batches: for 4 streams
     4 concurrent calls of B windows against one sequence per instance, one call of 4·B against
-    batched state; the fastest of 3 passes after a warm-up), 1 and 4 streams, for the demo's
+    batched state; one pass after a warm-up of each batch shape), 1 and 4 streams, for the demo's
     stream (stride 16, B = 8) and a DeepClean-shaped one (stride 8, B = 8);
 (c) 8 concurrent streams: batched state on one instance vs one sequence per instance.
 
