@@ -119,18 +119,18 @@ class _Pending:
             self.shapes = tuple(a.shape for a in prepared.arrays)
 
 
-_RAW_DTYPES: dict[str, np.dtype[Any] | None] = {}
-
-
-def _raw_dtype(datatype: str) -> np.dtype[Any] | None:
-    """The numpy dtype of a Triton datatype sent as raw bytes (None: BYTES or unknown)."""
-    try:
-        return _RAW_DTYPES[datatype]
-    except KeyError:
+def _raw_dtypes() -> dict[str, np.dtype[Any]]:
+    """Numpy dtypes of the Triton datatypes sent as fixed-size raw bytes (tritonclient's table)."""
+    table = {}
+    for datatype in ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                     "FP16", "FP32", "FP64", "BF16"):  # fmt: skip
         np_type = triton_to_np_dtype(datatype)
-        dtype = np.dtype(np_type) if np_type is not None else None
-        _RAW_DTYPES[datatype] = dtype if dtype is not None and dtype.kind != "O" else None
-        return _RAW_DTYPES[datatype]
+        if np_type is not None:
+            table[datatype] = np.dtype(np_type)
+    return table
+
+
+_RAW_DTYPES = _raw_dtypes()
 
 
 def inband_outputs(result: Any, response: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -143,10 +143,10 @@ def inband_outputs(result: Any, response: Any, names: tuple[str, ...]) -> dict[s
     """
     decoded = {}
     for output, raw in zip(response.outputs, response.raw_output_contents, strict=False):
-        dtype = _raw_dtype(output.datatype)
-        if dtype is None:
+        dtype = _RAW_DTYPES.get(output.datatype)
+        if dtype is None:  # BYTES, or a datatype this table does not know
             break
-        decoded[output.name] = np.frombuffer(raw, dtype).reshape(output.shape)
+        decoded[output.name] = np.frombuffer(raw, dtype).reshape(tuple(output.shape))
     else:
         try:
             return {name: decoded[name] for name in names}

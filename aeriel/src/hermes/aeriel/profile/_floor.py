@@ -149,12 +149,16 @@ def _timed(passes: int, run_once: Any) -> float:
 
 
 def _concurrent_s(network: FloorNetwork, streams: list[list[dict[str, np.ndarray]]], passes: int) -> float:
+    def run_stream(feeds: list[dict[str, np.ndarray]]) -> None:
+        for feed in feeds:
+            network.run(feed)
+
     if len(streams) == 1:
-        return _timed(passes, lambda: [network.run(feed) for feed in streams[0]])
+        return _timed(passes, lambda: run_stream(streams[0]))
     with ThreadPoolExecutor(len(streams), thread_name_prefix="hermes-floor") as pool:
 
         def run_once() -> None:
-            for future in [pool.submit(lambda f=feeds: [network.run(x) for x in f]) for feeds in streams]:
+            for future in [pool.submit(run_stream, feeds) for feeds in streams]:
                 future.result()
 
         return _timed(passes, run_once)
