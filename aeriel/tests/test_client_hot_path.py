@@ -126,3 +126,15 @@ def test_bytes_and_missing_outputs_go_through_as_numpy() -> None:
         InferResult(no_raw).as_numpy("x")
     with pytest.raises(ValueError, match=r"cannot reshape array of size 0 into shape \(2,2\)"):
         inband_outputs(InferResult(no_raw), no_raw, ("x",))
+
+
+def test_a_cached_input_is_refilled_with_the_bytes_set_data_from_numpy_stores() -> None:
+    from hermes.aeriel.client import _requests
+
+    assert _requests._REFILL  # this tritonclient sends _raw_content: the fast refill is what runs
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)[:, ::-1]  # not contiguous: tobytes() is C order
+    cached = _requests._CachedInput("INPUT0", [2, 3], "FP32")
+    cached.refill(x)
+    reference = _requests._CachedInput("INPUT0", [2, 3], "FP32")
+    reference.set_data_from_numpy(x)
+    assert cached._get_content() == reference._get_content() == np.ascontiguousarray(x).tobytes()
