@@ -261,3 +261,22 @@ def test_serve_refuses_grpc_off_before_starting_anything(tmp_path: Path):
         ValueError, match=r"--allow-grpc=false.*hermes checks and controls the server over gRPC"
     ):
         serve(tmp_path, server_args=["--allow-grpc=false"])
+
+
+def test_clients_reach_a_loopback_server_past_an_http_proxy(
+    shared_triton: SharedTriton, write_add_sub, monkeypatch: pytest.MonkeyPatch
+):
+    """grpcio routes channels through ``https_proxy`` when set (HPC nodes often set it); a proxy
+    cannot reach this node's loopback, so clients of a loopback server go direct."""
+    write_add_sub(shared_triton.repository, "ctl_proxy")
+    dead_proxy = f"http://127.0.0.1:{refusing_port()}"
+    for var in ("https_proxy", "http_proxy", "grpc_proxy"):
+        monkeypatch.setenv(var, dead_proxy)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with ControlClient(shared_triton.server.grpc_url) as control:
+        control.load("ctl_proxy")
+        with InferenceClient(shared_triton.server.grpc_url, "ctl_proxy") as client:
+            result = client.infer(add_sub_inputs()).result(timeout=30)
+        np.testing.assert_allclose(result.outputs["OUTPUT0"], [1.5, 2.5])
+        control.unload("ctl_proxy")

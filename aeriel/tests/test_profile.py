@@ -19,8 +19,10 @@ pytest.importorskip("onnxruntime")
 
 from hermes.aeriel.exceptions import ProfileError  # noqa: E402
 from hermes.aeriel.profile import (  # noqa: E402
+    FloorNetwork,
     SweepConfig,
     discover_target,
+    floor_rate,
     format_table,
     load_network,
     make_data,
@@ -88,6 +90,41 @@ def test_the_floor_cuts_the_windows_the_snapshotter_cuts(repo: Path) -> None:
     np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), windows)
     outputs = load_network(repo, "net").run(batches[1])
     np.testing.assert_allclose(outputs[0], np.tanh(windows[2:4].sum(axis=1)), rtol=1e-5, atol=1e-6)
+
+
+def test_the_floor_feeds_the_batches_each_serving_form_runs(repo: Path) -> None:
+    target = discover_target(_config(repo, "fused"))
+    data = make_data(target, 2, 3)
+    per_stream = [network_batches(target, d) for d in data]
+    net = load_network(repo, "net")
+    assert net.max_batch_size == 0  # a fixed batch: only concurrent calls of B windows
+    with pytest.raises(ProfileError, match="takes at most 0 windows per call"):
+        floor_rate(net, target, data, form="batched")
+    assert floor_rate(net, target, data, form="best", passes=1) > 0
+    seen: list[np.ndarray] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:  # the network, with a variable batch axis
+        seen.append(feeds["x"])
+        return np.tanh(feeds["x"].sum(axis=1))
+
+    recording = FloorNetwork(run, ["x"], max_batch_size=2 * BATCH)
+    assert floor_rate(recording, target, data, form="batched", passes=2, warm_up=1) > 0
+    # one warm-up call, then 2 passes of 3 updates, each one call of both streams' B windows
+    assert [a.shape for a in seen] == [(2 * BATCH, 3, K)] * 7
+    for u in range(3):
+        expected = np.concatenate([per_stream[0][u]["x"], per_stream[1][u]["x"]])
+        np.testing.assert_array_equal(seen[1 + u], expected)
+    seen.clear()
+    assert floor_rate(recording, target, data, form="concurrent", passes=1, warm_up=2) > 0
+    assert len(seen) == 2 * 2 + 2 * 3 and {a.shape for a in seen} == {(BATCH, 3, K)}
+    timed = sorted(seen[4:], key=lambda a: a.tobytes())
+    fed = sorted([b["x"] for feeds in per_stream for b in feeds], key=lambda a: a.tobytes())
+    for got, want in zip(timed, fed, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="form must be 'concurrent', 'batched' or 'best', got 'serial'"):
+        floor_rate(net, target, data, form="serial")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="passes must be >= 1, got 0"):
+        floor_rate(net, target, data, passes=0)
 
 
 def test_a_sweep_streams_real_sequences_and_reports_every_point(repo: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from hermes.aeriel.client._discovery import discover_async
 from hermes.aeriel.client._options import SequenceId
 from hermes.aeriel.client._requests import InputsLike, Prepared
 from hermes.aeriel.client._result import Callback, LatencyStats, Result
+from hermes.aeriel.control.client import channel_args
 from hermes.aeriel.exceptions import ClientClosedError, ClientError
 
 __all__ = ["AsyncInferenceClient", "AsyncSequence"]
@@ -86,7 +87,7 @@ class AsyncInferenceClient(ClientCore):
         self._window = asyncio.Semaphore(self.max_in_flight)
         self._queue: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self._drained = asyncio.Event()
-        self._grpc = aiogrpc.InferenceServerClient(self.url)
+        self._grpc = aiogrpc.InferenceServerClient(self.url, channel_args=channel_args(self.url))
         try:
             self._use(
                 await discover_async(
@@ -96,7 +97,9 @@ class AsyncInferenceClient(ClientCore):
             if self.shared_memory is not None:
                 # Slots register from synchronous code (slot creation), so through a short-lived
                 # synchronous gRPC client: registering is rare (once per slot), requests never do it.
-                self._pool = self._make_pool(lambda: grpcclient.InferenceServerClient(self.url))
+                self._pool = self._make_pool(
+                    lambda: grpcclient.InferenceServerClient(self.url, channel_args=channel_args(self.url))
+                )
             with translated(endpoint=self.url, model=self.model_name):
                 responses = self._grpc.stream_infer(inputs_iterator=self._requests())
             self._reader_task = asyncio.get_running_loop().create_task(self._reader(responses))

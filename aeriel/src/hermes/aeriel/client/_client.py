@@ -21,7 +21,9 @@ with the asyncio client.
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -40,7 +42,7 @@ from hermes.aeriel.client._discovery import discover
 from hermes.aeriel.client._options import SequenceId
 from hermes.aeriel.client._requests import InputsLike
 from hermes.aeriel.client._result import Callback, LatencyStats, Result
-from hermes.aeriel.control.client import ControlClient
+from hermes.aeriel.control.client import ControlClient, channel_args
 from hermes.aeriel.exceptions import InferenceTimeout
 
 __all__ = ["InferenceClient", "Sequence"]
@@ -63,6 +65,32 @@ def _predecessor_infer_error(kwargs: dict[str, Any]) -> TypeError:
     return TypeError(
         f"infer() got unexpected keyword argument(s) {names}; it takes request_id, callback, timeout_s"
     )
+
+
+class _Window:
+    """The in-flight window: ``size`` tokens in a C-implemented :class:`queue.SimpleQueue`.
+
+    A request takes a token before it is sent and gives it back exactly once when it is
+    settled. ``threading.Semaphore`` would run a Python ``Condition`` on both sides of every
+    request; taking and returning a token here are single C calls that block without the GIL.
+    """
+
+    __slots__ = ("_get", "release")
+
+    def __init__(self, size: int) -> None:
+        tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(size):
+            tokens.put(None)
+        self._get = tokens.get
+        self.release = functools.partial(tokens.put_nowait, None)
+
+    def acquire(self, timeout: float) -> bool:
+        """Take a token, waiting up to ``timeout`` seconds (<= 0: only if one is free now)."""
+        try:
+            self._get(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX))
+        except queue.Empty:
+            return False
+        return True
 
 
 class InferenceClient(ClientCore, Closeable):
@@ -104,9 +132,11 @@ class InferenceClient(ClientCore, Closeable):
         url, model_name = self.url, self.model_name
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._window = threading.Semaphore(self.max_in_flight)  # released exactly once per request
+        self._window = _Window(self.max_in_flight)  # released exactly once per request
         self._watchdog: threading.Thread | None = None
-        self._grpc = grpcclient.InferenceServerClient(url)
+        self._grpc = grpcclient.InferenceServerClient(
+            url, channel_args=channel_args(url)
+        )  # no proxy to loopback
         try:
             self._use(discover(self._grpc, url, model_name, self.model_version, self.connect_timeout_s))
             if self.shared_memory is not None:
@@ -184,22 +214,33 @@ class InferenceClient(ClientCore, Closeable):
         timeout_s: float | None,
     ) -> Future[Result]:
         prepared, timeout = self._prepare(inputs, timeout_s)
-        if not self._window.acquire(timeout=timeout):
+        if not self._window.acquire(timeout):
             raise self._window_full(timeout)
         registered: _Pending | None = None
         slot = None
         try:
             with self._lock:
                 self._check_open()
-                infer_inputs, outputs, slot = self._encode(prepared)
+                if self._pool is None:
+                    infer_inputs, outputs = self._builder.encode(prepared), None
+                else:
+                    infer_inputs, outputs, slot = self._encode(prepared)
                 entry = self._entry(Future(), timeout, request_id, sequence_id, prepared, callback)
-                entry.attach(slot, prepared)
-                if timeout < self.timeout_s:  # the watchdog may sleep past a shorter deadline
+                if slot is not None:
+                    entry.attach(slot, prepared)
+                if timeout < self._timeout_s:  # the watchdog may sleep past a shorter deadline
                     self._wake.notify()
                 self._pending[entry.rid] = registered = entry
                 try:
                     self._grpc.async_stream_infer(
-                        **self._request(entry.rid, infer_inputs, outputs, sequence_id, start, end, version)
+                        self._model,
+                        infer_inputs,
+                        model_version=version,
+                        outputs=outputs,
+                        request_id=entry.rid,
+                        sequence_id=sequence_id,
+                        sequence_start=start,
+                        sequence_end=end,
                     )
                 except (InferenceServerException, grpc.RpcError) as exc:  # the boundary, inlined (hot path)
                     raise translate(exc, endpoint=self.url, model=self.model_name) from exc

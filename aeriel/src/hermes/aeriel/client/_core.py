@@ -47,6 +47,7 @@ from hermes.aeriel.exceptions import (
     InputValidationError,
     SequenceError,
 )
+from hermes.quiver.config import DataType
 
 __all__ = ["AbandonRequest", "ClientCore", "SequenceCore", "decode_outputs", "warm_up_inputs"]
 
@@ -116,6 +117,40 @@ class _Pending:
         if slot is not None:
             self.slot = slot
             self.shapes = tuple(a.shape for a in prepared.arrays)
+
+
+def _raw_dtypes() -> dict[str, np.dtype[Any]]:
+    """Numpy dtypes of the Triton datatypes decoded here from raw bytes (quiver's one table).
+
+    BYTES (length-prefixed) and BF16 (two bytes on the wire, float32 in numpy) are left to
+    tritonclient's ``as_numpy``.
+    """
+    return {dt.value: np.dtype(dt.numpy) for dt in DataType if dt not in (DataType.BYTES, DataType.BF16)}
+
+
+_RAW_DTYPES = _raw_dtypes()
+
+
+def inband_outputs(result: Any, response: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``{name: array}`` of an in-band response, read-only views as ``result.as_numpy(name)`` gives.
+
+    One pass over the response: output ``i`` is ``raw_output_contents[i]`` (the KServe v2
+    protocol's pairing, which tritonclient's ``as_numpy`` follows too), without its search
+    by name for every output. BYTES outputs, or a response that does not carry every output
+    as raw bytes, go through ``as_numpy``.
+    """
+    decoded = {}
+    for output, raw in zip(response.outputs, response.raw_output_contents, strict=False):
+        dtype = _RAW_DTYPES.get(output.datatype)
+        if dtype is None:  # BYTES, or a datatype this table does not know
+            break
+        decoded[output.name] = np.frombuffer(raw, dtype).reshape(tuple(output.shape))
+    else:
+        try:
+            return {name: decoded[name] for name in names}
+        except KeyError:
+            pass
+    return {name: result.as_numpy(name) for name in names}
 
 
 def decode_outputs(
@@ -190,6 +225,8 @@ class ClientCore:
             connect_timeout_s=connect_timeout_s,
         )
         self.options = options
+        self._model = options.model_name  # the options are frozen: plain attributes for the hot path
+        self._timeout_s = float(options.timeout_s)
         self._model_version: str = str(options.model_version)
         self._latency = LatencyTracker(options.latency_window)
         self._pending: dict[str, _Pending] = {}
@@ -394,7 +431,7 @@ class ClientCore:
     def _prepare(self, inputs: InputsLike, timeout_s: float | None) -> tuple[Prepared, float]:
         """Validated inputs and the request's timeout (seconds), before waiting for the window."""
         self._check_open()
-        return self._builder.prepare(inputs), self.timeout_s if timeout_s is None else timeout_s
+        return self._builder.prepare(inputs), self._timeout_s if timeout_s is None else timeout_s
 
     def _window_full(self, timeout_s: float) -> InferenceTimeout:
         return InferenceTimeout(
@@ -464,7 +501,7 @@ class ClientCore:
             return
         try:
             if entry.slot is None and entry.real_batch is None:
-                outputs = {name: result.as_numpy(name) for name in self._names}
+                outputs = inband_outputs(result, response, self._names)
             else:
                 outputs = decode_outputs(
                     result, self._names, self._out_specs, entry, self._fixed_batch, self._builder
@@ -526,7 +563,7 @@ class ClientCore:
                 entry.future.set_exception(error)
         except _SETTLED:  # the caller cancelled the future; the request still ran
             pass
-        for callback in (self.callback, entry.callback):
+        for callback in (self.options.callback, entry.callback):
             if callback is not None:
                 try:
                     callback(result, error)

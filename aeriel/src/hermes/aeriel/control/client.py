@@ -50,7 +50,7 @@ _MAX_MESSAGE = 2**31 - 1  # tritonclient's own limit (INT32_MAX), kept when pass
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 
 
-def _channel_args(grpc_address: str, direct: bool | None) -> list[tuple[str, int]] | None:
+def channel_args(grpc_address: str, direct: bool | None = None) -> list[tuple[str, int]] | None:
     """gRPC channel options: for a server on this node, no HTTP proxy.
 
     grpcio sends every channel through ``https_proxy``/``http_proxy`` when set (HPC login and
@@ -139,7 +139,7 @@ class ControlClient(Closeable):
             grpc_client
             if grpc_client is not None
             else grpcclient.InferenceServerClient(
-                self.endpoint.grpc, channel_args=_channel_args(self.endpoint.grpc, direct)
+                self.endpoint.grpc, channel_args=channel_args(self.endpoint.grpc, direct)
             )
         )
         self._closed = threading.Event()  # also ends a wait of load/unload at once

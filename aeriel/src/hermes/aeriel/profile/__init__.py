@@ -18,13 +18,14 @@ print(format_table(results))
 """
 
 from hermes.aeriel.exceptions import ProfileError
-from hermes.aeriel.profile._floor import FloorNetwork, floor_rate, load_network, network_batches
+from hermes.aeriel.profile._floor import FloorForm, FloorNetwork, floor_rate, load_network, network_batches
 from hermes.aeriel.profile._report import format_table, plot, rows, write_csv
 from hermes.aeriel.profile._run import Measurement, make_data, process_cpu_s, run_streams
 from hermes.aeriel.profile._sweep import SweepConfig, set_instances, sweep
 from hermes.aeriel.profile._target import StreamGroup, StreamTarget, discover_target
 
 __all__ = [
+    "FloorForm",
     "FloorNetwork",
     "Measurement",
     "ProfileError",

@@ -2,31 +2,49 @@
 
 For every stream and update, the windows the snapshotter would cut (``B`` windows of ``K``
 samples per network input, from the same data) are fed to the network with onnxruntime or
-torch in this process, one call per update, as fast as possible. The floor's seconds of data
-per second is what serving can at best approach on the same cores.
+torch in this process, as fast as possible, with the thread settings the portable backends
+apply from the model's config. The floor's seconds of data per second is what serving can at
+best approach on the same cores, so with several streams it is measured in the forms the
+server can run them (see :data:`FloorForm`), after a warm-up of each batch shape. One pass
+by default, like one served run: taking the fastest of several passes would compare the
+floor's quietest moment with the server's typical one on a shared machine.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from hermes.aeriel.exceptions import ProfileError
 from hermes.aeriel.profile._target import StreamTarget
 
-__all__ = ["FloorNetwork", "floor_rate", "load_network", "network_batches"]
+__all__ = ["FloorForm", "FloorNetwork", "floor_rate", "load_network", "network_batches"]
+
+FloorForm = Literal["concurrent", "batched", "best"]
+"""How several streams meet the network, as the server can run them.
+
+* ``"concurrent"``: one call of ``B`` windows per stream and update, the streams' calls at the
+  same time from one thread each (one sequence per instance: the instances run in parallel);
+* ``"batched"``: one call of ``n·B`` windows per update for ``n`` streams (batched state);
+* ``"best"``: the faster of the two (for one stream they are the same).
+"""
 
 
 class FloorNetwork:
-    """A network loaded in-process: ``run({input: array}) -> outputs``."""
+    """A network loaded in-process: ``run({input: array}) -> outputs``.
 
-    def __init__(self, run: Any, inputs: list[str]):
+    ``max_batch_size`` is its config's (0: a fixed batch, which cannot take several streams' windows at once).
+    """
+
+    def __init__(self, run: Any, inputs: list[str], max_batch_size: int = 0):
         self.run = run
         self.inputs = inputs
+        self.max_batch_size = max_batch_size
 
 
 def _int_parameter(config: Any, key: str) -> int:
@@ -59,16 +77,23 @@ def load_network(repository: str | Path, name: str) -> FloorNetwork:
     if config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime":
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
+        options = (
+            ort.SessionOptions()
+        )  # the portable onnxruntime backend's settings, from the same parameters
         intra = _int_parameter(config, "intra_op_thread_count")
+        inter = _int_parameter(config, "inter_op_thread_count")
         if intra > 0:
             options.intra_op_num_threads = intra
+        if inter > 0:
+            options.inter_op_num_threads = inter
+        if _int_parameter(config, "execution_mode") == 1:
+            options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         session = ort.InferenceSession(
             str(version / (config.default_model_filename or "model.onnx")),
             options,
             providers=["CPUExecutionProvider"],
         )
-        return FloorNetwork(lambda feeds: session.run(None, feeds), inputs)
+        return FloorNetwork(lambda feeds: session.run(None, feeds), inputs, config.max_batch_size)
     if config.platform == "pytorch_libtorch" or config.backend == "pytorch":
         import torch
 
@@ -80,7 +105,7 @@ def load_network(repository: str | Path, name: str) -> FloorNetwork:
             with torch.inference_mode():
                 return module(*[torch.from_numpy(feeds[n]) for n in inputs])
 
-        return FloorNetwork(run, inputs)
+        return FloorNetwork(run, inputs, config.max_batch_size)
     raise ProfileError(
         f"--floor runs ONNX and TorchScript networks in-process; {name!r} is {config.platform!r}"
     )
@@ -113,18 +138,90 @@ def network_batches(target: StreamTarget, data: dict[str, np.ndarray]) -> list[d
     return batches
 
 
+def _timed(passes: int, run_once: Any) -> float:
+    """The fastest of ``passes`` runs of ``run_once()``, seconds."""
+    best = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        run_once()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _concurrent_s(network: FloorNetwork, streams: list[list[dict[str, np.ndarray]]], passes: int) -> float:
+    def run_stream(feeds: list[dict[str, np.ndarray]]) -> None:
+        for feed in feeds:
+            network.run(feed)
+
+    if len(streams) == 1:
+        return _timed(passes, lambda: run_stream(streams[0]))
+    with ThreadPoolExecutor(len(streams), thread_name_prefix="hermes-floor") as pool:
+
+        def run_once() -> None:
+            for future in [pool.submit(run_stream, feeds) for feeds in streams]:
+                future.result()
+
+        return _timed(passes, run_once)
+
+
+def _batched_s(network: FloorNetwork, streams: list[list[dict[str, np.ndarray]]], passes: int) -> float:
+    updates = min(len(feeds) for feeds in streams)
+    joined = [
+        {name: np.concatenate([feeds[u][name] for feeds in streams]) for name in streams[0][u]}
+        for u in range(updates)
+    ]
+    return _timed(passes, lambda: [network.run(feed) for feed in joined])
+
+
 def floor_rate(
     network: FloorNetwork,
     target: StreamTarget,
     data: Sequence[dict[str, np.ndarray]],
     *,
     sample_rate: float = 4096.0,
+    form: FloorForm = "best",
+    passes: int = 1,
+    warm_up: int = 3,
 ) -> float:
-    """Seconds of data per second running ``network`` over every stream's windows, one call per update."""
-    feeds = [b for d in data for b in network_batches(target, d)]
-    network.run(feeds[0])  # warm-up
-    start = time.perf_counter()
-    for feed in feeds:
-        network.run(feed)
-    wall = time.perf_counter() - start
-    return len(feeds) * target.update_size / sample_rate / wall
+    """Seconds of data per second running ``network`` over every stream's windows (all streams together).
+
+    Args:
+        network: the network, loaded by :func:`load_network`.
+        target: the streaming model whose windowing is reproduced.
+        data: per stream ``{update input: (C, T)}`` (see ``make_data``).
+        sample_rate: samples per second of the data.
+        form: how several streams meet the network (:data:`FloorForm`).
+        passes: timed passes over all the data; the fastest counts (1: one pass, as a served run).
+        warm_up: untimed calls of each batch shape first.
+
+    Raises:
+        ValueError: an unknown form, or passes < 1.
+        ProfileError: ``form="batched"`` for a network whose ``max_batch_size`` cannot take the
+            streams' windows at once (``"best"`` then measures ``"concurrent"`` only).
+    """
+    if form not in ("concurrent", "batched", "best"):
+        raise ValueError(f"form must be 'concurrent', 'batched' or 'best', got {form!r}")
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    streams = [network_batches(target, d) for d in data]
+    joinable = network.max_batch_size >= len(streams) * max(g.batch_size for g in target.groups)
+    if form == "batched" and not joinable:
+        raise ProfileError(
+            f"--floor: the network takes at most {network.max_batch_size} windows per call (max_batch_size), "
+            f"not the {len(streams)} streams' batches at once"
+        )
+    forms = (
+        ["concurrent", "batched"]
+        if form == "best" and joinable
+        else [form if form == "batched" else "concurrent"]
+    )
+    if len(streams) == 1:
+        forms = ["concurrent"]  # one stream: both forms are the same calls
+    rates = []
+    for each in forms:
+        measure = _concurrent_s if each == "concurrent" else _batched_s
+        measure(network, [feeds[:1] * warm_up for feeds in streams], 1)
+        seconds = measure(network, streams, passes)
+        updates = sum(map(len, streams)) if each == "concurrent" else len(streams) * min(map(len, streams))
+        rates.append(updates * target.update_size / sample_rate / seconds)
+    return max(rates)
