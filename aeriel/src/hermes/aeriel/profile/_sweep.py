@@ -86,12 +86,8 @@ def set_instances(repository: Path, target: StreamTarget, network: str | None, c
 
 @contextmanager
 def _server(config: SweepConfig, instances: int | None) -> Iterator[tuple[str, list[int], StreamTarget]]:
-    import tritonclient.grpc as grpcclient
-
     if config.url is not None:
-        with grpcclient.InferenceServerClient(config.url) as client:
-            target = discover_target(client.get_model_config(config.model, as_json=True)["config"])
-        yield config.url, [], target
+        yield config.url, [], _served_target(config.url, config.model)
         return
     from hermes.aeriel.server import serve
     from hermes.aeriel.server._server import _session_members
@@ -104,10 +100,20 @@ def _server(config: SweepConfig, instances: int | None) -> Iterator[tuple[str, l
             target = _target_from_files(root, config.model)
             set_instances(root, target, target.network, instances)
         with serve(root, models=[config.model], exit_timeout_s=10) as server:
-            with grpcclient.InferenceServerClient(server.grpc_url) as client:
-                target = discover_target(client.get_model_config(config.model, as_json=True)["config"])
+            target = _served_target(server.grpc_url, config.model)
             pids = [server.pid, *_session_members(server.pid)] if server.pid else []
             yield server.grpc_url, pids, target
+
+
+def _served_target(url: str, model: str) -> StreamTarget:
+    """The target described from the configuration the server holds (through the control client)."""
+    from google.protobuf import json_format
+
+    from hermes.aeriel.control import ControlClient
+
+    with ControlClient(url) as control:
+        config = control.model_config(model)
+    return discover_target(json_format.MessageToDict(config, preserving_proto_field_name=True))
 
 
 def _target_from_files(root: Path, model: str) -> StreamTarget:
