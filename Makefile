@@ -23,6 +23,11 @@ SUBPACKAGES := quiver aeriel stillwater cloudbreak
 APPS := apps/deepclean
 PYPROJECTS := $(foreach p,$(SUBPACKAGES) $(APPS),$(p)/pyproject.toml)
 PYTEST_ARGS ?=
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist; a file's tests stay in one process, so
+# its module and session fixtures are shared as written). Most of a test's time is spent waiting on
+# a real server (Triton polls its shutdown once a second), so two workers help even on two cores.
+# PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv test demo bench lock lint format typecheck docs docs-serve build clean system-deps
 
@@ -41,7 +46,7 @@ $(STAMP): requirements/dev.lock $(PYPROJECTS)
 	@touch $(STAMP)
 
 test: venv system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The Slurm tests start a real single-node cluster (slurmctld + slurmd + munged). As root on
 # Debian/Ubuntu (as in CI) this installs Debian's slurm-wlm and munge once; elsewhere those tests
