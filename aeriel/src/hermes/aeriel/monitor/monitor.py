@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from hermes.aeriel._lifecycle import Closeable, Deadline
-from hermes.aeriel.control.client import ADMIN_TOKEN_HEADER, ControlClient
+from hermes.aeriel.control.client import ADMIN_TOKEN_HEADER
+from hermes.aeriel.control.model_manager import ModelManager
 from hermes.aeriel.endpoints import Endpoint, load_endpoints
 from hermes.aeriel.exceptions import AerielError, ClientClosedError, EndpointError
 from hermes.aeriel.monitor.interval import CSV_COLUMNS, IntervalRow, interval_rows
@@ -118,8 +119,10 @@ class Monitor(Closeable):
         self.csv_path = Path(csv_path) if csv_path is not None else None
         self.latest: list[IntervalRow] = []
         self._baseline: dict[str, ServerSnapshot] = {}
-        self._token = (admin_token, admin_header)
-        self._clients: dict[str, ControlClient] = {}
+        # the statistics API through the control clients ModelManager keeps, one per server
+        self._servers = ModelManager(
+            self.endpoints, timeout_s=self.timeout_s, admin_token=admin_token, admin_header=admin_header
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,14 +139,6 @@ class Monitor(Closeable):
                 self._csv_file.flush()
 
     # ------------------------------------------------------------------ reading
-    def _control(self, endpoint: Endpoint) -> ControlClient:
-        client = self._clients.get(endpoint.name)
-        if client is None:
-            token, header = self._token
-            client = ControlClient(endpoint, timeout_s=self.timeout_s, admin_token=token, admin_header=header)
-            self._clients[endpoint.name] = client
-        return client
-
     def read(self, endpoint: Endpoint) -> ServerSnapshot:
         """One reading of one server; a server that does not answer gives a snapshot with ``error``."""
         now = time.time()
@@ -160,7 +155,7 @@ class Monitor(Closeable):
                     if self.source == "metrics":
                         raise
             if self.source == "statistics":
-                models = counters_from_statistics(self._control(endpoint).statistics())
+                models = counters_from_statistics(self._servers.client(endpoint).statistics())
         except (AerielError, OSError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             logger.info("server %s did not answer: %s", endpoint.name, reason)
@@ -296,9 +291,7 @@ class Monitor(Closeable):
             if self._closed:
                 return
             self._closed = True
-            clients, self._clients = list(self._clients.values()), {}
-            for client in clients:
-                client.close()
+            self._servers.close()
             if self._csv_file is not None:
                 self._csv_file.close()
                 self._csv_file = None
