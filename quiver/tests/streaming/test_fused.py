@@ -7,13 +7,17 @@ groups (``strain`` with an initial history, ``aux``) and two outputs (``clean`` 
 * ``fused_onnx`` / ``fused_ts``: fused, one sequence per instance, two instances;
 * ``fused_onnx_batched`` / ``fused_ts_batched``: fused, batched state (four sequences on one
   instance, oldest strategy; the network sees ``(n·B, …)``);
-* ``ensemble``: the same streaming as a three-step ensemble (snapshotters → network → averagers).
+* ``ensemble``: the same streaming as a three-step ensemble (snapshotters → network → averagers);
+* ``ensemble_batched``: that ensemble with batched state (four sequences on one instance of each
+  stateful step), the ONNX network behind :func:`add_sequence_axis` so it sees ``(n·B, …)``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,12 +27,13 @@ pytest.importorskip("onnxruntime")
 
 from hermes.aeriel import serve  # noqa: E402
 from hermes.aeriel.testing import leftover_resources  # noqa: E402
-from hermes.quiver import ModelRepository, Platform  # noqa: E402
+from hermes.quiver import Model, ModelRepository, Platform  # noqa: E402
 from hermes.quiver.streaming import (  # noqa: E402
     FusedInput,
     FusedOutput,
     FusedStreamingModel,
     add_fused_streaming_model,
+    add_sequence_axis,
     online_average,
     sliding_windows,
 )
@@ -150,6 +155,34 @@ class Built:
             instances=2,
         )  # fmt: skip
         ensemble.export_version()
+        self.by_sequence = add_sequence_axis(net, batch_size=BATCH, max_sequences=4)
+        self.ensemble_batched = add_ensemble(
+            repo, "ensemble_batched", self.by_sequence, self.history, sequences_per_instance=4,
+            max_queue_delay_us=2000,
+        )  # fmt: skip
+
+
+def add_ensemble(repo: ModelRepository, name: str, net: Model, history: np.ndarray, **options: Any) -> Model:
+    """Snapshotters ``strain`` (with ``history``) and ``aux`` → ``net`` → averagers ``clean`` and ``multi``."""
+    ins, outs = list(net.inputs), list(net.outputs)
+    ensemble = repo.add(name, platform=Platform.ENSEMBLE)
+    ensemble.add_streaming_inputs(
+        net.inputs[ins[0]], stride=STRIDE, batch_size=BATCH, name=f"{name}_strain", key="strain",
+        initial_state=history, **options,
+    )  # fmt: skip
+    ensemble.add_streaming_inputs(
+        net.inputs[ins[1]], stride=STRIDE, batch_size=BATCH, name=f"{name}_aux", key="aux", **options
+    )
+    ensemble.add_streaming_output(
+        net.outputs[outs[0]], stride=STRIDE, num_updates=3, batch_size=BATCH, name=f"{name}_clean", key="clean",
+        **options,
+    )  # fmt: skip
+    ensemble.add_streaming_output(
+        net.outputs[outs[1]], stride=STRIDE, num_updates=2, batch_size=BATCH, name=f"{name}_multi", key="multi",
+        **options,
+    )  # fmt: skip
+    ensemble.export_version()
+    return ensemble
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +193,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.fixture(scope="module")
 def url(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
-    server = serve(built.root, models=[*built.fused, "ensemble"], log_file=log, exit_timeout_s=20)
+    server = serve(
+        built.root, models=[*built.fused, "ensemble", "ensemble_batched"], log_file=log, exit_timeout_s=20
+    )
     try:
         yield server.grpc_url
     finally:
@@ -219,9 +254,26 @@ def test_batched_state_serves_four_sequences_on_one_instance(built: Built, url: 
         np.testing.assert_allclose(served[sid][1], multi, rtol=1e-5, atol=1e-6)
 
 
-def test_fused_model_records_what_clients_discover(built: Built) -> None:
-    import json
+def test_an_ensemble_with_batched_state_feeds_the_network_every_sequence_at_once(
+    built: Built, url: str
+) -> None:
+    proto = built.by_sequence.config.proto
+    assert proto.max_batch_size == 4 and [list(t.dims) for t in proto.input] == [[BATCH, 3, K], [BATCH, K]]
+    data = _data((51, 52, 53, 54))
+    keys = {"strain": "strain", "aux": "aux"}
+    served = _stream(url, "ensemble_batched", keys, {"clean": "clean", "multi": "multi"}, data)
+    for sid, x in data.items():
+        clean, multi = reference(built.net, x, built.history)
+        np.testing.assert_allclose(served[sid][0], clean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(served[sid][1], multi, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(served[51][0], served[52][0])  # the sequences keep separate state
+    record = json.loads(built.ensemble_batched.config.parameters["hermes.streaming_input.strain"])
+    assert (
+        record["max_sequences"] == 4 and record["batch_size"] == BATCH
+    )  # what clients size their sequences by
 
+
+def test_fused_model_records_what_clients_discover(built: Built) -> None:
     fused = built.fused["fused_ts_batched"]
     params = fused.model.config.parameters
     record = json.loads(params["hermes.streaming_input.INPUT__0"])

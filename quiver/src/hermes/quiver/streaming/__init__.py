@@ -7,6 +7,8 @@
 * :func:`add_streaming_inputs` / :func:`add_streaming_output`: build and wire both into an
   ensemble, with Triton implicit state.
 * :func:`offline_stream`, :func:`sliding_windows`, :func:`online_average`: numpy references.
+* :func:`add_sequence_axis`: a network ``(N, C, K)`` behind a leading sequence axis, for
+  ensembles with batched state (several sequences per instance).
 * :func:`add_fused_streaming_model`: snapshotters, the network and averagers fused into ONE
   stateful ONNX graph or TorchScript module (no windows between models).
 * :func:`export_streaming_model`: any stateful torch module
@@ -40,6 +42,7 @@ from hermes.quiver.streaming.models import (
     write_snapshotter,
 )
 from hermes.quiver.streaming.reference import offline_stream, online_average, sliding_windows
+from hermes.quiver.streaming.sequence_axis import add_sequence_axis
 from hermes.quiver.streaming.specs import (
     OnlineAveragerSpec,
     SequenceOptions,
@@ -77,6 +80,7 @@ __all__ = [
     "StreamingPlatform",
     "StreamingTensor",
     "add_fused_streaming_model",
+    "add_sequence_axis",
     "add_streaming_inputs",
     "add_streaming_output",
     "export_streaming_model",

@@ -381,9 +381,16 @@ def _check_window_batch(
     tensor: ExposedTensor, label: str, shape: tuple[int | None, ...], batch: int, sequence: SequenceOptions
 ) -> None:
     if shape and shape[0] is not None and shape[0] != batch:
+        hint = (
+            f"; with sequences_per_instance {sequence.sequences_per_instance} the model's batch axis carries the "
+            "sequences, so it must take (sequences, B, C, K): put a network that takes (N, C, K) behind "
+            f"add_sequence_axis({tensor.model.name}, batch_size={batch})"
+            if sequence.batched and tensor.model.config.max_batch_size > 0
+            else ""
+        )
         raise StreamingConfigError(
             f"streaming tensor {label} has batch axis {shape[0]} but the snapshotter emits batch_size={batch} "
-            "windows per update: they must agree"
+            f"windows per update: they must agree{hint}"
         )
     limit = tensor.model.config.max_batch_size
     if shape and shape[0] is None and limit and batch > limit:
@@ -394,7 +401,8 @@ def _check_window_batch(
         raise StreamingConfigError(
             f"sequences_per_instance {sequence.sequences_per_instance} batches sequences along a leading axis, "
             f"but {label} has no batch axis for it (shape {list(shape)}); use sequences_per_instance=1 or a "
-            "downstream model that takes (sequences, B, C, K)"
+            "downstream model that takes (sequences, B, C, K) (add_sequence_axis writes one from an ONNX network "
+            "with a variable batch axis)"
         )
 
 

@@ -15,7 +15,7 @@ predictions back to ``(n, B, [C,] K)`` after it, so the network needs a variable
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "check_network_graph",
     "fused_onnx_graph",
     "network_opset",
+    "sequence_axis_graph",
 ]
 
 MIN_OPSET = 13
@@ -208,11 +209,61 @@ def fused_onnx_graph(
         state = [*lead, *channel_axis, avg.state_length]
         averager_states_in.append(info(averager.state_in, float_type, state))
         averager_states_out.append(info(averager.state_out, float_type, state))
+    return _around_network(
+        network, net, b, graph_inputs + state_inputs + averager_states_in,
+        outputs + state_outputs + averager_states_out, name=name, opset=opset,
+    )  # fmt: skip
+
+
+def sequence_axis_graph(
+    network: onnx.ModelProto,
+    inputs: Mapping[str, Sequence[int]],
+    outputs: Mapping[str, Sequence[int]],
+    *,
+    batch_size: int,
+    name: str = "sequence_axis",
+) -> onnx.ModelProto:
+    """``network`` behind a leading sequence axis: ``(S, B, *dims)`` in, ``(S, B, *dims)`` out.
+
+    Each input is reshaped to ``(S·B, *dims)``, the network runs once on all windows, and each
+    output ``(S·B, *dims)`` is reshaped back to ``(S, B, *dims)``. Names and types are kept.
+
+    Args:
+        network: the network, with a variable batch axis.
+        inputs, outputs: ``{name: dims of one window}`` (fixed sizes).
+        batch_size: ``B``, windows per sequence.
+
+    Raises:
+        StreamingConfigError: the network's opset is too old.
+        ExportError: the composed graph fails ONNX's checker.
+    """
+    onnx = require("onnx", "building an ONNX network with a sequence axis")
+    opset = network_opset(network)
+    net = onnx.compose.add_prefix(network, PREFIX)
+    b = Builder()
+    types = {t.name: t.type.tensor_type.elem_type for t in (*network.graph.input, *network.graph.output)}
+    info = onnx.helper.make_tensor_value_info
+    for tensor, dims in inputs.items():
+        b.op("Reshape", [tensor, b.const([-1, *dims])], output=PREFIX + tensor)
+    b.nodes.extend(net.graph.node)
+    for tensor, dims in outputs.items():
+        b.op("Reshape", [PREFIX + tensor, b.const([-1, batch_size, *dims])], output=tensor)
+    graph_inputs = [info(t, types[t], ["sequences", batch_size, *d]) for t, d in inputs.items()]
+    graph_outputs = [info(t, types[t], ["sequences", batch_size, *d]) for t, d in outputs.items()]
+    return _around_network(network, net, b, graph_inputs, graph_outputs, name=name, opset=opset)
+
+
+def _around_network(
+    network: onnx.ModelProto, net: onnx.ModelProto, b: Builder, inputs: list[Any], outputs: list[Any], *,
+    name: str, opset: int,
+) -> onnx.ModelProto:  # fmt: skip
+    """One model of ``b``'s nodes around the prefixed network ``net``, checked by ONNX's checker."""
+    onnx = require("onnx", "building an ONNX streaming model")
     graph = onnx.helper.make_graph(
         b.nodes,
         name,
-        graph_inputs + state_inputs + averager_states_in,
-        outputs + state_outputs + averager_states_out,
+        inputs,
+        outputs,
         initializer=[*b.initializers, *net.graph.initializer],
         value_info=list(net.graph.value_info),
     )
@@ -228,6 +279,6 @@ def fused_onnx_graph(
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise ExportError(
-            f"the fused streaming graph (network opset {opset}) fails ONNX's checker: {type(exc).__name__}: {exc}"
+            f"the {name} graph (network opset {opset}) fails ONNX's checker: {type(exc).__name__}: {exc}"
         ) from exc
     return model
