@@ -4,7 +4,9 @@ One local server per stream shape serves, from one repository, the same DeepClea
 network (21 witnesses, K = 4096, ONNX, variable batch axis) as
 
 * ``ensemble``: snapshotter -> network -> online averager (three models);
-* ``fused``: the same in one stateful ONNX graph, one sequence per instance;
+* ``fused1``: the same in one stateful ONNX graph, one instance (the one-stream form);
+* ``fused``: fused, one sequence per instance, one instance per stream (4 or 8); the portable
+  backend gives each instance its share of the cores (``cpus // instances`` threads);
 * ``fused_batched``: fused with batched state (all sequences on one instance, oldest strategy).
 
 Every figure is a median over interleaved repetitions (ensemble, fused, floor, ... in turn),
@@ -17,7 +19,9 @@ so drift on a shared machine hits both sides of each ratio:
     4 concurrent calls of B windows against one sequence per instance, one call of 4·B against
     batched state; one pass after a warm-up of each batch shape), 1 and 4 streams, for the demo's
     stream (stride 16, B = 8) and a DeepClean-shaped one (stride 8, B = 8);
-(c) 8 concurrent streams: batched state on one instance vs one sequence per instance.
+(c) 8 concurrent streams: batched state on one instance vs one sequence per instance, and the
+    same two forms in-process (one call of 8·B windows vs 8 concurrent calls of B): what batching
+    itself gains on these cores, the most batched state can gain end to end.
 
     python benchmarks/bench_streaming.py [--quick]
 """
@@ -74,6 +78,7 @@ def _build(
         "num_updates": num_updates,
         "outputs": {"noise": "noise"},
     }
+    add_fused_streaming_model(net, name="fused1", inputs={"witness": "witness"}, instances=1, **common)
     add_fused_streaming_model(
         net, name="fused", inputs={"witness": "witness"}, instances=fused_instances, **common
     )
@@ -98,7 +103,7 @@ class _Bench:
         with grpcclient.InferenceServerClient(self.url) as client:
             self.targets = {
                 m: discover_target(client.get_model_config(m, as_json=True)["config"])
-                for m in ("ensemble", "fused", "fused_batched")
+                for m in ("ensemble", "fused1", "fused", "fused_batched")
             }
         self.network = load_network(root, "net")
 
@@ -142,7 +147,7 @@ def _shape_rows(label: str, bench: _Bench, repeats: int, first: bool) -> list[di
     rows: list[dict] = []
     measures: dict[str, Callable[[], Any]] = {
         "ensemble1": lambda: bench.stream("ensemble", 1),
-        "fused1": lambda: bench.stream("fused", 1),
+        "fused1": lambda: bench.stream("fused1", 1),
         "floor1": lambda: bench.floor(1),
         "fused4": lambda: bench.stream("fused", 4),
         "batched4": lambda: bench.stream("fused_batched", 4),
@@ -152,6 +157,8 @@ def _shape_rows(label: str, bench: _Bench, repeats: int, first: bool) -> list[di
     if first:
         measures["fused8"] = lambda: bench.stream("fused", 8)
         measures["batched8"] = lambda: bench.stream("fused_batched", 8)
+        measures["floor8"] = lambda: bench.floor(8, "concurrent")
+        measures["floor8b"] = lambda: bench.floor(8, "batched")
     r = _interleave(repeats, measures)
     cpu_e = _median([m.server_cpu_us for m in r["ensemble1"]])
     cpu_f = _median([m.server_cpu_us for m in r["fused1"]])
@@ -197,7 +204,11 @@ def _shape_rows(label: str, bench: _Bench, repeats: int, first: bool) -> list[di
             f"{label}: s of data per s, 8 streams, batched state on one instance", rate8, "s/s",
             "one sequence per instance (8 instances)", base8, ">= 2", repeats,
         ))  # fmt: skip
-    fused_us = _median([m.server_split_us.get("fused", 0.0) for m in r["fused1"]])
+        rows.append(_row(
+            f"{label}: in-process, 8 streams, one call of 8·B windows per update", _median(r["floor8b"]), "s/s",
+            "8 concurrent calls of B (a session each, cpus // 8 threads)", _median(r["floor8"]), None, repeats,
+        ))  # fmt: skip
+    fused_us = _median([m.server_split_us.get("fused1", 0.0) for m in r["fused1"]])
     steps = {
         k: _median([m.server_split_us.get(k, 0.0) for m in r["ensemble1"]])
         for k in r["ensemble1"][0].server_split_us
@@ -222,7 +233,7 @@ def run(quick: bool = False) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
             root = Path(tmp) / "repo"
             _build(root, stride, batch, num, instances=4, fused_instances=8 if index == 0 else 4)
-            with serve(root, models=["ensemble", "fused", "fused_batched"], log_file=Path(tmp) / "log",
+            with serve(root, models=["ensemble", "fused1", "fused", "fused_batched"], log_file=Path(tmp) / "log",
                        exit_timeout_s=10) as server:  # fmt: skip
                 bench = _Bench(server, root, updates)
                 rows += _shape_rows(label, bench, repeats, first=index == 0)

@@ -213,3 +213,24 @@ def test_torchscript_inputs_follow_indices_then_forward_names_then_config_order(
     assert input_order(["a", "b"], ["x", "y"]) == ["a", "b"]
     assert output_positions(["OUTPUT__1", "OUTPUT__0"]) == {"OUTPUT__1": 1, "OUTPUT__0": 0}
     assert output_positions(["y", "STATE_OUT"]) == {"y": 0, "STATE_OUT": 1}
+
+
+@pytest.mark.parametrize(
+    ("groups", "parameter", "cpus", "threads"),
+    [
+        ([], None, 8, 8),  # one instance: every CPU, as Triton's default
+        ([3, 1], None, 8, 2),  # four instances share eight CPUs
+        ([4], None, 2, 1),  # more instances than CPUs: one thread each, never zero
+        ([4], "3", 2, 3),  # a thread count the config sets wins
+        ([2], "0", 8, 4),  # "0" means unset, as in Triton's backends
+    ],
+)
+def test_unset_thread_counts_share_the_cpus_among_the_instances(
+    groups: list[int], parameter: str | None, cpus: int, threads: int
+) -> None:
+    data = accumulator_config()
+    data["instance_group"] = [{"kind": "KIND_CPU", "count": count} for count in groups]
+    data["parameters"] = {} if parameter is None else {"intra_op_thread_count": {"string_value": parameter}}
+    config = BackendConfig.from_json(data)
+    assert config.instance_count == (sum(groups) or 1)
+    assert config.threads_per_call("intra_op_thread_count", cpus=cpus) == threads

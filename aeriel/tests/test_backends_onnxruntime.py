@@ -7,6 +7,7 @@ exporter, served unchanged; implicit state is emulated by the backend.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import textwrap
 import time
 import warnings
@@ -123,8 +124,9 @@ def write_accumulator(
 
 
 def write_mlp(
-    repo: Path, name: str = "mlp", *, max_batch_size: int = 8, extra: str = "", filename: str = ""
-) -> Mlp:
+    repo: Path, name: str = "mlp", *, max_batch_size: int = 8, extra: str = "", filename: str = "",
+    instances: int = 1, threads: str = 'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }',
+) -> Mlp:  # fmt: skip
     module = Mlp().eval()
     folder = repo / name
     export_onnx(
@@ -140,8 +142,8 @@ def write_mlp(
             {default}
             input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 16 ] }} ]
             output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 8 ] }} ]
-            instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-            parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
+            instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
+            {threads}
             {extra}
             """
         )
@@ -282,6 +284,17 @@ def test_outputs_equal_onnxruntime_in_process(triton_repo, triton_server):
         served = client.infer("mlp", [inp]).as_numpy("OUTPUT")
     assert served.shape == (5, 8)
     assert float(np.max(np.abs(served - expected))) < 1e-6
+
+
+def test_instances_without_a_thread_count_share_the_cpus(triton_repo, triton_server):
+    write_mlp(triton_repo, "shared", instances=2, threads="")
+    triton_server.load_model("shared")
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    expected = f"model 'shared': onnxruntime backend loaded {triton_repo / 'shared' / '1' / 'model.onnx'}"
+    wait_for_log(triton_server, f"{share} thread(s) per call")
+    lines = [line for line in triton_server.read_log().splitlines() if expected in line]
+    assert len(lines) == 2  # one per instance
+    assert all(f"{share} thread(s) per call" in line for line in lines)
 
 
 def test_default_model_filename_is_honoured(triton_repo, triton_server):

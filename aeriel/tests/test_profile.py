@@ -88,8 +88,12 @@ def test_the_floor_cuts_the_windows_the_snapshotter_cuts(repo: Path) -> None:
     assert len(batches) == 5 and batches[0]["x"].shape == (BATCH, 3, K)
     windows = sliding_windows(data["u"], kernel_size=K, stride=STRIDE)
     np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), windows)
-    outputs = load_network(repo, "net").run(batches[1])
+    network = load_network(repo, "net")
+    outputs = network.run(batches[1])
     np.testing.assert_allclose(outputs[0], np.tanh(windows[2:4].sum(axis=1)), rtol=1e-5, atol=1e-6)
+    first, second = network.instances(2)  # two sessions, as two served instances
+    assert first is not second and first is not network.run
+    np.testing.assert_allclose(second(batches[1])[0], outputs[0], rtol=1e-6)
 
 
 def test_the_floor_feeds_the_batches_each_serving_form_runs(repo: Path) -> None:
@@ -121,6 +125,17 @@ def test_the_floor_feeds_the_batches_each_serving_form_runs(repo: Path) -> None:
     fed = sorted([b["x"] for feeds in per_stream for b in feeds], key=lambda a: a.tobytes())
     for got, want in zip(timed, fed, strict=True):
         np.testing.assert_array_equal(got, want)
+    # concurrent streams each get their own copy of the network, as instances do
+    made: list[int] = []
+
+    def instance(count: int) -> object:
+        made.append(count)
+        return run
+
+    seen.clear()
+    per_instance = FloorNetwork(run, ["x"], max_batch_size=2 * BATCH, instance=instance)
+    assert floor_rate(per_instance, target, data, form="concurrent", passes=1, warm_up=1) > 0
+    assert made == [2, 2] and len(seen) == 2 * 1 + 2 * 3  # 2 copies, warmed up, then timed
     with pytest.raises(ValueError, match="form must be 'concurrent', 'batched' or 'best', got 'serial'"):
         floor_rate(net, target, data, form="serial")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="passes must be >= 1, got 0"):

@@ -35,7 +35,9 @@ class OnnxRuntimeModel:
 
     Thread settings come from the config's ``parameters`` as in Triton's onnxruntime
     backend: ``intra_op_thread_count`` and ``inter_op_thread_count`` (0 = onnxruntime's
-    default), ``execution_mode`` (0 sequential, 1 parallel).
+    default), ``execution_mode`` (0 sequential, 1 parallel); an unset (or 0)
+    ``intra_op_thread_count`` shares the CPUs among the model's instances
+    (:meth:`BackendConfig.threads_per_call`) instead of giving each instance all of them.
 
     Args:
         path: the ``model.onnx`` file.
@@ -60,10 +62,8 @@ class OnnxRuntimeModel:
                 "backend (numpy has no bfloat16); use the pytorch backend or FP16/FP32"
             )
         options = ort.SessionOptions()
-        intra = config.int_parameter("intra_op_thread_count", default=0)
+        self.threads = options.intra_op_num_threads = config.threads_per_call("intra_op_thread_count")
         inter = config.int_parameter("inter_op_thread_count", default=0)
-        if intra > 0:
-            options.intra_op_num_threads = intra
         if inter > 0:
             options.inter_op_num_threads = inter
         if config.int_parameter("execution_mode", default=0) == 1:

@@ -69,7 +69,8 @@ class TorchScriptModel:
     """A ``torch.jit`` module called with and returning numpy arrays by name.
 
     Thread settings come from the config's ``parameters`` as in Triton's PyTorch backend:
-    ``INTRA_OP_THREAD_COUNT`` (``torch.set_num_threads``) and ``INTER_OP_THREAD_COUNT``;
+    ``INTRA_OP_THREAD_COUNT`` (``torch.set_num_threads``; unset, the CPUs shared among the
+    model's instances, :meth:`BackendConfig.threads_per_call`) and ``INTER_OP_THREAD_COUNT``;
     ``ENABLE_INFERENCE_MODE`` (default true) picks ``torch.inference_mode`` over ``no_grad``.
     ``TYPE_BF16`` tensors travel as float32 arrays and are converted at the model boundary.
 
@@ -88,10 +89,9 @@ class TorchScriptModel:
         except ImportError as exc:  # pragma: no cover - torch is the user's install
             raise ImportError("the portable pytorch backend needs torch (pip install torch)") from exc
         self._torch = torch
-        intra = config.int_parameter("INTRA_OP_THREAD_COUNT", default=0)
+        self.threads = config.threads_per_call("INTRA_OP_THREAD_COUNT")
+        torch.set_num_threads(self.threads)
         inter = config.int_parameter("INTER_OP_THREAD_COUNT", default=0)
-        if intra > 0:
-            torch.set_num_threads(intra)
         if inter > 0:
             try:
                 torch.set_num_interop_threads(inter)

@@ -110,11 +110,12 @@ class PortableModel:
         self._sequence = config.sequence is not None
         self._bf16 = bool(self._bf16_inputs or self._bf16_outputs)
         logger.info(
-            "%s backend loaded %s (max_batch_size %d, %d implicit state(s))",
+            "%s backend loaded %s (max_batch_size %d, %d implicit state(s), %s thread(s) per call)",
             self.framework,
             path,
             config.max_batch_size,
             len(config.states),
+            getattr(run, "threads", "default"),
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -13,13 +13,14 @@ floor's quietest moment with the server's typical one on a shared machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from hermes.aeriel.backends._config import fair_threads
 from hermes.aeriel.exceptions import ProfileError
 from hermes.aeriel.profile._target import StreamTarget
 
@@ -29,7 +30,9 @@ FloorForm = Literal["concurrent", "batched", "best"]
 """How several streams meet the network, as the server can run them.
 
 * ``"concurrent"``: one call of ``B`` windows per stream and update, the streams' calls at the
-  same time from one thread each (one sequence per instance: the instances run in parallel);
+  same time from one thread each, each stream on its own copy of the network with its share of
+  the threads (one sequence per instance: the instances run in parallel, as the portable
+  backends thread them);
 * ``"batched"``: one call of ``n·B`` windows per update for ``n`` streams (batched state);
 * ``"best"``: the faster of the two (for one stream they are the same).
 """
@@ -39,12 +42,30 @@ class FloorNetwork:
     """A network loaded in-process: ``run({input: array}) -> outputs``.
 
     ``max_batch_size`` is its config's (0: a fixed batch, which cannot take several streams' windows at once).
+    ``instance(n)``, when given, loads one more copy of the network as one of ``n`` served
+    instances runs it (its own session, its share of the threads).
     """
 
-    def __init__(self, run: Any, inputs: list[str], max_batch_size: int = 0):
+    def __init__(
+        self,
+        run: Any,
+        inputs: list[str],
+        max_batch_size: int = 0,
+        instance: Callable[[int], Any] | None = None,
+    ):
         self.run = run
         self.inputs = inputs
         self.max_batch_size = max_batch_size
+        self._instance = instance
+
+    def instances(self, count: int) -> list[Any]:
+        """``count`` runs, one per concurrent stream, as ``count`` served instances would run them.
+
+        Without ``instance`` (TorchScript: torch's threads are per process) the streams share ``run``.
+        """
+        if self._instance is None or count == 1:
+            return [self.run] * count
+        return [self._instance(count) for _ in range(count)]
 
 
 def _int_parameter(config: Any, key: str) -> int:
@@ -77,23 +98,23 @@ def load_network(repository: str | Path, name: str) -> FloorNetwork:
     if config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime":
         import onnxruntime as ort
 
-        options = (
-            ort.SessionOptions()
-        )  # the portable onnxruntime backend's settings, from the same parameters
-        intra = _int_parameter(config, "intra_op_thread_count")
-        inter = _int_parameter(config, "inter_op_thread_count")
-        if intra > 0:
-            options.intra_op_num_threads = intra
-        if inter > 0:
-            options.inter_op_num_threads = inter
-        if _int_parameter(config, "execution_mode") == 1:
-            options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-        session = ort.InferenceSession(
-            str(version / (config.default_model_filename or "model.onnx")),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
-        return FloorNetwork(lambda feeds: session.run(None, feeds), inputs, config.max_batch_size)
+        path = str(version / (config.default_model_filename or "model.onnx"))
+
+        def instance(instances: int) -> Any:
+            """One session with the portable onnxruntime backend's settings for one of ``instances``."""
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = fair_threads(
+                _int_parameter(config, "intra_op_thread_count"), instances
+            )
+            inter = _int_parameter(config, "inter_op_thread_count")
+            if inter > 0:
+                options.inter_op_num_threads = inter
+            if _int_parameter(config, "execution_mode") == 1:
+                options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            return lambda feeds: session.run(None, feeds)
+
+        return FloorNetwork(instance(1), inputs, config.max_batch_size, instance=instance)
     if config.platform == "pytorch_libtorch" or config.backend == "pytorch":
         import torch
 
@@ -148,23 +169,28 @@ def _timed(passes: int, run_once: Any) -> float:
     return best
 
 
-def _concurrent_s(network: FloorNetwork, streams: list[list[dict[str, np.ndarray]]], passes: int) -> float:
-    def run_stream(feeds: list[dict[str, np.ndarray]]) -> None:
+def _concurrent_s(runs: list[Any], streams: list[list[dict[str, np.ndarray]]], passes: int) -> float:
+    """Each stream through its own run (``FloorNetwork.instances``), all at once."""
+
+    def run_stream(run: Any, feeds: list[dict[str, np.ndarray]]) -> None:
         for feed in feeds:
-            network.run(feed)
+            run(feed)
 
     if len(streams) == 1:
-        return _timed(passes, lambda: run_stream(streams[0]))
+        return _timed(passes, lambda: run_stream(runs[0], streams[0]))
     with ThreadPoolExecutor(len(streams), thread_name_prefix="hermes-floor") as pool:
 
         def run_once() -> None:
-            for future in [pool.submit(run_stream, feeds) for feeds in streams]:
+            for future in [
+                pool.submit(run_stream, run, feeds) for run, feeds in zip(runs, streams, strict=True)
+            ]:
                 future.result()
 
         return _timed(passes, run_once)
 
 
 def _batched_s(network: FloorNetwork, streams: list[list[dict[str, np.ndarray]]], passes: int) -> float:
+    """One call of every stream's windows per update."""
     updates = min(len(feeds) for feeds in streams)
     joined = [
         {name: np.concatenate([feeds[u][name] for feeds in streams]) for name in streams[0][u]}
@@ -219,9 +245,13 @@ def floor_rate(
         forms = ["concurrent"]  # one stream: both forms are the same calls
     rates = []
     for each in forms:
-        measure = _concurrent_s if each == "concurrent" else _batched_s
-        measure(network, [feeds[:1] * warm_up for feeds in streams], 1)
-        seconds = measure(network, streams, passes)
+        if each == "concurrent":
+            runs = network.instances(len(streams))  # one sequence per instance: an instance per stream
+            _concurrent_s(runs, [feeds[:1] * warm_up for feeds in streams], 1)
+            seconds = _concurrent_s(runs, streams, passes)
+        else:
+            _batched_s(network, [feeds[:1] * warm_up for feeds in streams], 1)
+            seconds = _batched_s(network, streams, passes)
         updates = sum(map(len, streams)) if each == "concurrent" else len(streams) * min(map(len, streams))
         rates.append(updates * target.update_size / sample_rate / seconds)
     return max(rates)
