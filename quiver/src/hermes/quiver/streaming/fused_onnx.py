@@ -170,11 +170,24 @@ def fused_onnx_graph(
     net = onnx.compose.add_prefix(network, PREFIX)
     b = Builder()
     lead: list[Any] = ["sequences"] if batched else [1]
-    graph_inputs: list[Any] = []
-    state_inputs: list[Any] = []
-    state_outputs: list[Any] = []
-    float_type = onnx.TensorProto.FLOAT
-    info = onnx.helper.make_tensor_value_info
+    updates, snapshots_in, snapshots_out = _snapshotters(b, groups, batched=batched, lead=lead)
+    b.nodes.extend(net.graph.node)
+    outputs, averages_in, averages_out = _averagers(b, averagers, batched=batched, lead=lead)
+    return _around_network(
+        network, net, b, updates + snapshots_in + averages_in, outputs + snapshots_out + averages_out, name=name,
+        opset=opset,
+    )  # fmt: skip
+
+
+def _snapshotters(
+    b: Builder, groups: Sequence[FusedGroupNames], *, batched: bool, lead: list[Any]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Every group's snapshotter nodes, feeding the prefixed network inputs; (updates, states in, states out)."""
+    onnx = b.onnx
+    info, float_type = onnx.helper.make_tensor_value_info, onnx.TensorProto.FLOAT
+    updates: list[Any] = []
+    states_in: list[Any] = []
+    states_out: list[Any] = []
     for group in groups:
         spec = group.spec
         targets = [PREFIX + n for n in group.network_inputs]
@@ -183,22 +196,30 @@ def fused_onnx_graph(
             b, spec, batched=batched, update=group.update, state_in=group.state_in, outputs=outs,
             state_out=group.state_out,
         )  # fmt: skip
-        if batched:
+        if batched:  # (n, B, C_i, K) -> (n·B, C_i, K)
             for tensor, out, target in zip(spec.tensors, outs, targets, strict=True):
                 tail = spec.output_shape(tensor)[1:]
                 b.op("Reshape", [out, b.const([-1, *tail])], output=target)
         state = [*lead, spec.num_channels, spec.kernel_size]
-        graph_inputs.append(info(group.update, float_type, [*lead, spec.num_channels, spec.update_size]))
-        state_inputs.append(info(group.state_in, float_type, state))
-        state_outputs.append(info(group.state_out, float_type, state))
-    b.nodes.extend(net.graph.node)
+        updates.append(info(group.update, float_type, [*lead, spec.num_channels, spec.update_size]))
+        states_in.append(info(group.state_in, float_type, state))
+        states_out.append(info(group.state_out, float_type, state))
+    return updates, states_in, states_out
+
+
+def _averagers(
+    b: Builder, averagers: Sequence[FusedOutputNames], *, batched: bool, lead: list[Any]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Every averager's nodes on the prefixed network outputs; (outputs, states in, states out)."""
+    onnx = b.onnx
+    info, float_type = onnx.helper.make_tensor_value_info, onnx.TensorProto.FLOAT
     outputs: list[Any] = []
-    averager_states_in: list[Any] = []
-    averager_states_out: list[Any] = []
+    states_in: list[Any] = []
+    states_out: list[Any] = []
     for averager in averagers:
         avg = averager.spec
         predictions = PREFIX + averager.network_output
-        if batched:
+        if batched:  # (n·B, [C,] K) -> (n, B, [C,] K)
             predictions = b.op("Reshape", [predictions, b.const([-1, *avg.input_shape])])
         online_averager_nodes(
             b, avg, batched=batched, predictions=predictions, state_in=averager.state_in, output=averager.output,
@@ -207,12 +228,9 @@ def fused_onnx_graph(
         channel_axis = [] if avg.channels is None else [avg.channels]
         outputs.append(info(averager.output, float_type, [*lead, *channel_axis, avg.update_size]))
         state = [*lead, *channel_axis, avg.state_length]
-        averager_states_in.append(info(averager.state_in, float_type, state))
-        averager_states_out.append(info(averager.state_out, float_type, state))
-    return _around_network(
-        network, net, b, graph_inputs + state_inputs + averager_states_in,
-        outputs + state_outputs + averager_states_out, name=name, opset=opset,
-    )  # fmt: skip
+        states_in.append(info(averager.state_in, float_type, state))
+        states_out.append(info(averager.state_out, float_type, state))
+    return outputs, states_in, states_out
 
 
 def sequence_axis_graph(
