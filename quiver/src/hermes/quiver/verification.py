@@ -8,6 +8,7 @@ and relative difference so a failure says how far off the export is.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -116,67 +117,58 @@ def compare_outputs(
     otherwise "match" its export) unless ``allow_non_finite``; then they must sit at the same
     places in both.
     """
-    results = []
-    for name, want in expected.items():
-        if name not in actual:
-            results.append(
-                OutputComparison(
-                    batch_size=batch_size,
-                    output=name,
-                    max_abs=float("inf"),
-                    max_rel=float("inf"),
-                    passed=False,
-                    note=f"missing; the export returned {sorted(actual)}",
-                )
-            )
-            continue
-        got = np.asarray(actual[name])
-        want = np.asarray(want)
-        if got.shape != want.shape:
-            results.append(
-                OutputComparison(
-                    batch_size=batch_size,
-                    output=name,
-                    max_abs=float("inf"),
-                    max_rel=float("inf"),
-                    passed=False,
-                    note=f"shape {got.shape} != eager {want.shape}",
-                )
-            )
-            continue
-        if want.dtype.kind in "OSU":
-            same = bool(np.array_equal(got, want))
-            results.append(
-                OutputComparison(
-                    batch_size=batch_size,
-                    output=name,
-                    max_abs=0.0 if same else float("inf"),
-                    max_rel=0.0 if same else float("inf"),
-                    passed=same,
-                )
-            )
-            continue
-        g = got.astype(np.float64)
-        w = want.astype(np.float64)
-        diff = np.abs(g - w)
-        both_nan = np.isnan(g) & np.isnan(w)
-        diff = np.where(both_nan, 0.0, diff)
-        diff = np.where(np.isnan(diff), np.inf, diff)
-        rel = diff / np.maximum(np.abs(w), 1e-12)
-        max_abs = float(diff.max()) if diff.size else 0.0
-        max_rel = float(rel.max()) if rel.size else 0.0
-        passed = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(w))))
-        note = ""
-        eager_bad, export_bad = int(np.size(w) - np.isfinite(w).sum()), int(np.size(g) - np.isfinite(g).sum())
-        if (eager_bad or export_bad) and not allow_non_finite:
-            passed = False
-            note = (
-                f"non-finite (NaN/inf) values: {eager_bad} from the module, {export_bad} from the export; "
-                "pass allow_non_finite=True if the model may return them"
-            )
-        results.append(
-            OutputComparison(
-                batch_size=batch_size, output=name, max_abs=max_abs, max_rel=max_rel, passed=passed, note=note
-            )
+    return [
+        _compare_one(
+            name, want, actual, batch_size=batch_size, atol=atol, rtol=rtol, allow_non_finite=allow_non_finite
         )
-    return results
+        for name, want in expected.items()
+    ]
+
+
+def _compare_one(
+    name: str,
+    want: np.ndarray,
+    actual: Mapping[str, np.ndarray],
+    *,
+    batch_size: int | None,
+    atol: float,
+    rtol: float,
+    allow_non_finite: bool,
+) -> OutputComparison:
+    """One output: missing, of another shape, strings (equal or not), or numbers within tolerance."""
+    failed = functools.partial(
+        OutputComparison,
+        batch_size=batch_size,
+        output=name,
+        max_abs=float("inf"),
+        max_rel=float("inf"),
+        passed=False,
+    )
+    if name not in actual:
+        return failed(note=f"missing; the export returned {sorted(actual)}")
+    got, want = np.asarray(actual[name]), np.asarray(want)
+    if got.shape != want.shape:
+        return failed(note=f"shape {got.shape} != eager {want.shape}")
+    if want.dtype.kind in "OSU":
+        same = bool(np.array_equal(got, want))
+        return OutputComparison(
+            batch_size=batch_size, output=name, max_abs=0.0 if same else float("inf"),
+            max_rel=0.0 if same else float("inf"), passed=same,
+        )  # fmt: skip
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    diff = np.where(np.isnan(g) & np.isnan(w), 0.0, np.abs(g - w))  # NaN in both places: equal
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    rel = diff / np.maximum(np.abs(w), 1e-12)
+    passed = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(w))))
+    note = ""
+    eager_bad, export_bad = int(np.size(w) - np.isfinite(w).sum()), int(np.size(g) - np.isfinite(g).sum())
+    if (eager_bad or export_bad) and not allow_non_finite:
+        passed = False
+        note = (
+            f"non-finite (NaN/inf) values: {eager_bad} from the module, {export_bad} from the export; "
+            "pass allow_non_finite=True if the model may return them"
+        )
+    return OutputComparison(
+        batch_size=batch_size, output=name, max_abs=float(diff.max()) if diff.size else 0.0,
+        max_rel=float(rel.max()) if rel.size else 0.0, passed=passed, note=note,
+    )  # fmt: skip

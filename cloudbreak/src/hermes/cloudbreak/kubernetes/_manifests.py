@@ -522,6 +522,33 @@ def triton_manifests(spec: TritonSpec) -> list[dict[str, Any]]:
     return out
 
 
+_COS_HOST_PATHS = {
+    "dev": "/dev",
+    "vulkan-icd-mount": "/home/kubernetes/bin/nvidia/vulkan/icd.d",
+    "nvidia-install-dir-host": "/home/kubernetes/bin/nvidia",
+    "root-mount": "/",
+    "cos-tools": "/var/lib/cos-tools",
+    "nvidia-config": "/etc/nvidia",
+}
+_COS_MOUNTS = {
+    "nvidia-install-dir-host": "/usr/local/nvidia",
+    "vulkan-icd-mount": "/etc/vulkan/icd.d",
+    "dev": "/dev",
+    "root-mount": "/root",
+    "cos-tools": "/build/cos-tools",
+    "nvidia-config": "/etc/nvidia",
+}
+_COS_INSTALLER_ENV = {
+    "NVIDIA_INSTALL_DIR_HOST": "/home/kubernetes/bin/nvidia",
+    "NVIDIA_INSTALL_DIR_CONTAINER": "/usr/local/nvidia",
+    "VULKAN_ICD_DIR_HOST": "/home/kubernetes/bin/nvidia/vulkan/icd.d",
+    "VULKAN_ICD_DIR_CONTAINER": "/etc/vulkan/icd.d",
+    "ROOT_MOUNT_DIR": "/root",
+    "COS_TOOLS_DIR_HOST": "/var/lib/cos-tools",
+    "COS_TOOLS_DIR_CONTAINER": "/build/cos-tools",
+}
+
+
 def gpu_driver_installer_manifest(
     image: str = "cos-nvidia-installer:fixed", pause_image: str = "gcr.io/google-containers/pause:2.0"
 ) -> dict[str, Any]:
@@ -534,31 +561,6 @@ def gpu_driver_installer_manifest(
     ``NodePoolSpec(gpu_driver="default")`` get drivers from GKE and do not need it.
     """
     labels = {"k8s-app": "nvidia-driver-installer"}
-    host_paths = {
-        "dev": "/dev",
-        "vulkan-icd-mount": "/home/kubernetes/bin/nvidia/vulkan/icd.d",
-        "nvidia-install-dir-host": "/home/kubernetes/bin/nvidia",
-        "root-mount": "/",
-        "cos-tools": "/var/lib/cos-tools",
-        "nvidia-config": "/etc/nvidia",
-    }
-    mounts = {
-        "nvidia-install-dir-host": "/usr/local/nvidia",
-        "vulkan-icd-mount": "/etc/vulkan/icd.d",
-        "dev": "/dev",
-        "root-mount": "/root",
-        "cos-tools": "/build/cos-tools",
-        "nvidia-config": "/etc/nvidia",
-    }
-    env = {
-        "NVIDIA_INSTALL_DIR_HOST": "/home/kubernetes/bin/nvidia",
-        "NVIDIA_INSTALL_DIR_CONTAINER": "/usr/local/nvidia",
-        "VULKAN_ICD_DIR_HOST": "/home/kubernetes/bin/nvidia/vulkan/icd.d",
-        "VULKAN_ICD_DIR_CONTAINER": "/etc/vulkan/icd.d",
-        "ROOT_MOUNT_DIR": "/root",
-        "COS_TOOLS_DIR_HOST": "/var/lib/cos-tools",
-        "COS_TOOLS_DIR_CONTAINER": "/build/cos-tools",
-    }
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -568,42 +570,41 @@ def gpu_driver_installer_manifest(
             "updateStrategy": {"type": "RollingUpdate"},
             "template": {
                 "metadata": {"labels": {"name": "nvidia-driver-installer", **labels}},
-                "spec": {
-                    "priorityClassName": "system-node-critical",
-                    "affinity": {
-                        "nodeAffinity": {
-                            "requiredDuringSchedulingIgnoredDuringExecution": {
-                                "nodeSelectorTerms": [
-                                    {
-                                        "matchExpressions": [
-                                            {"key": "cloud.google.com/gke-accelerator", "operator": "Exists"},
-                                            {
-                                                "key": "cloud.google.com/gke-gpu-driver-version",
-                                                "operator": "DoesNotExist",
-                                            },
-                                        ]
-                                    }
-                                ]
-                            }
-                        }
-                    },
-                    "tolerations": [{"operator": "Exists"}],
-                    "hostNetwork": True,
-                    "hostPID": True,
-                    "volumes": [{"name": n, "hostPath": {"path": p}} for n, p in host_paths.items()],
-                    "initContainers": [
-                        {
-                            "name": "nvidia-driver-installer",
-                            "image": image,
-                            "imagePullPolicy": "Never",
-                            "resources": {"requests": {"cpu": "150m"}},
-                            "securityContext": {"privileged": True},
-                            "env": [{"name": k, "value": v} for k, v in env.items()],
-                            "volumeMounts": [{"name": n, "mountPath": p} for n, p in mounts.items()],
-                        }
-                    ],
-                    "containers": [{"name": "pause", "image": pause_image}],
-                },
+                "spec": _driver_installer_pod(image, pause_image),
             },
         },
+    }
+
+
+def _driver_installer_pod(image: str, pause_image: str) -> dict[str, Any]:
+    """The installer's pod: privileged init container on GPU nodes whose drivers GKE does not manage."""
+    unmanaged_gpu_node = {
+        "matchExpressions": [
+            {"key": "cloud.google.com/gke-accelerator", "operator": "Exists"},
+            {"key": "cloud.google.com/gke-gpu-driver-version", "operator": "DoesNotExist"},
+        ]
+    }
+    return {
+        "priorityClassName": "system-node-critical",
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [unmanaged_gpu_node]}
+            }
+        },
+        "tolerations": [{"operator": "Exists"}],
+        "hostNetwork": True,
+        "hostPID": True,
+        "volumes": [{"name": n, "hostPath": {"path": p}} for n, p in _COS_HOST_PATHS.items()],
+        "initContainers": [
+            {
+                "name": "nvidia-driver-installer",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "resources": {"requests": {"cpu": "150m"}},
+                "securityContext": {"privileged": True},
+                "env": [{"name": k, "value": v} for k, v in _COS_INSTALLER_ENV.items()],
+                "volumeMounts": [{"name": n, "mountPath": p} for n, p in _COS_MOUNTS.items()],
+            }
+        ],
+        "containers": [{"name": "pause", "image": pause_image}],
     }
