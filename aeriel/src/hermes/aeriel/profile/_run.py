@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from hermes.aeriel._lifecycle import Deadline
-from hermes.aeriel.exceptions import ProfileError
+from hermes.aeriel.control.client import ControlClient, channel_args
+from hermes.aeriel.exceptions import AerielError, ProfileError
 from hermes.aeriel.profile._target import StreamTarget
 
 __all__ = ["Measurement", "make_data", "process_cpu_s", "run_streams"]
@@ -108,19 +109,22 @@ def process_cpu_s(pids: Sequence[int]) -> float | None:
     return total / ticks
 
 
-def _statistics(client: Any, models: Sequence[str]) -> dict[str, tuple[int, int]]:
+_STEPS = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def _statistics(control: ControlClient, models: Sequence[str]) -> dict[str, tuple[int, int]]:
     """``{model: (inference count, queue + compute ns)}``."""
     out: dict[str, tuple[int, int]] = {}
     for model in models:
         try:
-            stats = client.get_inference_statistics(model_name=model).model_stats
-        except Exception:  # a model of another version or not loaded: no split for it
+            stats = control.statistics(model).get("model_stats", [])
+        except AerielError:  # a model of another version or not loaded: no split for it
             continue
         for entry in stats:
-            s = entry.inference_stats
-            ns = s.queue.ns + s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns
+            s = entry.get("inference_stats", {})
+            ns = sum(int(s.get(step, {}).get("ns", 0)) for step in _STEPS)
             count, old = out.get(model, (0, 0))
-            out[model] = (count + s.success.count, old + ns)
+            out[model] = (count + int(s.get("success", {}).get("count", 0)), old + ns)
     return out
 
 
@@ -132,7 +136,9 @@ class _Stream:
     ):
         import tritonclient.grpc as grpcclient
 
-        self.client = grpcclient.InferenceServerClient(url)
+        self.client = grpcclient.InferenceServerClient(
+            url, channel_args=channel_args(url)
+        )  # no proxy to loopback
         self.target = target
         self.sequence_id = _SEQUENCE_BASE + index
         self.slots = threading.Semaphore(in_flight)
@@ -223,14 +229,12 @@ def run_streams(
     Raises:
         ProfileError: a request failed (quotes the server's message) or the run timed out.
     """
-    import tritonclient.grpc as grpcclient
-
     if in_flight < 1:
         raise ProfileError(f"in_flight must be >= 1, got {in_flight}")
     streams = [_Stream(url, target, d, i, in_flight) for i, d in enumerate(data)]
     interval = None if rate is None else target.update_size / (rate * sample_rate)
-    with grpcclient.InferenceServerClient(url) as stats_client:
-        before = _statistics(stats_client, target.steps)
+    with ControlClient(url) as control:
+        before = _statistics(control, target.steps)
         server0 = process_cpu_s(server_pids) if server_pids else None
         cpu0, start = time.process_time(), time.perf_counter()
         threads = [threading.Thread(target=s.run, args=(interval, start), daemon=True) for s in streams]
@@ -252,7 +256,7 @@ def run_streams(
         errors = [e for s in streams for e in s.errors]
         if errors:
             raise ProfileError(f"streaming {target.model!r} failed: {errors[0]}")
-        after = _statistics(stats_client, target.steps)
+        after = _statistics(control, target.steps)
     split = {}
     for model, (count, ns) in after.items():
         n = count - before.get(model, (0, 0))[0]
