@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import threading
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-from hermes.aeriel import ClientError, ConnectionFailed, ServerExitedError, serve
+from hermes.aeriel import ClientError, ConnectionFailed, InferenceFailed, ServerExitedError, serve
+from hermes.aeriel._errors import translate
 from hermes.aeriel.client import InferenceClient
 from hermes.aeriel.testing import leftover_resources
 
@@ -83,3 +87,27 @@ def test_every_client_error_is_a_hermes_error(tmp_path):
         error = client.infer(np.full((1, 2), -999, np.float32)).exception(timeout=30)
     assert isinstance(error, ClientError)
     assert "tritonclient" not in type(error).__module__
+
+
+def test_a_model_that_is_not_loaded_is_a_model_error_not_a_lost_server(tmp_path):
+    # the real server answers a request for a model it has not loaded with NOT_FOUND, "Request for
+    # unknown model: 'identity' is not found" (unary), or an error response without a status (stream)
+    repo = _repo(tmp_path)
+    x = np.zeros((1, 64), np.float32)
+    with serve(repo, models=[], log_file=tmp_path / "log", exit_timeout_s=2) as server:
+        raw = grpcclient.InferenceServerClient(server.grpc_url)
+        tensor = grpcclient.InferInput("INPUT0", [1, 64], "FP32")
+        tensor.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException) as unary:
+            raw.infer("identity", [tensor])
+        answers: queue.Queue = queue.Queue()
+        raw.start_stream(callback=lambda result, error: answers.put(error))
+        raw.async_stream_infer("identity", [tensor], request_id="3")
+        streamed = answers.get(timeout=30)
+        raw.stop_stream()
+        raw.close()
+    for exc in (unary.value, streamed):
+        error = translate(exc, endpoint=server.grpc_url, model="identity")
+        assert isinstance(error, InferenceFailed) and not isinstance(error, ConnectionFailed)
+        assert "Request for unknown model: 'identity' is not found" in str(error)
+        assert server.grpc_url in str(error)
