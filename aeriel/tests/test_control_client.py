@@ -76,6 +76,26 @@ def test_health_load_index_statistics_and_unload_on_the_real_server(
     control.close()  # idempotent
 
 
+def test_an_unload_held_by_an_open_stream_names_the_stream_and_finishes_once_it_closes(
+    shared_triton: SharedTriton, write_add_sub
+):
+    # measured on the real server: a model stays UNLOADING while a gRPC stream that sent it a
+    # request is open, however long; closing the stream lets the unload finish
+    write_add_sub(shared_triton.repository, "ctl_held")
+    with ControlClient(shared_triton.server.grpc_url) as control:
+        control.load("ctl_held")
+        client = InferenceClient(shared_triton.server.grpc_url, "ctl_held")
+        try:
+            client.infer(add_sub_inputs()).result(timeout=30)
+            with pytest.raises(ModelControlTimeout, match=r"version 1 unloading; Triton finishes an unload only when "
+                               r"every gRPC stream .*\(InferenceClient\.close\(\)\)"):  # fmt: skip
+                control.unload("ctl_held", timeout_s=3)
+        finally:
+            client.close()
+        control.unload("ctl_held", timeout_s=30)
+        assert control.ready_versions("ctl_held") == []
+
+
 def _count(control: ControlClient, model: str, expected: int) -> int | None:
     stats = control.statistics(model, 1)["model_stats"][0]
     return int(stats.get("inference_count", 0)) if int(stats.get("inference_count", 0)) >= expected else None

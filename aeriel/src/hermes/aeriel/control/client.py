@@ -265,8 +265,15 @@ class ControlClient(Closeable):
 
         if deadline.poll(unloaded, interval_s=_POLL_S, stop=self._closed) is None:
             self._raise_if_closed()
+            hint = (
+                "; Triton finishes an unload only when every gRPC stream that sent the model a request is "
+                "closed: close the clients streaming to it (InferenceClient.close()) first"
+                if any(b.endswith("unloading") for b in busy)
+                else ""
+            )
             raise ModelControlTimeout(
-                f"model {model!r} on {self.where} not unloaded {timeout_s:g} s after the request: {', '.join(busy)}"
+                f"model {model!r} on {self.where} not unloaded {timeout_s:g} s after the request: "
+                f"{', '.join(busy)}{hint}"
             )
 
     def _wait_versions(
