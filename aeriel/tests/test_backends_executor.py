@@ -218,7 +218,7 @@ def test_torchscript_inputs_follow_indices_then_forward_names_then_config_order(
 @pytest.mark.parametrize(
     ("groups", "parameter", "cpus", "threads"),
     [
-        ([], None, 8, 8),  # one instance: every CPU, as Triton's default
+        ([], None, 8, 0),  # one instance: the framework's default (every core), as in Triton
         ([3, 1], None, 8, 2),  # four instances share eight CPUs
         ([4], None, 2, 1),  # more instances than CPUs: one thread each, never zero
         ([4], "3", 2, 3),  # a thread count the config sets wins

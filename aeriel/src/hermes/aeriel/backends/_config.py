@@ -57,14 +57,17 @@ def backend_dtype(data_type: int, *, where: str = "data_type") -> DataType:
 
 
 def fair_threads(requested: int, instances: int, *, cpus: int | None = None) -> int:
-    """``requested`` threads per call when > 0, else ``cpus // instances`` (at least 1).
+    """Threads per call: ``requested`` when > 0; else 0 (the framework's default, every core)
+    for one instance, ``cpus // instances`` (at least 1) for several.
 
     ``cpus`` defaults to the CPUs this process may run on.
     """
     if requested > 0:
         return requested
+    if instances <= 1:
+        return 0
     available = cpus if cpus is not None else len(os.sched_getaffinity(0))
-    return max(1, available // max(1, instances))
+    return max(1, available // instances)
 
 
 def initial_value(state: SequenceState, model_dir: str | Path) -> np.ndarray:
@@ -223,7 +226,8 @@ class BackendConfig:
         instance runs in its own process here, so several busy instances oversubscribe the CPU
         (measured, 2 cores, 4 instances of a DeepClean-shaped fused model, 4 streams: 1.47 s of
         data per s with every core per instance, 2.40 with one each). Unset, each instance gets
-        ``cpus // instances`` (at least 1); one instance still gets every core.
+        ``cpus // instances`` (at least 1); one instance keeps the framework's default (0: every
+        core, as onnxruntime and torch choose them).
 
         Args:
             keys: the thread-count parameter's names.

@@ -62,7 +62,9 @@ class OnnxRuntimeModel:
                 "backend (numpy has no bfloat16); use the pytorch backend or FP16/FP32"
             )
         options = ort.SessionOptions()
-        self.threads = options.intra_op_num_threads = config.threads_per_call("intra_op_thread_count")
+        self.threads = config.threads_per_call("intra_op_thread_count")  # 0: onnxruntime's default
+        if self.threads > 0:
+            options.intra_op_num_threads = self.threads
         inter = config.int_parameter("inter_op_thread_count", default=0)
         if inter > 0:
             options.inter_op_num_threads = inter

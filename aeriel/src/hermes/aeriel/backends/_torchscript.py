@@ -89,8 +89,9 @@ class TorchScriptModel:
         except ImportError as exc:  # pragma: no cover - torch is the user's install
             raise ImportError("the portable pytorch backend needs torch (pip install torch)") from exc
         self._torch = torch
-        self.threads = config.threads_per_call("INTRA_OP_THREAD_COUNT")
-        torch.set_num_threads(self.threads)
+        self.threads = config.threads_per_call("INTRA_OP_THREAD_COUNT")  # 0: torch's default
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
         inter = config.int_parameter("INTER_OP_THREAD_COUNT", default=0)
         if inter > 0:
             try:

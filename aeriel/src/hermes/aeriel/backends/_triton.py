@@ -115,7 +115,7 @@ class PortableModel:
             path,
             config.max_batch_size,
             len(config.states),
-            getattr(run, "threads", "default"),
+            getattr(run, "threads", 0) or "the framework's default",
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:

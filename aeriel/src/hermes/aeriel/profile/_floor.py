@@ -103,9 +103,9 @@ def load_network(repository: str | Path, name: str) -> FloorNetwork:
         def instance(instances: int) -> Any:
             """One session with the portable onnxruntime backend's settings for one of ``instances``."""
             options = ort.SessionOptions()
-            options.intra_op_num_threads = fair_threads(
-                _int_parameter(config, "intra_op_thread_count"), instances
-            )
+            threads = fair_threads(_int_parameter(config, "intra_op_thread_count"), instances)
+            if threads > 0:  # 0: onnxruntime's default
+                options.intra_op_num_threads = threads
             inter = _int_parameter(config, "inter_op_thread_count")
             if inter > 0:
                 options.inter_op_num_threads = inter
