@@ -36,7 +36,7 @@ class OnnxRuntimeModel:
     Thread settings come from the config's ``parameters`` as in Triton's onnxruntime
     backend: ``intra_op_thread_count`` and ``inter_op_thread_count`` (0 = onnxruntime's
     default), ``execution_mode`` (0 sequential, 1 parallel); an unset (or 0)
-    ``intra_op_thread_count`` shares the CPUs among the model's instances
+    ``intra_op_thread_count`` on a model with several instances shares the CPUs among them
     (:meth:`BackendConfig.threads_per_call`) instead of giving each instance all of them.
 
     Args:

@@ -69,8 +69,8 @@ class TorchScriptModel:
     """A ``torch.jit`` module called with and returning numpy arrays by name.
 
     Thread settings come from the config's ``parameters`` as in Triton's PyTorch backend:
-    ``INTRA_OP_THREAD_COUNT`` (``torch.set_num_threads``; unset, the CPUs shared among the
-    model's instances, :meth:`BackendConfig.threads_per_call`) and ``INTER_OP_THREAD_COUNT``;
+    ``INTRA_OP_THREAD_COUNT`` (``torch.set_num_threads``; unset, with several instances, the CPUs
+    shared among them, :meth:`BackendConfig.threads_per_call`) and ``INTER_OP_THREAD_COUNT``;
     ``ENABLE_INFERENCE_MODE`` (default true) picks ``torch.inference_mode`` over ``no_grad``.
     ``TYPE_BF16`` tensors travel as float32 arrays and are converted at the model boundary.
 

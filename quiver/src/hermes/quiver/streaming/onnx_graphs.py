@@ -98,8 +98,9 @@ def snapshotter_nodes(
     kernel, stride, batch = spec.kernel_size, spec.stride, spec.batch_size
     x = b.op("Concat", [state_in, update], axis=2)  # (n, C, K + s·B)
     # Each window is sliced straight out of x, channels and time at once, and the slices are
-    # concatenated once: the (B, C, K) windows are written one time (measured: 3x faster than
-    # stacking all channels first and slicing each tensor's channels out of the stack after).
+    # concatenated once, so the (B, C, K) windows are copied one time less than when every channel
+    # was stacked first and each tensor's channels sliced out of the stack (measured for C = 21,
+    # K = 4096, B = 8: 525-640 -> 212-253 us alone, 1.8 -> 1.3 ms inside a fused network's graph).
     window_axis = 1 if batched else 0  # unbatched: n = 1, so the B slices (1, c, K) stack on axis 0
     for tensor, channel_slice, name in zip(spec.tensors, spec.channel_slices, outputs, strict=True):
         squeeze = tensor.channels is None
