@@ -39,39 +39,11 @@ from hermes.quiver.streaming import (  # noqa: E402
 )
 
 from ._streaming_client import stream_sequences  # noqa: E402
+from ._two_input_net import BATCH, K, Net, add_network  # noqa: E402
 
-K, STRIDE, BATCH = 16, 2, 4
+STRIDE = 2
 UPDATES = 9
 SIZE = STRIDE * BATCH
-
-
-class Net(torch.nn.Module):
-    """Windows ``x (B, 3, K)`` and ``aux (B, K)`` → ``(B, K)`` and ``(B, 2, K)``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv1d(3, 2, kernel_size=3, padding=1)
-
-    def forward(self, x: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.tanh(self.conv(x))
-        return y[:, 0] + 0.5 * aux, y * aux[:, None]
-
-
-def add_network(
-    repo: ModelRepository, name: str, platform: Platform, net: Net
-) -> tuple[list[str], list[str]]:
-    """A network model with a variable batch axis; returns its input and output names."""
-    onnx = platform is Platform.ONNX
-    ins, outs = (["x", "aux"], ["y", "z"]) if onnx else (["INPUT__0", "INPUT__1"], ["OUTPUT__0", "OUTPUT__1"])
-    model = repo.add(name, platform=platform)
-    model.config.max_batch_size = 64
-    model.config.add_input(ins[0], [3, K])
-    model.config.add_input(ins[1], [K])
-    model.config.add_output(outs[0], [K])
-    model.config.add_output(outs[1], [2, K])
-    model.config.add_instance_group(kind="cpu", count=1)
-    model.export_version(net, example_inputs=[torch.randn(BATCH, 3, K), torch.randn(BATCH, K)])
-    return ins, outs
 
 
 def fuse(

@@ -19,34 +19,14 @@ from hermes.quiver import Model, ModelRepository, Platform  # noqa: E402
 from hermes.quiver.exceptions import StreamingConfigError  # noqa: E402
 from hermes.quiver.streaming import add_sequence_axis, add_streaming_inputs  # noqa: E402
 
-K, BATCH = 16, 4
+from ._two_input_net import BATCH, K, Net, add_network  # noqa: E402
 
 
-class Net(torch.nn.Module):
-    """``x (N, 3, K)``, ``aux (N, K)`` → ``y (N, K)``, ``z (N, 2, K)``: each window on its own."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv1d(3, 2, kernel_size=3, padding=1)
-
-    def forward(self, x: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.tanh(self.conv(x))
-        return y[:, 0] + 0.5 * aux, y * aux[:, None]
-
-
-def _network(repo: ModelRepository, platform: Platform, max_batch_size: int = 32) -> tuple[Model, Net]:
+def _network(repo: ModelRepository, platform: Platform) -> tuple[Model, Net]:
     net = Net().eval()
-    onnx = platform is Platform.ONNX
-    names = (["x", "aux"], ["y", "z"]) if onnx else (["INPUT__0", "INPUT__1"], ["OUTPUT__0", "OUTPUT__1"])
-    model = repo.add(f"net_{platform.name.lower()}", platform=platform)
-    model.config.max_batch_size = max_batch_size
-    model.config.add_input(names[0][0], [3, K])
-    model.config.add_input(names[0][1], [K])
-    model.config.add_output(names[1][0], [K])
-    model.config.add_output(names[1][1], [2, K])
-    model.config.add_instance_group(kind="cpu", count=2)
-    model.export_version(net, example_inputs=[torch.randn(BATCH, 3, K), torch.randn(BATCH, K)])
-    return model, net
+    name = f"net_{platform.name.lower()}"
+    add_network(repo, name, platform, net, max_batch_size=32, instances=2)
+    return repo.models[name], net
 
 
 @pytest.fixture(scope="module")

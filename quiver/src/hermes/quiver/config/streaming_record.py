@@ -103,8 +103,11 @@ class _Reader:
         return tuple(value)
 
 
-def _decode(parameter: str, text: str) -> _Reader:
-    """The JSON object of a record, refused when it is malformed or from a newer hermes."""
+def _decode(parameter: str, text: str, *, prefix: str, kind: str) -> _Reader:
+    """The JSON object of a ``kind`` record, refused when its name lacks ``prefix``, or it is
+    malformed or from a newer hermes."""
+    if not parameter.startswith(prefix):
+        raise StreamingRecordError(f"{parameter!r} is not a streaming {kind} record (no prefix {prefix!r})")
     try:
         data = json.loads(text)
     except (TypeError, ValueError):
@@ -200,11 +203,7 @@ class StreamInputRecord:
         Raises:
             StreamingRecordError: not a streaming input record, malformed, or of a newer version.
         """
-        if not parameter.startswith(cls.prefix):
-            raise StreamingRecordError(
-                f"{parameter!r} is not a streaming input record (no prefix {cls.prefix!r})"
-            )
-        r = _decode(parameter, text)
+        r = _decode(parameter, text, prefix=cls.prefix, kind="input")
         return cls(
             name=parameter.removeprefix(cls.prefix), model=r.text("model"), kernel_size=r.integer("kernel_size"),
             stride=r.integer("stride"), batch_size=r.integer("batch_size"), channels=r.channels("channels"),
@@ -263,11 +262,7 @@ class StreamOutputRecord:
     @classmethod
     def from_parameter(cls, parameter: str, text: str) -> Self:
         """Read the record stored under ``parameter`` (errors as :meth:`StreamInputRecord.from_parameter`)."""
-        if not parameter.startswith(cls.prefix):
-            raise StreamingRecordError(
-                f"{parameter!r} is not a streaming output record (no prefix {cls.prefix!r})"
-            )
-        r = _decode(parameter, text)
+        r = _decode(parameter, text, prefix=cls.prefix, kind="output")
         return cls(
             name=parameter.removeprefix(cls.prefix), model=r.text("model"), stride=r.integer("stride"),
             batch_size=r.integer("batch_size"), num_updates=r.integer("num_updates"), delay=r.integer("delay", minimum=0),
