@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
 from hermes.aeriel import InferenceClient, Monitor, serve
 from hermes.aeriel._lifecycle import Deadline
 from hermes.aeriel.control import ControlClient, ModelManager, RepositoryEntry
 from hermes.aeriel.control._cli import models_app
+from hermes.aeriel.control.client import channel_args
 from hermes.aeriel.exceptions import (
     AccessDenied,
     ClientClosedError,
@@ -27,6 +30,7 @@ from hermes.aeriel.exceptions import (
 from hermes.aeriel.server._server import redacted, restricted_token
 from hermes.aeriel.testing import SharedTriton, refusing_port
 
+from ._reset_proxy import ResettingProxy
 from .conftest import add_sub_config
 
 # The real server's refusal of a restricted protocol (tritonserver of nvidia-pytriton 0.7.0, gRPC
@@ -177,6 +181,44 @@ def test_a_server_that_does_not_answer_is_connection_failed_naming_it():
             control.is_live()
         with pytest.raises(ConnectionFailed, match="Connection refused"):
             control.repository_index()
+
+
+def test_a_read_whose_connection_is_reset_is_sent_again_and_a_load_is_not(
+    shared_triton: SharedTriton, write_add_sub
+):
+    """A live server's connection reset mid-call (CI saw it on an unload's wait) costs one retry."""
+    write_add_sub(shared_triton.repository, "ctl_reset")
+    shared_triton.server.load_model("ctl_reset")
+    with ResettingProxy(shared_triton.server.grpc_url) as proxy:
+        # what the reset does to a call that is not retried: the CI failure's very words
+        raw = grpcclient.InferenceServerClient(proxy.address, channel_args=channel_args(proxy.address))
+        with raw:
+            assert raw.is_server_live()
+            proxy.reset_next_call()
+            with pytest.raises(InferenceServerException, match="Connection reset by peer") as info:
+                raw.get_model_repository_index()
+            assert info.value.status() == "StatusCode.UNAVAILABLE"
+        assert proxy.resets == 1
+
+        with ControlClient(proxy.address) as control:
+            assert control.is_live()
+            for read in (
+                control.repository_index,
+                control.is_ready,
+                lambda: control.model_config("ctl_reset"),
+            ):
+                proxy.reset_next_call()
+                assert read()
+            assert proxy.resets == 4 and proxy.connections == 5  # each reset answered on a new connection
+            assert control.ready_versions("ctl_reset") == [1]
+
+            proxy.reset_next_call()  # a model-control call is never sent twice
+            with pytest.raises(
+                ConnectionFailed, match=r"127\.0\.0\.1:\d+ is unreachable \(unloading 'ctl_reset'\)"
+            ):
+                control.unload("ctl_reset", timeout_s=5)
+            assert proxy.resets == 5
+            assert control.ready_versions("ctl_reset") == [1]  # the unload never reached the server
 
 
 def test_server_stats_of_the_inference_client_come_from_the_control_client(

@@ -14,7 +14,9 @@ suite in an environment with ``hermes-aeriel[local]`` can use:
   wrote are removed. Use it where a suite would otherwise start a server per module.
 
 Every server is stopped at teardown, and the teardown fails the test if its process, its
-python-backend stubs or its ``/dev/shm`` regions are left behind.
+python-backend stubs or its ``/dev/shm`` regions are left behind. When a test fails, its report
+gains a section per server the test started: whether the process was still running (or its exit
+status) and the last lines of its log, so a crash in CI can be told from a client-side error.
 
 ```python
 def test_identity(triton_repo, triton_server):
@@ -38,7 +40,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,31 @@ __all__ = [
     "triton_session",
     "wait_until_released",
 ]
+
+
+_LOG_LINES = 40
+_SERVERS = pytest.StashKey[list[list[Server]]]()  # the servers each fixture of a test started
+
+
+def _server_section(server: Server) -> str:
+    """A failed test's view of one server: running or how it ended, and its log's last lines."""
+    code = server.returncode
+    state = (
+        "running" if code is None else (f"killed by signal {-code}" if code < 0 else f"exit status {code}")
+    )
+    tail = server.read_log().splitlines()[-_LOG_LINES:]
+    return f"{server!r} was {state} when the test failed; {server.spec.log_file} ends:\n" + "\n".join(tail)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Append the servers' state and log tails to the report of a test that failed."""
+    report = yield
+    if report.when == "call" and report.failed:
+        servers = [server for started in item.stash.get(_SERVERS, []) for server in started]
+        for i, server in enumerate(servers):
+            report.sections.append((f"tritonserver {i}", _server_section(server)))
+    return report
 
 
 def _process_exists(pid: int) -> bool:
@@ -151,9 +178,10 @@ def triton_repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_triton(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def start_triton(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
     """A factory that starts real local Triton servers and stops them after the test."""
     servers: list[Server] = []
+    request.node.stash.setdefault(_SERVERS, []).append(servers)
 
     def start(repository: str | os.PathLike[str], **kwargs: Any) -> Server:
         kwargs.setdefault("log_file", tmp_path / f"tritonserver-{len(servers)}.log")
@@ -209,9 +237,10 @@ def _ready_models(server: Server) -> set[str]:
 
 
 @pytest.fixture
-def shared_triton(triton_session: SharedTriton) -> Iterator[SharedTriton]:
+def shared_triton(triton_session: SharedTriton, request: pytest.FixtureRequest) -> Iterator[SharedTriton]:
     """The session's server for one test; what the test loads and writes is removed after it."""
     server, repository = triton_session.server, triton_session.repository
+    request.node.stash.setdefault(_SERVERS, []).append([server])
     server.check()  # an earlier test must not have stopped it
     ready, folders = _ready_models(server), set(repository.iterdir())
     yield triton_session

@@ -20,6 +20,7 @@ with that prefix. Errors go through :mod:`hermes.aeriel._errors`, the one transl
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import threading
 from collections.abc import Iterable, Mapping
@@ -46,23 +47,55 @@ ADMIN_TOKEN_HEADER = "hermes-admin-token"
 # (its refusal: "This protocol is restricted, expecting header 'triton-grpc-protocol-<key>'").
 _GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
 _POLL_S = 0.05
-_MAX_MESSAGE = 2**31 - 1  # tritonclient's own limit (INT32_MAX), kept when passing channel options
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 
+# The calls that only read, which gRPC itself sends again when one ends UNAVAILABLE before the
+# server answered: a connection reset by a live server (seen in this project's CI), a proxy or
+# tunnel dropping it, the server restarting. gRPC's status codes guide: UNAVAILABLE "is
+# most likely a transient condition, which can be corrected by retrying with a backoff". Loads,
+# unloads, inference and shared-memory registration are never retried.
+_READS = (
+    "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
+    "ModelConfig", "ModelStatistics", "RepositoryIndex",
+)  # fmt: skip
+_RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+_READS_RETRIED = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "inference.GRPCInferenceService", "method": m} for m in _READS],
+                "retryPolicy": _RETRY_POLICY,
+            }
+        ]
+    }
+)
+"""gRPC service config (``grpc.service_config``) of the control client's channel."""
 
-def channel_args(grpc_address: str, direct: bool | None = None) -> list[tuple[str, int]] | None:
-    """gRPC channel options: for a server on this node, no HTTP proxy.
+
+def channel_args(grpc_address: str, direct: bool | None = None) -> list[tuple[str, int | str]]:
+    """gRPC channel options: tritonclient's defaults and, for a server on this node, no HTTP proxy.
 
     grpcio sends every channel through ``https_proxy``/``http_proxy`` when set (HPC login and
     compute nodes often set them), and a proxy cannot reach this node's loopback.
     """
-    if not (direct or (direct is None and grpc_address.startswith(_LOOPBACK))):
-        return None  # tritonclient's defaults
-    return [
-        ("grpc.max_send_message_length", _MAX_MESSAGE),
-        ("grpc.max_receive_message_length", _MAX_MESSAGE),
-        ("grpc.enable_http_proxy", 0),
+    keepalive = grpcclient.KeepAliveOptions()
+    args: list[tuple[str, int | str]] = [  # what tritonclient sets when given no channel_args
+        ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(keepalive.keepalive_permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
     ]
+    if direct or (direct is None and grpc_address.startswith(_LOOPBACK)):
+        args.append(("grpc.enable_http_proxy", 0))
+    return args
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +146,10 @@ class ControlClient(Closeable):
         direct: never go through an HTTP proxy (``https_proxy``); ``None`` (default): direct
             for a loopback address, as the environment says otherwise.
 
+    A read (health, readiness, index, config, statistics) that ends ``UNAVAILABLE`` before the
+    server answered is sent again by gRPC, up to 4 attempts with a backoff from 0.05 s, within the
+    call's timeout: a connection reset mid-call costs a retry, not the wait of a load or unload.
+
     Raises (from every call):
         ConnectionFailed: the server did not answer.
         AccessDenied: the server's restricted API refused the call (no or a wrong token).
@@ -139,7 +176,11 @@ class ControlClient(Closeable):
             grpc_client
             if grpc_client is not None
             else grpcclient.InferenceServerClient(
-                self.endpoint.grpc, channel_args=channel_args(self.endpoint.grpc, direct)
+                self.endpoint.grpc,
+                channel_args=[
+                    *channel_args(self.endpoint.grpc, direct),
+                    ("grpc.service_config", _READS_RETRIED),
+                ],
             )
         )
         self._closed = threading.Event()  # also ends a wait of load/unload at once
