@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 
@@ -192,6 +193,91 @@ def test_server_killed_from_outside_is_reported(triton_repo, tmp_path, write_add
     assert info.value.returncode == -signal.SIGKILL
     assert time.monotonic() - started < 60
     assert leftover_resources(server) == []
+
+
+# A python model whose initialize() crashes the server (SIGABRT to its parent, tritonserver) while
+# it starts: every time, or only the first time (a marker file beside it remembers).
+CRASHING_MODEL = """\
+import os, signal, time
+from pathlib import Path
+
+class TritonPythonModel:
+    def initialize(self, args):
+        marker = Path(args["model_repository"]) / "crashed-once"
+        if {always} or not marker.exists():
+            marker.touch()
+            os.kill(os.getppid(), signal.SIGABRT)
+            time.sleep(60)
+
+    def execute(self, requests):
+        return []
+"""
+
+
+def _crashing_model(repo: Path, write_add_sub, *, always: bool) -> Path:
+    folder = write_add_sub(repo, "crashing")
+    (folder / "1" / "model.py").write_text(CRASHING_MODEL.format(always=always))
+    return folder
+
+
+RETRIED = "tritonserver crashed while starting; starting it once more."
+
+
+def _own_regions() -> set[str]:
+    """This process's servers' python-backend regions in /dev/shm (serve() names them so)."""
+    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(f"hermes{os.getpid()}x")}
+
+
+def _hermes_servers_of(repo: Path) -> list[int]:
+    """tritonserver processes serving ``repo`` that are still alive."""
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if f"--model-repository={repo}" in (p.info["cmdline"] or [])
+    ]
+
+
+def test_a_server_that_crashes_while_starting_is_started_once_more(
+    triton_repo, tmp_path, write_add_sub, caplog
+):
+    folder = _crashing_model(triton_repo, write_add_sub, always=False)
+    shm_before = _own_regions()
+    with serve(triton_repo, models=["crashing"], log_file=tmp_path / "log") as server:
+        assert server.control.is_model_ready("crashing")
+        assert (folder / "crashed-once").exists()
+        retried = [r.getMessage() for r in caplog.records if r.getMessage().startswith(RETRIED)]
+        assert len(retried) == 1 and "exited (killed by signal 6)" in retried[0], retried
+        log = server.read_log()
+        assert log.count("Started GRPCInferenceService") == 1  # the first never got that far
+        assert log.count("TRITONBACKEND_ModelInstanceInitialize: crashing_0_0") == 2  # one log, both runs
+        assert len(_hermes_servers_of(triton_repo)) == 1  # the crashed one is gone
+    assert leftover_resources(server) == [] and _hermes_servers_of(triton_repo) == []
+    assert _own_regions() <= shm_before
+
+
+def test_a_server_that_crashes_on_every_start_raises_after_the_second(
+    triton_repo, tmp_path, write_add_sub, caplog
+):
+    _crashing_model(triton_repo, write_add_sub, always=True)
+    shm_before = _own_regions()
+    with pytest.raises(ServerExitedError, match=r"exited \(killed by signal 6\)") as info:
+        serve(triton_repo, models=["crashing"], log_file=tmp_path / "log")
+    assert info.value.returncode == -signal.SIGABRT
+    retried = [r for r in caplog.records if r.getMessage().startswith(RETRIED)]
+    assert len(retried) == 1  # two starts in all
+    assert (tmp_path / "log").read_text().count("TRITONBACKEND_ModelInstanceInitialize: crashing_0_0") == 2
+    assert _hermes_servers_of(triton_repo) == [] and _own_regions() <= shm_before
+
+
+def test_a_server_killed_while_starting_is_not_started_again(triton_repo, tmp_path, write_add_sub, caplog):
+    folder = _crashing_model(triton_repo, write_add_sub, always=True)
+    model = folder / "1" / "model.py"
+    model.write_text(model.read_text().replace("signal.SIGABRT", "signal.SIGKILL"))  # the OOM killer's
+    with pytest.raises(ServerExitedError, match=r"killed by signal 9") as info:
+        serve(triton_repo, models=["crashing"], log_file=tmp_path / "log")
+    assert info.value.returncode == -signal.SIGKILL
+    assert not [r for r in caplog.records if r.getMessage().startswith(RETRIED)]
+    assert _hermes_servers_of(triton_repo) == []
 
 
 def test_error_in_the_body_keeps_its_type_and_notes_a_dead_server(triton_repo, tmp_path):

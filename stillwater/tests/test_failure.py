@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import traceback
 from pathlib import Path
 
@@ -136,13 +137,14 @@ def test_breaking_out_early_stops_an_endless_source() -> None:
 
 _PARENT_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import faulthandler, json, signal, sys
     from multiprocessing import resource_tracker
     sys.path.insert(0, {tests!r})
     import stillwater_test_stages as st
     from hermes.stillwater import ArraySpec, Map, Source
 
     if __name__ == "__main__":
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view of a hang
         spec = ArraySpec(shape=(4, 256))
         pipeline = Source(st.frames, args=(10**9,), output=spec) >> Map(st.negate, output=spec) >> Map(st.slow_identity)
         with pipeline:
@@ -153,6 +155,20 @@ _PARENT_SCRIPT = textwrap.dedent(
                     print(json.dumps(report), flush=True)
     """
 )
+
+
+def _wait_or_show_stacks(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """The parent's stderr once it exits; if it does not within ``timeout_s``, fail with its threads."""
+    try:
+        return proc.communicate(timeout=timeout_s)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler writes every thread's stack to stderr
+        time.sleep(2)
+        proc.kill()
+        stderr = proc.communicate()[1]
+        pytest.fail(
+            f"the parent did not exit within {timeout_s} s; its stderr and threads:\n{stderr[-8000:]}"
+        )
 
 
 @pytest.mark.parametrize(("signum", "returncode"), [(signal.SIGINT, -signal.SIGINT), (signal.SIGTERM, 143)])
@@ -168,7 +184,7 @@ def test_signal_to_the_parent_process_shuts_the_pipeline_down_cleanly(
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = _wait_or_show_stacks(proc, 60)
     finally:
         if proc.poll() is None:
             proc.kill()
