@@ -144,6 +144,9 @@ _PARENT_SCRIPT = textwrap.dedent(
     from hermes.stillwater import ArraySpec, Map, Source
 
     if __name__ == "__main__":
+        # Ctrl-C as a program started from a terminal gets it: a shell without job control starts
+        # background commands with SIGINT ignored, which Python then leaves ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view of a hang
         spec = ArraySpec(shape=(4, 256))
         pipeline = Source(st.frames, args=(10**9,), output=spec) >> Map(st.negate, output=spec) >> Map(st.slow_identity)
