@@ -182,9 +182,9 @@ def serve(
 
 # Signals of a crash inside tritonserver itself, never of a configuration it refused (that exits
 # with status 1) nor of a kill from outside (SIGKILL: the OOM killer, a scheduler; SIGTERM).
-# Seen in this project's CI: the python backend aborting while it started 8 instances at once on
-# a loaded 2-core machine ("terminate called after throwing an instance of
-# 'boost::interprocess::lock_exception'"), then starting cleanly.
+# Seen once in a run of this project's CI script: the python backend aborting while it started 8
+# instances at once on a loaded 2-core machine ("terminate called after throwing an instance of
+# 'boost::interprocess::lock_exception'"); the same test started cleanly in every other run.
 _CRASH_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS)
 
 
