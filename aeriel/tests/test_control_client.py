@@ -344,3 +344,20 @@ def test_clients_reach_a_loopback_server_past_an_http_proxy(
             result = client.infer(add_sub_inputs()).result(timeout=30)
         np.testing.assert_allclose(result.outputs["OUTPUT0"], [1.5, 2.5])
         control.unload("ctl_proxy")
+
+
+def test_channel_args_are_tritonclients_defaults_and_go_direct_only_to_this_node():
+    defaults = grpcclient.KeepAliveOptions()
+    remote = dict(channel_args("gpu-node-0:8001"))
+    assert remote == {
+        "grpc.max_send_message_length": 2**31 - 1,
+        "grpc.max_receive_message_length": 2**31 - 1,
+        "grpc.keepalive_time_ms": defaults.keepalive_time_ms,
+        "grpc.keepalive_timeout_ms": defaults.keepalive_timeout_ms,
+        "grpc.keepalive_permit_without_calls": 0,
+        "grpc.http2.max_pings_without_data": defaults.http2_max_pings_without_data,
+    }  # a remote server: the proxy settings of the environment apply
+    for local in ("127.0.0.1:8001", "localhost:8001", "[::1]:8001"):
+        assert dict(channel_args(local)) == {**remote, "grpc.enable_http_proxy": 0}
+    assert dict(channel_args("gpu-node-0:8001", direct=True))["grpc.enable_http_proxy"] == 0
+    assert "grpc.enable_http_proxy" not in dict(channel_args("127.0.0.1:8001", direct=False))
