@@ -12,6 +12,7 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 # A call opens with an HTTP/2 HEADERS frame that names its method (well over 32 bytes); the
@@ -43,8 +44,8 @@ class ResettingProxy:
         """Drop the next call's bytes and reset its connection."""
         self._armed.set()
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
         self._threads.append(thread)
         thread.start()
 
